@@ -1,0 +1,1 @@
+"""A small, trainable decoder transformer in NumPy, with its BPE tokenizer."""

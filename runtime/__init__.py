@@ -1,0 +1,1 @@
+"""The QuantaTissu runtime: executes TissLang programs safely inside a workspace."""
