@@ -7,3 +7,76 @@ class TissRuntimeError(Exception):
     """Base of every user-facing runtime error; the CLI prints these as messages."""
 
     exit_code = 2
+
+
+class ScriptFailure(TissRuntimeError):
+    """A failure while a script runs: it fails the innermost STEP unless a TRY catches it.
+
+    `kind` names the failure for `LAST_ERROR.KIND` and reports (e.g. "AssertionFailed",
+    "PathError", "TypeMismatch"); the position points at the statement or expression at fault.
+    `render()` gives the `file:line:col: error: message` form the CLI prints.
+    """
+
+    exit_code = 1
+    kind = "RuntimeError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+        self.file = file
+        self.line = line
+        self.column = column
+
+    def located(self, file: str | None, line: int | None, column: int | None) -> "ScriptFailure":
+        """Fill in a position the raiser did not know; an existing position is kept."""
+        if self.line is None:
+            self.file, self.line, self.column = file, line, column
+        elif self.file is None:
+            self.file = file
+        return self
+
+    def location(self) -> str:
+        if self.line is None:
+            return self.file or ""
+        return f"{self.file or '<script>'}:{self.line}:{self.column or 1}"
+
+    def render(self) -> str:
+        where = self.location()
+        return f"{where}: error: {self.message}" if where else f"tiss: error: {self.message}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PathError(ScriptFailure):
+    """A path that would leave the workspace, or that names nothing usable inside it."""
+
+    kind = "PathError"
+
+
+class CommandError(ScriptFailure):
+    """A RUN that could not be started or ran out of time."""
+
+    kind = "CommandError"
+
+
+class SandboxUnavailable(TissRuntimeError):
+    """`--sandbox workspace` was asked for but bubblewrap cannot be found; a usage problem."""
+
+    exit_code = 2
+
+
+class Interrupted(TissRuntimeError):
+    """The user pressed Ctrl-C: running commands were killed, TEARDOWN still runs."""
+
+    exit_code = 130

@@ -1,0 +1,164 @@
+"""Workspace confinement and the file operations: every escape route is refused."""
+
+import os
+import stat
+
+import pytest
+
+from runtime.errors import PathError
+from runtime.workspace import Workspace
+
+
+@pytest.fixture
+def ws(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    return Workspace(root)
+
+
+def test_write_read_roundtrip_creates_parents(ws):
+    ws.write_text("a/b/c.txt", "héllo\n\nworld\n")
+    assert (ws.root / "a/b/c.txt").read_text(encoding="utf-8") == "héllo\n\nworld\n"
+    assert ws.read_text("a/b/c.txt") == "héllo\n\nworld\n"
+
+
+def test_write_replaces_atomically_and_keeps_mode(ws):
+    target = ws.root / "f.sh"
+    target.write_text("old")
+    target.chmod(0o755)
+    ws.write_text("f.sh", "new")
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    # no temporary file is left next to the target
+    assert sorted(os.listdir(ws.root)) == ["f.sh"]
+
+
+def test_write_failure_leaves_old_content_and_no_temp(ws, monkeypatch):
+    target = ws.root / "keep.txt"
+    target.write_text("old")
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        ws.write_text("keep.txt", "new")
+    assert target.read_text() == "old"
+    assert sorted(os.listdir(ws.root)) == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    "path, fragment",
+    [
+        ("../outside.txt", "climbs out"),
+        ("a/../../outside.txt", "climbs out"),
+        ("/etc/passwd", "outside the workspace"),
+        ("bad\0name", "NUL"),
+        ("", "empty"),
+    ],
+)
+def test_escapes_are_refused(ws, path, fragment):
+    for op in (
+        lambda: ws.write_text(path, "x"),
+        lambda: ws.read_text(path),
+        lambda: ws.mkdir(path),
+        lambda: ws.delete(path),
+        lambda: ws.exists(path),
+    ):
+        with pytest.raises(PathError, match=fragment):
+            op()
+
+
+def test_absolute_path_inside_is_allowed(ws):
+    ws.write_text(str(ws.root / "in.txt"), "ok")
+    assert ws.read_text("in.txt") == "ok"
+
+
+def test_dotdot_that_stays_inside_is_allowed(ws):
+    ws.write_text("a/../b.txt", "ok")
+    assert (ws.root / "b.txt").read_text() == "ok"
+
+
+def test_symlink_in_any_component_leading_out_is_refused(ws, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    os.symlink(outside, ws.root / "link")
+    os.symlink(outside / "secret", ws.root / "filelink")
+    os.makedirs(ws.root / "deep/er")
+    os.symlink("../../link", ws.root / "deep/er/hop")  # a relative chain of links
+    for path in ("link/secret", "link/new.txt", "filelink", "deep/er/hop/secret"):
+        with pytest.raises(PathError, match="symlink"):
+            ws.read_text(path)
+        with pytest.raises(PathError, match="symlink"):
+            ws.write_text(path, "pwned")
+    with pytest.raises(PathError, match="symlink"):
+        ws.mkdir("link/sub")
+    with pytest.raises(PathError, match="symlink"):
+        ws.delete("link/secret")
+    assert (outside / "secret").read_text() == "s"
+    assert sorted(os.listdir(outside)) == ["secret"]
+
+
+def test_symlink_inside_is_followed(ws):
+    (ws.root / "real").mkdir()
+    os.symlink("real", ws.root / "alias")
+    ws.write_text("alias/f.txt", "x")
+    assert (ws.root / "real/f.txt").read_text() == "x"
+
+
+def test_delete_symlink_removes_link_not_target(ws, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+    os.symlink(outside, ws.root / "link")
+    ws.delete("link")
+    assert not os.path.lexists(ws.root / "link")
+    assert (outside / "keep").read_text() == "k"
+
+
+def test_delete_never_removes_workspace_root(ws):
+    (ws.root / "f").write_text("x")
+    for path in (".", "./", "a/..", str(ws.root)):
+        with pytest.raises(PathError, match="workspace itself"):
+            ws.delete(path, recursive=True)
+    assert (ws.root / "f").exists()
+
+
+def test_delete_file_dir_and_tree(ws):
+    ws.write_text("f.txt", "x")
+    ws.delete("f.txt")
+    assert not (ws.root / "f.txt").exists()
+    ws.mkdir("empty")
+    ws.delete("empty")
+    assert not (ws.root / "empty").exists()
+    ws.write_text("tree/a/b.txt", "x")
+    with pytest.raises(PathError, match="RECURSIVE"):
+        ws.delete("tree")
+    ws.delete("tree", recursive=True)
+    assert not (ws.root / "tree").exists()
+    with pytest.raises(PathError, match="no such file"):
+        ws.delete("tree")
+
+
+def test_recursive_delete_does_not_follow_links_inside_tree(ws, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+    ws.mkdir("tree")
+    os.symlink(outside, ws.root / "tree/out")
+    ws.delete("tree", recursive=True)
+    assert (outside / "keep").read_text() == "k"
+
+
+def test_read_missing_and_directory(ws):
+    with pytest.raises(PathError, match="no such file"):
+        ws.read_text("nope.txt")
+    ws.mkdir("d")
+    with pytest.raises(PathError, match="directory"):
+        ws.read_text("d")
+
+
+def test_workspace_must_exist(tmp_path):
+    with pytest.raises(PathError, match="not a directory"):
+        Workspace(tmp_path / "missing")
