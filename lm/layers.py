@@ -1,0 +1,288 @@
+"""The transformer's layers, each a `forward`/`backward` pair written out in NumPy.
+
+Every layer is bound at construction to its parameter arrays and to gradient buffers of the same
+shapes. `forward(x)` returns `(out, cache)`; `backward(dout, cache)` returns the gradient with
+respect to `x` and *adds* parameter gradients into the bound buffers (so micro-batches accumulate
+and a tied weight can receive gradient from two places). Layers work in whatever float dtype
+their parameters have: float32 for training, float64 for gradient checks.
+
+Shape letters: B batch, T time, C model width, H heads, D head size (C = H*D), F feed-forward
+hidden width, V vocabulary, N = B*T rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Embedding:
+    """Token ids to vectors: a row lookup; the backward scatters rows back with `np.add.at`."""
+
+    def __init__(self, weight: np.ndarray, grad: np.ndarray) -> None:
+        self.weight, self.grad = weight, grad  # (V, C)
+
+    def forward(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.weight[ids], ids  # (B, T, C)
+
+    def backward(self, dout: np.ndarray, ids: np.ndarray) -> None:
+        # Repeated ids must accumulate, which fancy-index `+=` would not do.
+        np.add.at(self.grad, ids.reshape(-1), dout.reshape(-1, dout.shape[-1]))  # (N,) <- (N, C)
+
+
+class RMSNorm:
+    """`x / sqrt(mean(x²) + eps) * w` over the last axis (Llama's norm: no mean, no bias)."""
+
+    def __init__(self, weight: np.ndarray, grad: np.ndarray, eps: float) -> None:
+        self.weight, self.grad, self.eps = weight, grad, eps  # (C,)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        C = x.shape[-1]
+        ms = np.einsum("...c,...c->...", x, x)[..., None]  # (B, T, 1)
+        ms *= 1.0 / C
+        ms += self.eps
+        rstd = np.sqrt(ms, out=ms)
+        np.reciprocal(rstd, out=rstd)  # (B, T, 1)
+        xn = x * rstd  # (B, T, C)
+        return xn * self.weight, (xn, rstd)
+
+    def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
+        xn, rstd = cache
+        C = xn.shape[-1]
+        self.grad += np.einsum("nc,nc->c", dout.reshape(-1, C), xn.reshape(-1, C))  # (C,)
+        dxn = dout * self.weight  # (B, T, C)
+        # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
+        proj = np.einsum("...c,...c->...", dxn, xn)[..., None]  # (B, T, 1)
+        proj *= 1.0 / C
+        np.multiply(xn, proj, out=xn)  # xn is not needed after this, reuse it
+        dxn -= xn
+        dxn *= rstd
+        return dxn  # (B, T, C)
+
+
+def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of position·frequency, `(max_seq_len, head_dim/2)`, computed in float64.
+
+    Pair j couples dimensions (j, j + head_dim/2) with frequency theta^(-2j/head_dim), position
+    counting from 0 (the rotate-half convention of GPT-NeoX and Llama in Hugging Face).
+    """
+    half = head_dim // 2
+    freqs = theta ** (-2.0 * np.arange(half, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.arange(max_seq_len, dtype=np.float64)[:, None] * freqs[None, :]  # (T, D/2)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Rotate each pair (x1, x2) by its angle: (x1·c − x2·s, x2·c + x1·s). x is (B, H, T, D)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2)
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    o1, o2 = out[..., :half], out[..., half:]
+    np.multiply(x1, cos, out=o1)
+    o1 -= x2 * sin
+    np.multiply(x2, cos, out=o2)
+    o2 += x1 * sin
+    return out  # (B, H, T, D)
+
+
+def rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The transpose of the rotation, i.e. rotation by the opposite angle."""
+    half = dout.shape[-1] // 2
+    d1, d2 = dout[..., :half], dout[..., half:]
+    if out is None:
+        out = np.empty(dout.shape, dtype=dout.dtype)
+    o1, o2 = out[..., :half], out[..., half:]
+    np.multiply(d1, cos, out=o1)
+    o1 += d2 * sin
+    np.multiply(d2, cos, out=o2)
+    o2 -= d1 * sin
+    return out
+
+
+class CausalSelfAttention:
+    """Multi-head causal self-attention with RoPE on q and k, scale 1/sqrt(D).
+
+    The three input projections run as one (N, C) @ (C, 3C) product over the concatenated
+    weights, and the head split is a strided view, so no layout copies enter the hot path
+    beyond RoPE's output.
+    """
+
+    def __init__(
+        self,
+        wq: np.ndarray, wk: np.ndarray, wv: np.ndarray, wo: np.ndarray,
+        gq: np.ndarray, gk: np.ndarray, gv: np.ndarray, go: np.ndarray,
+        n_heads: int, cos: np.ndarray, sin: np.ndarray,
+    ) -> None:
+        self.wq, self.wk, self.wv, self.wo = wq, wk, wv, wo  # (C, C) each
+        self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
+        self.n_heads = n_heads
+        self.cos, self.sin = cos, sin  # (max_T, D/2)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        B, T, C = x.shape
+        H = self.n_heads
+        D = C // H
+        x2 = x.reshape(B * T, C)  # (N, C)
+        w_qkv = np.concatenate((self.wq, self.wk, self.wv), axis=1)  # (C, 3C)
+        qkv = (x2 @ w_qkv).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
+        cos, sin = self.cos[:T], self.sin[:T]  # (T, D/2)
+        q = rope_forward(qkv[:, :, 0].transpose(0, 2, 1, 3), cos, sin)  # (B, H, T, D)
+        k = rope_forward(qkv[:, :, 1].transpose(0, 2, 1, 3), cos, sin)  # (B, H, T, D)
+        v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view, BLAS-friendly
+        att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T)
+        att *= 1.0 / np.sqrt(D)
+        _causal_softmax_(att)
+        y = np.empty((B, T, H, D), dtype=x.dtype)
+        np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # heads written straight into (B, T, H, D)
+        y2 = y.reshape(B * T, C)  # (N, C)
+        out = (y2 @ self.wo).reshape(B, T, C)  # (B, T, C)
+        return out, (x2, w_qkv, q, k, v, att, y2)
+
+    def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
+        x2, w_qkv, q, k, v, att, y2 = cache
+        B, H, T, D = q.shape
+        C = H * D
+        dout2 = dout.reshape(B * T, C)  # (N, C)
+        self.go += y2.T @ dout2  # (C, C)
+        dy = (dout2 @ self.wo.T).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
+        dqkv = np.empty((B, T, 3, H, D), dtype=dout.dtype)
+        np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[:, :, 2].transpose(0, 2, 1, 3))  # dv
+        datt = dy @ v.transpose(0, 1, 3, 2)  # (B, H, T, T)
+        # softmax backward: ds = p * (dp - sum(dp * p)); masked entries have p = 0 and stay 0.
+        rowdot = np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1)
+        datt -= rowdot
+        datt *= att
+        datt *= 1.0 / np.sqrt(D)
+        cos, sin = self.cos[:T], self.sin[:T]
+        rope_backward(datt @ k, cos, sin, out=dqkv[:, :, 0].transpose(0, 2, 1, 3))  # dq
+        rope_backward(datt.transpose(0, 1, 3, 2) @ q, cos, sin, out=dqkv[:, :, 1].transpose(0, 2, 1, 3))
+        dqkv2 = dqkv.reshape(B * T, 3 * C)  # (N, 3C)
+        dw = x2.T @ dqkv2  # (C, 3C)
+        self.gq += dw[:, :C]
+        self.gk += dw[:, C : 2 * C]
+        self.gv += dw[:, 2 * C :]
+        return (dqkv2 @ w_qkv.T).reshape(B, T, C)  # (B, T, C)
+
+
+_MASKS: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _causal_mask(T: int, dtype) -> np.ndarray:
+    """Additive mask, 0 on and below the diagonal and -inf above; cached per (T, dtype)."""
+    key = (T, np.dtype(dtype).str)
+    mask = _MASKS.get(key)
+    if mask is None:
+        mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
+        _MASKS[key] = mask
+    return mask
+
+
+def _causal_softmax_(att: np.ndarray) -> None:
+    """Masked softmax over the last axis, in place. Row i always keeps its diagonal, so every
+    row max is finite and exp(-inf) gives exactly 0 for the future positions."""
+    att += _causal_mask(att.shape[-1], att.dtype)
+    att -= att.max(axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+
+
+class SwiGLU:
+    """The gated feed-forward `(silu(x @ w1) * (x @ w3)) @ w2`; w1 and w3 run as one product."""
+
+    def __init__(
+        self, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray,
+        g1: np.ndarray, g3: np.ndarray, g2: np.ndarray,
+    ) -> None:
+        self.w1, self.w3, self.w2 = w1, w3, w2  # (C, F), (C, F), (F, C)
+        self.g1, self.g3, self.g2 = g1, g3, g2
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        B, T, C = x.shape
+        F = self.w1.shape[1]
+        x2 = x.reshape(B * T, C)  # (N, C)
+        w13 = np.concatenate((self.w1, self.w3), axis=1)  # (C, 2F)
+        ab = x2 @ w13  # (N, 2F)
+        a, b = ab[:, :F], ab[:, F:]  # (N, F) gate and value
+        sig = np.negative(a)  # (N, F)
+        with np.errstate(over="ignore"):  # exp overflow gives sigmoid 0, which is right
+            np.exp(sig, out=sig)
+        sig += 1.0
+        np.reciprocal(sig, out=sig)
+        h = a * sig  # silu(a)
+        h *= b  # (N, F)
+        out = (h @ self.w2).reshape(B, T, C)  # (B, T, C)
+        return out, (x2, w13, ab, sig, h)
+
+    def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
+        x2, w13, ab, sig, h = cache
+        N, F = h.shape
+        B, T, C = dout.shape
+        dout2 = dout.reshape(N, C)
+        self.g2 += h.T @ dout2  # (F, C)
+        dh = dout2 @ self.w2.T  # (N, F)
+        a, b = ab[:, :F], ab[:, F:]
+        dab = np.empty((N, 2 * F), dtype=dout.dtype)
+        da, db = dab[:, :F], dab[:, F:]
+        np.multiply(a, sig, out=db)  # silu(a)
+        db *= dh  # d/db = dh * silu(a)
+        # d silu(a)/da = sig * (1 + a * (1 - sig))
+        np.subtract(1.0, sig, out=da)
+        da *= a
+        da += 1.0
+        da *= sig
+        da *= b
+        da *= dh
+        dw = x2.T @ dab  # (C, 2F)
+        self.g1 += dw[:, :F]
+        self.g3 += dw[:, F:]
+        return (dab @ w13.T).reshape(B, T, C)  # (B, T, C)
+
+
+class Block:
+    """Pre-norm residual block: x + Attn(RMSNorm(x)), then x + FFN(RMSNorm(x))."""
+
+    def __init__(self, attn_norm: RMSNorm, attn: CausalSelfAttention, ffn_norm: RMSNorm, ffn: SwiGLU) -> None:
+        self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        h, c_n1 = self.attn_norm.forward(x)
+        a, c_attn = self.attn.forward(h)
+        x = x + a  # (B, T, C) a new array: x is still referenced by the caller
+        h, c_n2 = self.ffn_norm.forward(x)
+        f, c_ffn = self.ffn.forward(h)
+        f += x
+        return f, (c_n1, c_attn, c_n2, c_ffn)
+
+    def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
+        c_n1, c_attn, c_n2, c_ffn = cache
+        dx = self.ffn_norm.backward(self.ffn.backward(dout, c_ffn), c_n2)
+        dx += dout  # residual path
+        dx2 = self.attn_norm.backward(self.attn.backward(dx, c_attn), c_n1)
+        dx2 += dx
+        return dx2  # (B, T, C)
+
+
+class OutputHead:
+    """The final projection to logits, `x @ W` with W `(C, V)`, or `x @ tok_emb.T` when tied."""
+
+    def __init__(self, weight: np.ndarray, grad: np.ndarray, transposed: bool = False) -> None:
+        # For a tied head, weight/grad are tok_emb and its gradient (V, C), used transposed.
+        self.weight, self.grad, self.transposed = weight, grad, transposed
+
+    def _w(self) -> np.ndarray:
+        return self.weight.T if self.transposed else self.weight  # (C, V)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        B, T, C = x.shape
+        x2 = x.reshape(B * T, C)  # (N, C)
+        return (x2 @ self._w()).reshape(B, T, -1), x2  # (B, T, V)
+
+    def backward(self, dout: np.ndarray, x2: np.ndarray) -> np.ndarray:
+        N, C = x2.shape
+        d2 = dout.reshape(N, -1)  # (N, V)
+        if self.transposed:
+            self.grad += d2.T @ x2  # (V, C)
+        else:
+            self.grad += x2.T @ d2  # (C, V)
+        B = dout.shape[0]
+        return (d2 @ self._w().T).reshape(B, -1, C)  # (B, T, C)

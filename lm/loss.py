@@ -1,0 +1,56 @@
+"""Cross-entropy over logits, with its fused softmax backward.
+
+`cross_entropy_forward` turns the logits into probabilities once and keeps them as the cache, so
+the backward is `probs - onehot(target)` written over that same buffer: no second softmax, no
+second (N, V) array. Shape letters: N rows (B*T), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lm.errors import LMError
+
+#: Target value excluded from the mean, as in `torch.nn.functional.cross_entropy`.
+IGNORE_INDEX = -100
+
+
+def cross_entropy_forward(
+    logits: np.ndarray, targets: np.ndarray, ignore_index: int | None = IGNORE_INDEX, inplace: bool = False
+) -> tuple[float, tuple]:
+    """Mean of `logsumexp(logits) - logits[target]` over rows whose target is not ignored.
+
+    `logits` is (..., V) and `targets` the matching (...) ints. With `inplace=True` the logits
+    buffer is overwritten by the probabilities (the caller no longer needs the logits). The loss
+    is computed stably (max subtracted first) and returned as a Python float.
+    """
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V)  # (N, V)
+    t = np.asarray(targets).reshape(-1)  # (N,)
+    if t.shape[0] != z.shape[0]:
+        raise LMError(f"cross_entropy: {z.shape[0]} rows of logits but {t.shape[0]} targets")
+    valid = t != ignore_index if ignore_index is not None else np.ones(t.shape, dtype=bool)  # (N,)
+    t_safe = np.where(valid, t, 0)
+    if np.any((t_safe < 0) | (t_safe >= V)):
+        raise LMError(f"cross_entropy: target ids must lie in [0, {V})")
+    probs = z if inplace else z.copy()  # (N, V)
+    probs -= probs.max(axis=1, keepdims=True)
+    rows = np.arange(z.shape[0])
+    picked = probs[rows, t_safe].astype(np.float64)  # (N,) shifted logit of the target
+    np.exp(probs, out=probs)
+    total = probs.sum(axis=1, keepdims=True)  # (N, 1)
+    n_valid = int(valid.sum())
+    losses = np.log(total[:, 0].astype(np.float64)) - picked  # (N,)
+    loss = float(losses[valid].sum() / n_valid) if n_valid else 0.0
+    probs /= total
+    return loss, (probs, t_safe, valid, n_valid, logits.shape)
+
+
+def cross_entropy_backward(dloss: float, cache: tuple) -> np.ndarray:
+    """Gradient of `dloss * loss` with respect to the logits; consumes (overwrites) the cache."""
+    probs, t_safe, valid, n_valid, shape = cache
+    probs[np.arange(probs.shape[0]), t_safe] -= 1.0
+    if n_valid < probs.shape[0]:
+        probs[~valid] = 0.0
+    probs *= dloss / max(n_valid, 1)
+    return probs.reshape(shape)  # (..., V)
