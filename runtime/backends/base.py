@@ -1,0 +1,203 @@
+"""What every model backend shares: the protocol, its settings and result types, and its error.
+
+The interpreter builds one `GenerationSettings` per PROMPT_AGENT from the directives in scope
+(`GenerationSettings.from_directives`), asks the backend to `count_tokens` of the prompt so the
+budgets can refuse the call before it is sent, then calls `generate` and records the
+`Completion`'s token counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+from runtime.budget import parse_duration
+from runtime.errors import TissRuntimeError
+
+# Directives that configure generation, and the settings field each one fills.
+GENERATION_DIRECTIVES = (
+    "persona",
+    "model",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "timeout",
+)
+
+
+class BackendError(TissRuntimeError):
+    """A model call that could not be made or whose reply is unusable; it fails the step."""
+
+    exit_code = 1
+
+
+class BackendNotConfigured(BackendError):
+    """PROMPT_AGENT ran with no backend selected; the message says how to select one."""
+
+    exit_code = 2
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "no model backend is configured for PROMPT_AGENT; choose one with "
+            "`--model echo` (answers with the prompt itself, for dry runs), "
+            "`--model http://HOST:PORT/v1` (an OpenAI-compatible server), "
+            "`--model PATH` (a local checkpoint directory), "
+            "or set the TISS_MODEL environment variable to one of these"
+        )
+
+
+class SettingsError(BackendError):
+    """A generation directive with a value of the wrong type or range: the script must change."""
+
+    exit_code = 2
+
+
+def estimate_tokens(text: str) -> int:
+    """The budget estimate of a text's token count when no tokenizer is at hand.
+
+    One token per 4 bytes of UTF-8, rounded up: close to BPE tokenizers on English prose and
+    code, and it over-counts non-Latin text rather than under-counting it, which is the safe side
+    for a budget that must refuse a call before it is sent.
+
+    >>> estimate_tokens(""), estimate_tokens("abcd"), estimate_tokens("abcde")
+    (0, 1, 2)
+    """
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A backend's answer to one prompt.
+
+    `finish_reason` follows the OpenAI vocabulary: "stop" (natural end or a stop sequence),
+    "length" (max_tokens reached), or whatever else the server reports.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    model: str = ""  # the model the server says answered; "" when unknown
+    elapsed: float = 0.0  # seconds the call took, measured by the backend
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _setting_error(name: str, value: object, expected: str) -> SettingsError:
+    # Directive values come from the script, so the message speaks in directive terms.
+    return SettingsError(f"@{name} must be {expected}, got {value!r}")
+
+
+def _number(name: str, value: object, low: float, high: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _setting_error(name, value, "a number")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise _setting_error(name, value, f"a number {bound}")
+    return float(value)
+
+
+def _integer(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool):
+        raise _setting_error(name, value, "a whole number")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise _setting_error(name, value, "a whole number")
+    if value < low:
+        raise _setting_error(name, value, f"a whole number of at least {low}")
+    return value
+
+
+def _stop_sequences(value: object) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s for s in items):
+        raise _setting_error("stop", value, "a non-empty string or a list of them")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate one completion; `None` means "the backend's own default".
+
+    `timeout` is in seconds. The interpreter passes the least of `@timeout` and the remaining
+    EXECUTION_TIME budget, so a backend never waits longer than the run may.
+    """
+
+    persona: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    timeout: float | None = None
+
+    @classmethod
+    def from_directives(cls, directives: Mapping[str, Any]) -> "GenerationSettings":
+        """Settings from directive values in scope, keyed by name without the `@`.
+
+        Directives that do not concern generation (`@shell`, `@output`, ...) are ignored; a
+        generation directive with a value of the wrong type or range raises `BackendError`
+        naming the directive.
+        """
+        values: dict[str, Any] = {}
+        for name in GENERATION_DIRECTIVES:
+            if name not in directives or directives[name] is None:
+                continue
+            raw = directives[name]
+            if name in ("persona", "model"):
+                if not isinstance(raw, str):
+                    raise _setting_error(name, raw, "a string")
+                values[name] = raw
+            elif name == "temperature":
+                values[name] = _number(name, raw, 0.0, None)
+            elif name in ("top_p", "min_p"):
+                values[name] = _number(name, raw, 0.0, 1.0)
+            elif name == "top_k":
+                values[name] = _integer(name, raw, 0)
+            elif name == "max_tokens":
+                values[name] = _integer(name, raw, 1)
+            elif name == "seed":
+                values[name] = _integer(name, raw, 0)
+            elif name == "stop":
+                values[name] = _stop_sequences(raw)
+            elif name == "timeout":
+                try:
+                    values[name] = parse_duration(raw, what="@timeout")
+                except TissRuntimeError as exc:
+                    raise _setting_error(name, raw, "a duration like 30, \"30s\", \"5m\" or \"500ms\"") from exc
+                if values[name] <= 0:
+                    raise _setting_error(name, raw, "a positive duration")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "GenerationSettings":
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return GenerationSettings(**current)
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A language model the interpreter can prompt.
+
+    `generate` raises `BackendError` for every failure a user can hit (unreachable server,
+    timeout, HTTP error, malformed reply), never a bare library exception. `count_tokens` is what
+    the budgets charge for a prompt before it is sent.
+    """
+
+    name: str
+
+    def generate(self, prompt: str, settings: GenerationSettings) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...

@@ -1,0 +1,297 @@
+"""Run budgets: EXECUTION_TIME, API_CALLS and TOKENS, counted across a whole run.
+
+One `Budgets` object lives for a run (or a REPL session) and is shared by every thread the run
+starts, PARALLEL children included, so all of its methods take one lock. How the interpreter
+uses it:
+
+- `SET_BUDGET NAME = value`   → `budgets.set(name, value)`
+- before a model call          → `r = budgets.reserve_call(prompt_tokens, max_tokens)`; it raises
+  `BudgetExceeded` and the call is never sent when API_CALLS or TOKENS would be exceeded
+- after the call               → `budgets.record(r, prompt_tokens, completion_tokens)`, or
+  `budgets.release(r)` when the call failed without reporting usage
+- before a RUN                 → `timeout = budgets.bound_timeout(timeout)`
+- between statements           → `budgets.check_time()` ends the run once EXECUTION_TIME is spent
+- ESTIMATE_COST                → `budgets.check_fits(api_calls=..., tokens=..., seconds=...)`
+
+Tokens of calls in flight are reserved (prompt plus `@max_tokens`) so that concurrent calls can
+not jointly overshoot TOKENS; when the answer arrives the reservation is replaced by the tokens
+the backend reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from runtime.errors import TissRuntimeError
+
+EXECUTION_TIME = "EXECUTION_TIME"
+API_CALLS = "API_CALLS"
+TOKENS = "TOKENS"
+BUDGET_NAMES = (EXECUTION_TIME, API_CALLS, TOKENS)
+BUDGET_ALIASES = {"TOKEN_COUNT": TOKENS}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class BudgetError(TissRuntimeError):
+    """A SET_BUDGET the script got wrong: unknown budget name or a value of the wrong kind."""
+
+    exit_code = 2
+
+
+class BudgetExceeded(TissRuntimeError):
+    """A budget is spent; the message names the budget, its limit and what was used."""
+
+    exit_code = 1
+
+    def __init__(self, budget: str, limit: float, used: float, detail: str) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.used = used
+        super().__init__(f"budget {budget} exceeded: {detail}")
+
+
+def parse_duration(value: object, what: str = EXECUTION_TIME) -> float:
+    """Seconds from a number or a string such as "500ms", "30s", "5m", "1h" or "90".
+
+    >>> parse_duration("5m"), parse_duration("500ms"), parse_duration(2.5)
+    (300.0, 0.5, 2.5)
+    """
+    if isinstance(value, bool):
+        raise BudgetError(f"{what} must be a duration like 30, \"30s\", \"5m\" or \"500ms\", got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise BudgetError(f"{what} must be a duration like 30, \"30s\", \"5m\" or \"500ms\", got {value!r}")
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise BudgetError(f"{what} must be a duration of zero or more seconds, got {value!r}")
+    return seconds
+
+
+def _count(name: str, value: object) -> int:
+    """A non-negative whole number from a budget value (`3`, `3.0` or `"3"`)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BudgetError(f"{name} must be a whole number of zero or more, got {value!r}")
+    return value
+
+
+def canonical_budget_name(name: str) -> str:
+    """The budget a SET_BUDGET name refers to (`TOKEN_COUNT` is `TOKENS`)."""
+    canonical = BUDGET_ALIASES.get(name, name)
+    if canonical not in BUDGET_NAMES:
+        known = ", ".join(BUDGET_NAMES + tuple(BUDGET_ALIASES))
+        raise BudgetError(f"unknown budget {name!r}; the budgets are {known}")
+    return canonical
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for messages: "500ms", "30s", "2.5s"."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One model call admitted by `reserve_call`; hand it back to `record` or `release`."""
+
+    id: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    """What a run has used so far; limits are `None` when that budget was never set."""
+
+    api_calls: int
+    tokens: int
+    tokens_in_flight: int
+    seconds: float
+    api_calls_limit: int | None
+    tokens_limit: int | None
+    seconds_limit: float | None
+
+
+class Budgets:
+    """The budgets of one run; thread-safe. See the module docstring for how to use it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self._limits: dict[str, float | int] = {}
+        self._api_calls = 0
+        self._tokens = 0
+        self._in_flight: dict[int, int] = {}
+        self._ids = itertools.count(1)
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def set(self, name: str, value: object) -> None:
+        """SET_BUDGET: set (or replace) one limit. Raises `BudgetError` for a bad name or value."""
+        budget = canonical_budget_name(name)
+        limit = parse_duration(value) if budget == EXECUTION_TIME else _count(budget, value)
+        with self._lock:
+            self._limits[budget] = limit
+
+    def limit(self, name: str) -> float | int | None:
+        with self._lock:
+            return self._limits.get(canonical_budget_name(name))
+
+    def usage(self) -> BudgetUsage:
+        with self._lock:
+            return BudgetUsage(
+                api_calls=self._api_calls,
+                tokens=self._tokens,
+                tokens_in_flight=sum(self._in_flight.values()),
+                seconds=self._clock() - self._started,
+                api_calls_limit=self._limits.get(API_CALLS),  # type: ignore[arg-type]
+                tokens_limit=self._limits.get(TOKENS),  # type: ignore[arg-type]
+                seconds_limit=self._limits.get(EXECUTION_TIME),
+            )
+
+    # -- time -----------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds left of EXECUTION_TIME (never negative), or None when it is not set."""
+        with self._lock:
+            limit = self._limits.get(EXECUTION_TIME)
+        if limit is None:
+            return None
+        return max(0.0, limit - self.elapsed())
+
+    def check_time(self) -> None:
+        """Raise `BudgetExceeded` when EXECUTION_TIME is spent."""
+        with self._lock:
+            limit = self._limits.get(EXECUTION_TIME)
+        if limit is None:
+            return
+        used = self.elapsed()
+        if used >= limit:
+            raise BudgetExceeded(
+                EXECUTION_TIME, limit, used,
+                f"limit {format_seconds(limit)}, {format_seconds(used)} used",
+            )
+
+    def bound_timeout(self, timeout: float | None) -> float | None:
+        """The least of `timeout` and the remaining EXECUTION_TIME (None: no bound at all).
+
+        Raises `BudgetExceeded` when no time is left, so a RUN never starts with a zero timeout.
+        """
+        self.check_time()
+        remaining = self.remaining_seconds()
+        if remaining is None:
+            return timeout
+        return remaining if timeout is None else min(timeout, remaining)
+
+    # -- model calls ----------------------------------------------------------------------
+
+    def reserve_call(self, prompt_tokens: int, max_tokens: int | None) -> Reservation:
+        """Admit one model call before it is sent, or raise `BudgetExceeded`.
+
+        The call counts against API_CALLS from here on (it was attempted); its prompt tokens
+        plus `max_tokens` (prompt tokens alone when `max_tokens` is None) are reserved against
+        TOKENS until `record` or `release`.
+        """
+        self.check_time()
+        needed = prompt_tokens + (max_tokens or 0)
+        with self._lock:
+            call_limit = self._limits.get(API_CALLS)
+            if call_limit is not None and self._api_calls + 1 > call_limit:
+                raise BudgetExceeded(
+                    API_CALLS, call_limit, self._api_calls,
+                    f"limit {call_limit} call{'s' if call_limit != 1 else ''}, "
+                    f"{self._api_calls} used; the call was not sent",
+                )
+            token_limit = self._limits.get(TOKENS)
+            in_flight = sum(self._in_flight.values())
+            if token_limit is not None and self._tokens + in_flight + needed > token_limit:
+                need = f"{prompt_tokens} prompt tokens"
+                if max_tokens:
+                    need += f" + @max_tokens {max_tokens}"
+                flight = f" (+{in_flight} reserved by calls in flight)" if in_flight else ""
+                raise BudgetExceeded(
+                    TOKENS, token_limit, self._tokens,
+                    f"limit {token_limit} tokens, {self._tokens} used{flight}; this call needs "
+                    f"{need} = {needed}, so it was not sent",
+                )
+            self._api_calls += 1
+            reservation = Reservation(next(self._ids), needed)
+            self._in_flight[reservation.id] = needed
+            return reservation
+
+    def record(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> None:
+        """Replace a reservation with the tokens the call really used.
+
+        Raises `BudgetExceeded` when the real usage took TOKENS past its limit (the backend's
+        own count can exceed the estimate the reservation was made with); the usage stays
+        recorded either way.
+        """
+        used_now = prompt_tokens + completion_tokens
+        with self._lock:
+            self._take(reservation)
+            self._tokens += used_now
+            token_limit = self._limits.get(TOKENS)
+            total = self._tokens
+        if token_limit is not None and total > token_limit:
+            raise BudgetExceeded(
+                TOKENS, token_limit, total,
+                f"limit {token_limit} tokens, {total} used after a call that took "
+                f"{prompt_tokens} prompt + {completion_tokens} completion tokens",
+            )
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation's tokens for a call that failed before reporting usage."""
+        with self._lock:
+            self._take(reservation)
+
+    def _take(self, reservation: Reservation) -> None:
+        if self._in_flight.pop(reservation.id, None) is None:
+            # A programming error in the caller, not something a script can cause.
+            raise ValueError(f"reservation {reservation.id} was already recorded or released")
+
+    # -- estimates ------------------------------------------------------------------------
+
+    def check_fits(self, *, api_calls: int = 0, tokens: int = 0, seconds: float = 0.0) -> None:
+        """Raise `BudgetExceeded` unless an estimated cost fits what is left of every budget."""
+        self.check_time()
+        with self._lock:
+            call_limit = self._limits.get(API_CALLS)
+            token_limit = self._limits.get(TOKENS)
+            time_limit = self._limits.get(EXECUTION_TIME)
+            calls_used = self._api_calls
+            tokens_used = self._tokens + sum(self._in_flight.values())
+        if call_limit is not None and calls_used + api_calls > call_limit:
+            raise BudgetExceeded(
+                API_CALLS, call_limit, calls_used,
+                f"limit {call_limit} calls, {calls_used} used; the estimate needs {api_calls} more",
+            )
+        if token_limit is not None and tokens_used + tokens > token_limit:
+            raise BudgetExceeded(
+                TOKENS, token_limit, tokens_used,
+                f"limit {token_limit} tokens, {tokens_used} used; the estimate needs {tokens} more",
+            )
+        if time_limit is not None:
+            used = self.elapsed()
+            if used + seconds > time_limit:
+                raise BudgetExceeded(
+                    EXECUTION_TIME, time_limit, used,
+                    f"limit {format_seconds(time_limit)}, {format_seconds(used)} used; "
+                    f"the estimate needs {format_seconds(seconds)} more",
+                )
