@@ -1,0 +1,460 @@
+"""`BPETokenizer`: byte-level byte-pair encoding, trained from scratch, saved as versioned JSON.
+
+Ids 0-255 are the bytes themselves, so any text (any Unicode, any bytes after UTF-8) encodes and
+`decode(encode(s)) == s`. Ids `256 .. 256 + len(merges) - 1` are the learned merges in rank order
+(merge i joins a pair of lower ids into id `256 + i`). The special tokens come last, at fixed ids
+`256 + len(merges) + j` in the order given to `train`; `"<|endoftext|>"` is there by default.
+
+Text is first cut into chunks (`lm.pretokenize`: words with their leading space, digit runs,
+punctuation runs, whitespace); merges never cross a chunk boundary. Encoding a chunk applies the
+merges by rank, and the result is cached per chunk, so the common case — a chunk seen before —
+costs one dictionary lookup. Internally a token sequence is a `str` of `chr(id)` code points;
+that lets merging use `str.replace` and lets encoding join cached pieces with one `"".join`.
+
+Special tokens: by default (`allowed_special="none"`) the text "<|endoftext|>" inside ordinary
+input is encoded as plain text, so user text can never forge a document boundary.
+`allowed_special="all"` or a set of token strings turns those into their ids;
+`allowed_special="none_raise"` raises `TokenizerError` if any special token text appears.
+
+Decoding: `decode_bytes(ids)` gives the raw bytes (a streaming decoder must use it, since one
+character can span several tokens); `decode(ids)` decodes them as UTF-8 with replacement, so a
+sequence cut inside a multi-byte character (as a model can sample) shows U+FFFD for the
+incomplete or invalid bytes instead of raising.
+
+The file (`tokenizer.json`, format "quantatissu-bpe", version 1) holds the split pattern, the
+merges as `[left, right, "text"]` (the text is for people reading the file and is ignored on
+load) and the special tokens with their ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from operator import add
+from pathlib import Path
+
+import numpy as np
+
+from lm.bpe_train import N_BYTES, learn_merges
+from lm.errors import LMError
+from lm.pretokenize import PATTERN, count_chunks, special_pattern
+
+FORMAT = "quantatissu-bpe"
+VERSION = 1
+EOT = "<|endoftext|>"
+FILENAME = "tokenizer.json"
+
+# Encoding caches chunk -> tokens; past this many entries the cache starts over, which bounds
+# memory on endless novel input while keeping the hit rate on natural text (Zipf) high.
+CACHE_LIMIT = 1 << 18
+
+
+class TokenizerError(LMError):
+    """A tokenizer misuse or a bad tokenizer file; the message says what to do."""
+
+
+class _ChunkCache(dict):
+    """chunk -> token string; a miss runs BPE on the chunk (`dict.__missing__` keeps hits in C)."""
+
+    __slots__ = ("_bpe",)
+
+    def __init__(self, bpe: Callable[[str], str]) -> None:
+        super().__init__()
+        self._bpe = bpe
+
+    def __missing__(self, chunk: str) -> str:
+        if len(self) >= CACHE_LIMIT:
+            self.clear()
+        tokens = self[chunk] = self._bpe(chunk)
+        return tokens
+
+
+def _ids(tokens: str) -> list[int]:
+    """Token string -> list of ids (code points); numpy is faster past a few dozen tokens."""
+    if len(tokens) < 64:
+        return list(map(ord, tokens))
+    return np.frombuffer(tokens.encode("utf-32-le", "surrogatepass"), dtype="<u4").tolist()
+
+
+class BPETokenizer:
+    """Byte-level BPE. `BPETokenizer().train(texts, 4096)`, or `BPETokenizer.load(path)`.
+
+    >>> tok = BPETokenizer().train(["aaabdaaabac"], vocab_size=260)
+    >>> tok.encode("aaabdaaabac")
+    [258, 100, 258, 97, 99]
+    >>> tok.decode([258, 100]), tok.special_tokens
+    ('aaabd', {'<|endoftext|>': 259})
+    """
+
+    def __init__(self) -> None:
+        self.merges: list[tuple[int, int]] = []
+        self.special_tokens: dict[str, int] = {}
+        self.pattern = PATTERN
+        self._build()
+
+    # ----------------------------------------------------------------------------- training
+
+    def train(
+        self,
+        texts: Iterable[str],
+        vocab_size: int,
+        special_tokens: Iterable[str] = (EOT,),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BPETokenizer:
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `texts`; returns self.
+
+        `texts` is any iterable of str (one str counts as one text). Special-token text inside
+        the training texts is cut out, never learned as ordinary text. If the texts run out of
+        pairs first, fewer merges are learned and `vocab_size` ends up smaller than asked.
+        `progress(done, total)` is called every 64 merges and at the end.
+        """
+        specials = _check_specials(special_tokens)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+            raise TokenizerError(f"vocab_size must be an integer, got {vocab_size!r}")
+        smallest = N_BYTES + len(specials)
+        if vocab_size < smallest:
+            raise TokenizerError(
+                f"vocab_size {vocab_size} is too small: 256 byte tokens and {len(specials)} "
+                f"special token(s) need at least {smallest}"
+            )
+        if isinstance(texts, str):
+            texts = [texts]
+        chunk_re = re.compile(PATTERN)
+        counts = count_chunks(_checked_texts(texts), chunk_re, special_pattern(specials))
+        by_bytes: dict[bytes, int] = {}
+        for chunk, n in counts.items():
+            by_bytes[_utf8(chunk, chunk)] = n
+        learned = learn_merges(by_bytes, vocab_size - smallest, progress)
+
+        self.pattern = PATTERN
+        self.merges = learned.merges
+        self.special_tokens = {t: N_BYTES + len(self.merges) + j for j, t in enumerate(specials)}
+        self._build()
+        # Training already segmented every chunk it saw, exactly as encoding would.
+        cache = self._cache
+        for chunk in counts:
+            if len(cache) >= CACHE_LIMIT:
+                break
+            cache[chunk] = learned.segmented[chunk.encode("utf-8")]
+        return self
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids: 256 bytes + merges + special tokens (the model's embedding rows)."""
+        return N_BYTES + len(self.merges) + len(self.special_tokens)
+
+    @property
+    def eot_id(self) -> int:
+        """Id of "<|endoftext|>", the document separator."""
+        try:
+            return self.special_tokens[EOT]
+        except KeyError:
+            raise TokenizerError(
+                f"this tokenizer has no {EOT} token; train it with special_tokens including it"
+            ) from None
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one id stands for (a special token's are its UTF-8 text)."""
+        return self.decode_bytes([token_id])
+
+    # ----------------------------------------------------------------------------- encoding
+
+    def encode(self, text: str, allowed_special: str | Iterable[str] = "none") -> list[int]:
+        """Token ids for `text`.
+
+        `allowed_special`: "none" (default: special-token text is plain text), "all", a set of
+        special token strings to recognise, or "none_raise" (raise if any appears).
+        """
+        if not isinstance(text, str):
+            raise TokenizerError(f"encode expects str, got {type(text).__name__}")
+        special_re = self._special_re_for(allowed_special, text)
+        try:
+            if special_re is None:
+                return _ids("".join(map(self._cache_get, self._chunk_re.findall(text))))
+            return _ids(self._encode_with_specials(text, special_re))
+        except UnicodeEncodeError:
+            raise _surrogate_error(text) from None
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """`encode(text)` with every special-token text treated as plain text."""
+        return self.encode(text, "none")
+
+    def encode_batch(
+        self, texts: Iterable[str], allowed_special: str | Iterable[str] = "none"
+    ) -> list[list[int]]:
+        """`[encode(t) for t in texts]`; the chunk cache is shared across the batch."""
+        return [self.encode(t, allowed_special) for t in texts]
+
+    def _encode_with_specials(self, text: str, special_re: re.Pattern[str]) -> str:
+        findall, get = self._chunk_re.findall, self._cache_get
+        pieces = []
+        for j, part in enumerate(special_re.split(text)):
+            if j % 2:  # split() with a group puts each matched special token at odd positions
+                pieces.append(chr(self.special_tokens[part]))
+            elif part:
+                pieces.append("".join(map(get, findall(part))))
+        return "".join(pieces)
+
+    def _special_re_for(self, allowed: str | Iterable[str], text: str) -> re.Pattern[str] | None:
+        if isinstance(allowed, str):
+            if allowed == "none":
+                return None
+            if allowed == "all":
+                return special_pattern(self.special_tokens)
+            if allowed == "none_raise":
+                found = special_pattern(self.special_tokens)
+                match = found.search(text) if found is not None else None
+                if match is not None:
+                    raise TokenizerError(
+                        f"the text contains the special token {match.group()!r} at character "
+                        f"{match.start()}; pass allowed_special='all' to encode it as that "
+                        "token, or allowed_special='none' to encode it as plain text"
+                    )
+                return None
+            raise TokenizerError(
+                f"allowed_special must be 'none', 'all', 'none_raise' or a set of special "
+                f"tokens, got {allowed!r}"
+            )
+        allowed = set(allowed)
+        unknown = sorted(str(t) for t in allowed - self.special_tokens.keys())
+        if unknown:
+            raise TokenizerError(
+                f"allowed_special names token(s) this tokenizer does not have: {unknown}; "
+                f"its special tokens are {sorted(self.special_tokens)}"
+            )
+        return special_pattern(allowed)
+
+    def _bpe(self, chunk: str) -> str:
+        """Merge one chunk's bytes by rank; a merge's new id is its rank + 256, so `min` over
+        the candidates' result characters picks the earliest-learned merge present."""
+        tokens = chunk.encode("utf-8").decode("latin-1")
+        merged_of, pair_of = self._merged_of, self._pair_of
+        while len(tokens) > 1:
+            best = min(
+                (m for m in map(merged_of.get, map(add, tokens, tokens[1:])) if m is not None),
+                default=None,
+            )
+            if best is None:
+                break
+            tokens = tokens.replace(pair_of[best], best)
+        return tokens
+
+    # ----------------------------------------------------------------------------- decoding
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes `ids` stand for; concatenating chunks of a sequence gives the whole."""
+        ids = ids if isinstance(ids, (list, tuple)) else list(ids)
+        try:
+            return b"".join(map(self._bytes_of.__getitem__, ids))
+        except (KeyError, TypeError):
+            for position, token in enumerate(ids):
+                if token not in self._bytes_of:
+                    break
+            raise TokenizerError(
+                f"token id {token!r} at position {position} is not in the vocabulary "
+                f"(0..{self.vocab_size - 1}); was it produced by a different tokenizer?"
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text for `ids`; bytes that are not valid UTF-8 (a sequence cut mid-character)
+        become U+FFFD replacement characters."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ----------------------------------------------------------------------------- files
+
+    def to_dict(self) -> dict:
+        rendered = self._bytes_of
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "pattern": self.pattern,
+            "merges": [
+                [a, b, rendered[N_BYTES + i].decode("utf-8", "backslashreplace")]
+                for i, (a, b) in enumerate(self.merges)
+            ],
+            "special_tokens": dict(self.special_tokens),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the tokenizer as JSON, atomically (a reader never sees half a file).
+
+        A directory path means `<dir>/tokenizer.json`. Returns the file written."""
+        target = Path(path)
+        if target.is_dir():
+            target = target / FILENAME
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise TokenizerError(f"cannot write tokenizer to {target}: {exc.strerror or exc}") from None
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+        """Read a file written by `save` (or `<dir>/tokenizer.json` for a directory)."""
+        source = Path(path)
+        if source.is_dir():
+            source = source / FILENAME
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TokenizerError(
+                f"tokenizer file {source} does not exist; train one with "
+                "`tiss tokenizer train --corpus PATH --vocab-size N --out FILE`"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenizerError(f"cannot read tokenizer file {source}: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TokenizerError(
+                f"{source}:{exc.lineno}:{exc.colno}: tokenizer file is not valid JSON "
+                f"({exc.msg}); it is corrupt, re-train or restore it"
+            ) from None
+        return cls.from_dict(data, source=str(source))
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "<dict>") -> BPETokenizer:
+        """Validate and build from `to_dict()` output; every defect is a `TokenizerError`."""
+
+        def bad(why: str) -> TokenizerError:
+            return TokenizerError(f"{source}: not a usable tokenizer file: {why}")
+
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise bad(f'expected a JSON object with "format": "{FORMAT}"')
+        version = data.get("version")
+        if version != VERSION:
+            raise bad(
+                f"format version {version!r}, this program reads version {VERSION}; "
+                "re-train the tokenizer with this version of tiss"
+            )
+        pattern = data.get("pattern")
+        if not isinstance(pattern, str):
+            raise bad('"pattern" must be a string')
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise bad(f'"pattern" is not a valid regular expression ({exc})') from None
+        merges_raw = data.get("merges")
+        if not isinstance(merges_raw, list):
+            raise bad('"merges" must be a list')
+        merges: list[tuple[int, int]] = []
+        for i, entry in enumerate(merges_raw):
+            if (
+                not isinstance(entry, list)
+                or len(entry) < 2
+                or not all(type(x) is int and 0 <= x < N_BYTES + i for x in entry[:2])
+            ):
+                raise bad(
+                    f"merge {i} is {entry!r}; expected [left, right, ...] with ids below {N_BYTES + i}"
+                )
+            merges.append((entry[0], entry[1]))
+        if len(set(merges)) != len(merges):
+            raise bad("the same pair is merged twice")
+        specials = data.get("special_tokens")
+        if not isinstance(specials, dict):
+            raise bad('"special_tokens" must be an object {token: id}')
+        first = N_BYTES + len(merges)
+        expected = set(range(first, first + len(specials)))
+        if (
+            not all(isinstance(t, str) and t for t in specials)
+            or not all(type(i) is int for i in specials.values())
+            or set(specials.values()) != expected
+        ):
+            raise bad(f"special token ids must be distinct integers {first}..{first + len(specials) - 1}")
+        tok = cls()
+        tok.pattern = pattern
+        tok.merges = merges
+        tok.special_tokens = dict(sorted(specials.items(), key=lambda kv: kv[1]))
+        tok._build()
+        return tok
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _build(self) -> None:
+        """Derive the lookup tables from `merges`, `special_tokens` and `pattern`."""
+        bytes_of: dict[int, bytes] = {i: bytes([i]) for i in range(N_BYTES)}
+        merged_of: dict[str, str] = {}
+        pair_of: dict[str, str] = {}
+        for i, (a, b) in enumerate(self.merges):
+            new = N_BYTES + i
+            bytes_of[new] = bytes_of[a] + bytes_of[b]
+            pair = chr(a) + chr(b)
+            merged_of[pair] = chr(new)
+            pair_of[chr(new)] = pair
+        for token, token_id in self.special_tokens.items():
+            bytes_of[token_id] = token.encode("utf-8")
+        self._bytes_of = bytes_of
+        self._merged_of = merged_of
+        self._pair_of = pair_of
+        self._chunk_re = re.compile(self.pattern)
+        self._cache = _ChunkCache(self._bpe)
+        self._cache_get = self._cache.__getitem__
+
+    def __repr__(self) -> str:
+        return (
+            f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+            f"special_tokens={self.special_tokens})"
+        )
+
+
+def _check_specials(special_tokens: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(special_tokens, str):
+        special_tokens = (special_tokens,)
+    specials = tuple(special_tokens)
+    for t in specials:
+        if not isinstance(t, str) or not t:
+            raise TokenizerError(f"special tokens must be non-empty strings, got {t!r}")
+        _utf8(t, t)
+    if len(set(specials)) != len(specials):
+        raise TokenizerError(f"special tokens must be distinct, got {list(specials)}")
+    return specials
+
+
+def _checked_texts(texts: Iterable[str]) -> Iterator[str]:
+    try:
+        iterator = iter(texts)
+    except TypeError:
+        raise TokenizerError(
+            f"texts must be an iterable of str, got {type(texts).__name__}"
+        ) from None
+    for i, text in enumerate(iterator):
+        if not isinstance(text, str):
+            raise TokenizerError(
+                f"training text {i} is {type(text).__name__}, not str; decode it first"
+            )
+        yield text
+
+
+def _utf8(chunk: str, context: str) -> bytes:
+    try:
+        return chunk.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _surrogate_error(context) from None
+
+
+def _surrogate_error(text: str) -> TokenizerError:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return TokenizerError(
+            f"the text has a lone surrogate {text[exc.start]!r} at character {exc.start}, which "
+            "is not valid Unicode and has no UTF-8 bytes; read files with encoding='utf-8' "
+            "(errors='replace' if they may be damaged)"
+        )
+    return TokenizerError("the text cannot be encoded as UTF-8")
