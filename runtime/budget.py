@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from runtime.errors import TissRuntimeError
+from runtime.errors import ScriptFailure
 
 EXECUTION_TIME = "EXECUTION_TIME"
 API_CALLS = "API_CALLS"
@@ -40,16 +40,22 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-class BudgetError(TissRuntimeError):
+class BudgetError(ScriptFailure):
     """A SET_BUDGET the script got wrong: unknown budget name or a value of the wrong kind."""
 
     exit_code = 2
+    kind = "BudgetError"
 
 
-class BudgetExceeded(TissRuntimeError):
-    """A budget is spent; the message names the budget, its limit and what was used."""
+class BudgetExceeded(ScriptFailure):
+    """A budget is spent; the message names the budget, its limit and what was used.
+
+    Like every `ScriptFailure` it fails the innermost STEP unless a TRY catches it; the
+    interpreter gives it the statement's position with `located`.
+    """
 
     exit_code = 1
+    kind = "BudgetExceeded"
 
     def __init__(self, budget: str, limit: float, used: float, detail: str) -> None:
         self.budget = budget

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from runtime.budget import parse_duration
-from runtime.errors import TissRuntimeError
+from runtime.errors import ScriptFailure, TissRuntimeError
 
 # Directives that configure generation, and the settings field each one fills.
 GENERATION_DIRECTIVES = (
@@ -30,16 +30,22 @@ GENERATION_DIRECTIVES = (
 )
 
 
-class BackendError(TissRuntimeError):
-    """A model call that could not be made or whose reply is unusable; it fails the step."""
+class BackendError(ScriptFailure):
+    """A model call that could not be made or whose reply is unusable; it fails the step.
+
+    A `ScriptFailure`, so the interpreter can give it the PROMPT_AGENT's position (`located`)
+    and `LAST_ERROR.KIND` reads "ModelError".
+    """
 
     exit_code = 1
+    kind = "ModelError"
 
 
 class BackendNotConfigured(BackendError):
     """PROMPT_AGENT ran with no backend selected; the message says how to select one."""
 
     exit_code = 2
+    kind = "ModelNotConfigured"
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(
@@ -56,6 +62,7 @@ class SettingsError(BackendError):
     """A generation directive with a value of the wrong type or range: the script must change."""
 
     exit_code = 2
+    kind = "SettingsError"
 
 
 def estimate_tokens(text: str) -> int:
