@@ -1,0 +1,314 @@
+"""Text generation: the decoding loop, stop sequences, streaming, and the sliding context window.
+
+`stream(model, tokenizer, prompt, ...)` returns a `Stream`: iterating it yields text pieces as
+tokens are decoded, and once it is exhausted `stream.result` holds the `GenerationResult`.
+`generate(...)` runs a stream to the end and returns that result.
+
+Decoding details a caller can rely on:
+- Pieces never split a UTF-8 character: token bytes go through an incremental UTF-8 decoder, so
+  a character whose bytes span several tokens comes out whole with the token that completes it.
+  Bytes that never form a valid character (a model can emit any bytes) come out as U+FFFD.
+- Stop sequences end the text before the stop string. Text that might be the start of a stop
+  string is held back until the next tokens rule it in or out, so a streamed piece is never taken
+  back.
+- The end-of-text token ends generation with finish reason "eos" and is not part of the text.
+- Repetition penalty (CTRL-style, as in Hugging Face): each token already in the context has a
+  positive logit divided by the penalty and a negative one multiplied by it.
+- When the context (the model's `max_seq_len`) is full, the window slides: the last half of it
+  is kept, run through the model again, and generation goes on. The finish reason stays one of
+  "length", "stop", "eos"; `result.window_slides` counts the slides and `result.note` says so.
+  A prompt longer than the context keeps its last `max_seq_len` tokens (also a slide).
+- `use_kv_cache=False` recomputes `model.forward` over the whole window for every token: slow,
+  and the reference the cached path is tested against.
+
+Letters: V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lm.errors import LMError
+from lm.inference import InferenceModel
+from lm.sampling import sample_token, validate_sampling
+
+FINISH_REASONS = ("length", "stop", "eos")
+
+
+class GenerationError(LMError):
+    """Bad generation settings (max_new_tokens, stop strings, repetition penalty, prompt)."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one generation produced, with the counts budgets and `--stats` need."""
+
+    text: str  # the completion, without the prompt, the stop string or the end-of-text token
+    prompt_tokens: int  # tokens the prompt encoded to (before any truncation to the context)
+    completion_tokens: int  # tokens sampled, the end-of-text token or a stop's last token included
+    finish_reason: str  # "length" (max_new_tokens reached), "stop" (a stop string) or "eos"
+    token_ids: tuple[int, ...] = ()  # the sampled tokens, in order
+    window_slides: int = 0  # how often the full context slid (0: it never filled)
+    note: str | None = None  # a human-readable remark, e.g. about the sliding window
+    seconds: float = 0.0  # wall time of the whole call, prompt processing included
+    first_token_seconds: float | None = None  # wall time until the first token was sampled
+
+
+def _check_settings(max_new_tokens, repetition_penalty, stop) -> tuple[str, ...]:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
+        raise GenerationError(f"repetition_penalty must be > 0 (1 means none), got {repetition_penalty!r}")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    stops = tuple(stop)
+    for s in stops:
+        if not isinstance(s, str) or s == "":
+            raise GenerationError(f"stop sequences must be non-empty strings, got {s!r}")
+    return stops
+
+
+class _StopFilter:
+    """Holds back text that may begin a stop string; finds the first complete one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = stops
+        self.pending = ""
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Text that is safe to emit now, and whether a stop string was found."""
+        self.pending += piece
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out = self.pending[: min(hits)]
+            self.pending = ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.pending)), hold, -1):
+                if self.pending.endswith(s[:k]):
+                    hold = k
+                    break
+        cut = len(self.pending) - hold
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Stream:
+    """An iterable of decoded text pieces; `result` is set once iteration has finished.
+
+    Settings are validated when the stream is made, so bad settings fail before any work.
+    A stream is single-use.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str,
+        max_new_tokens: int = 128,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        use_kv_cache: bool = True,
+    ) -> None:
+        validate_sampling(temperature, top_k, top_p, min_p)
+        self._stops = _check_settings(max_new_tokens, repetition_penalty, stop)
+        if not isinstance(prompt, str):
+            raise GenerationError(f"the prompt must be text, got {type(prompt).__name__}")
+        if isinstance(model, InferenceModel):
+            self._infer, self._model = model, model.model
+        else:
+            self._infer, self._model = (InferenceModel(model) if use_kv_cache else None), model
+        self._tokenizer = tokenizer
+        self._prompt = prompt
+        self._max_new = max_new_tokens
+        self._sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        self._penalty = float(repetition_penalty)
+        self._rng = rng if rng is not None else np.random.default_rng(seed)
+        self._use_cache = use_kv_cache
+        self._started = False
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise GenerationError("a Stream can be iterated only once; make a new one")
+        self._started = True
+        return self._run()
+
+    # -- the decoding loop -------------------------------------------------------------------
+
+    def _run(self) -> Iterator[str]:
+        t0 = time.perf_counter()
+        tok = self._tokenizer
+        eot = getattr(tok, "eot_id", None)
+        ctx = int(self._model.config.max_seq_len)
+        keep = max(1, ctx // 2)
+        ids = list(tok.encode(self._prompt))
+        prompt_tokens = len(ids)
+        if not ids:
+            if eot is None:
+                raise GenerationError("the prompt is empty and the tokenizer has no end-of-text token to start from")
+            ids = [eot]  # documents start after an end-of-text token in training
+        slides = 0
+        if len(ids) > ctx:
+            ids = ids[-ctx:]
+            slides += 1
+        vocab = int(self._model.config.vocab_size)
+        seen = np.zeros(vocab, dtype=bool)  # (V,)
+        seen[ids] = True
+
+        cache = self._infer.new_cache() if self._use_cache else None
+        context = list(ids)
+        logits = self._prefill(context, cache)  # (V,)
+
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        stops = _StopFilter(self._stops)
+        sampled: list[int] = []
+        pieces: list[str] = []
+        first_token_s = None
+        finish = "length"
+        while len(sampled) < self._max_new:
+            if self._penalty != 1.0:
+                logits = self._penalise(logits, seen)
+            token = sample_token(logits, self._rng, **self._sampling)
+            if first_token_s is None:
+                first_token_s = time.perf_counter() - t0
+            sampled.append(token)
+            seen[token] = True
+            if token == eot:
+                finish = "eos"
+                break
+            text, stopped = stops.feed(utf8.decode(tok.decode_bytes([token])))
+            if text:
+                pieces.append(text)
+                yield text
+            if stopped:
+                finish = "stop"
+                break
+            if len(sampled) == self._max_new:
+                break
+            if len(context) >= ctx:
+                context = context[-keep:]
+                slides += 1
+                context.append(token)
+                if cache is not None:
+                    cache.reset()
+                logits = self._prefill(context, cache)
+            else:
+                context.append(token)
+                logits = self._feed(token, context, cache)
+        if finish != "stop":
+            text, stopped = stops.feed(utf8.decode(b"", final=True))
+            text += "" if stopped else stops.flush()
+            if stopped:
+                finish = "stop"
+            if text:
+                pieces.append(text)
+                yield text
+        note = None
+        if slides:
+            note = (
+                f"the context of {ctx} tokens filled, so generation went on over a sliding window "
+                f"of the last {keep} tokens ({slides} time{'s' if slides != 1 else ''})"
+            )
+        self.result = GenerationResult(
+            text="".join(pieces),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(sampled),
+            finish_reason=finish,
+            token_ids=tuple(sampled),
+            window_slides=slides,
+            note=note,
+            seconds=time.perf_counter() - t0,
+            first_token_seconds=first_token_s,
+        )
+
+    def _prefill(self, context: list[int], cache) -> np.ndarray:
+        """Logits (V,) after `context`, run from an empty cache (or in full without one)."""
+        ids = np.asarray(context, dtype=np.int64)[None, :]  # (1, T)
+        if cache is None:
+            return np.asarray(self._model.forward(ids))[0, -1]
+        return self._infer.forward(ids, cache)[0, -1]
+
+    def _feed(self, token: int, context: list[int], cache) -> np.ndarray:
+        """Logits (V,) after one more token, which `context` already ends with."""
+        if cache is None:
+            return self._prefill(context, None)
+        return self._infer.step(token, cache)
+
+    def _penalise(self, logits: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        out = np.array(logits, dtype=np.float32, copy=True)  # (V,)
+        s = out[seen]
+        out[seen] = np.where(s > 0, s / self._penalty, s * self._penalty)
+        return out
+
+
+def stream(model, tokenizer, prompt: str, max_new_tokens: int = 128, **settings) -> Stream:
+    """Decode `prompt`'s continuation piece by piece; see `Stream` and the module docstring.
+
+    `model` is a `Transformer` (or an `InferenceModel` built from one, to reuse its prepared
+    weights across calls). Keyword settings: temperature, top_k, top_p, min_p,
+    repetition_penalty, stop, seed (or rng), use_kv_cache.
+    """
+    return Stream(model, tokenizer, prompt, max_new_tokens, **settings)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 128,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop: Sequence[str] | str | None = None,
+    seed: int | None = None,
+    rng: np.random.Generator | None = None,
+    use_kv_cache: bool = True,
+) -> GenerationResult:
+    """Generate a continuation of `prompt` and return it with its token counts.
+
+    The same settings and seed give the same text, with the cache or without it.
+    """
+    s = Stream(
+        model,
+        tokenizer,
+        prompt,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        stop=stop,
+        seed=seed,
+        rng=rng,
+        use_kv_cache=use_kv_cache,
+    )
+    for _ in s:
+        pass
+    return s.result
