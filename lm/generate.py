@@ -27,9 +27,12 @@ Letters: V vocabulary size.
 from __future__ import annotations
 
 import codecs
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -161,7 +164,10 @@ class Stream:
     def _run(self) -> Iterator[str]:
         t0 = time.perf_counter()
         tok = self._tokenizer
-        eot = getattr(tok, "eot_id", None)
+        try:
+            eot = tok.eot_id
+        except (AttributeError, LMError):  # a tokenizer trained without an end-of-text token
+            eot = None
         ctx = int(self._model.config.max_seq_len)
         keep = max(1, ctx // 2)
         ids = list(tok.encode(self._prompt))
@@ -312,3 +318,59 @@ def generate(
     for _ in s:
         pass
     return s.result
+
+
+def read_prompt(prompt: str | None, prompt_file: str | Path | None) -> str:
+    """The prompt text from exactly one of a string and a UTF-8 file ("-" is standard input)."""
+    if (prompt is None) == (prompt_file is None):
+        raise GenerationError("give exactly one of --prompt TEXT and --prompt-file FILE")
+    if prompt is not None:
+        return prompt
+    if str(prompt_file) == "-":
+        return sys.stdin.read()
+    try:
+        return Path(prompt_file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GenerationError(f"{prompt_file}: no such prompt file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GenerationError(f"{prompt_file}: cannot read the prompt as UTF-8 text ({exc})") from None
+
+
+def generate_to_console(
+    checkpoint: str | Path | None,
+    prompt: str,
+    max_new_tokens: int = 128,
+    *,
+    stats: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    **settings,
+) -> GenerationResult:
+    """What `tiss generate` does: load a checkpoint (the default model if None), stream the
+    completion to `out` as it is decoded, and with `stats` print token counts, tokens/s and the
+    time to the first token to `err`."""
+    from lm.checkpoint import load
+
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    model, tokenizer = load() if checkpoint is None else load(checkpoint)
+    s = stream(model, tokenizer, prompt, max_new_tokens, **settings)
+    for piece in s:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    out.flush()
+    r = s.result
+    if stats:
+        decode_s = r.seconds - (r.first_token_seconds or 0.0)
+        rate = (r.completion_tokens - 1) / decode_s if r.completion_tokens > 1 and decode_s > 0 else 0.0
+        ttft = f"{r.first_token_seconds * 1000:.1f} ms" if r.first_token_seconds is not None else "n/a"
+        print(
+            f"prompt tokens: {r.prompt_tokens}, generated tokens: {r.completion_tokens}, "
+            f"finish: {r.finish_reason}, {rate:.1f} tokens/s, time to first token: {ttft}, "
+            f"total {r.seconds:.2f} s",
+            file=err,
+        )
+        if r.note:
+            print(f"note: {r.note}", file=err)
+    return r

@@ -39,7 +39,51 @@ def create_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here, one line each.
+    _add_generate(subparsers)
     return parser
+
+
+def _add_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="sample text from a model checkpoint (the shipped default model if none is given)",
+        description="Stream a continuation of a prompt to stdout.",
+    )
+    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: the shipped model)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", metavar="TEXT", help="the prompt text")
+    src.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file (- for stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="tokens to generate at most (128)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (0.8)")
+    p.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely tokens")
+    p.add_argument("--top-p", type=float, metavar="P", help="keep the smallest set with probability mass P")
+    p.add_argument("--min-p", type=float, metavar="M", help="drop tokens below M times the top probability")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    p.add_argument("--stop", action="append", default=[], metavar="S", help="stop before S (repeatable)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed, for reproducible samples")
+    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole context per token (slow)")
+    p.add_argument("--stats", action="store_true", help="print token counts, tokens/s and time to first token on stderr")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lm.generate import generate_to_console, read_prompt
+
+    generate_to_console(
+        args.checkpoint,
+        read_prompt(args.prompt, args.prompt_file),
+        args.max_new_tokens,
+        stats=args.stats,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=args.stop,
+        seed=args.seed,
+        use_kv_cache=not args.no_kv_cache,
+    )
+    return EXIT_OK
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
