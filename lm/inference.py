@@ -85,6 +85,7 @@ class InferenceModel:
         self._x = np.empty(self.d_model, dtype=self.dtype)  # (C,)
         self._h = np.empty(self.d_model, dtype=self.dtype)  # (C,)
         self._qk = np.empty((2 * self.n_heads, self.head_dim), dtype=self.dtype)  # (2H, D)
+        self._rot = np.empty((2 * self.n_heads, 2, self.head_dim // 2), dtype=self.dtype)  # (2H, 2, D/2)
         self._logits = np.empty(self.lm_head.shape[1], dtype=self.dtype)  # (V,)
 
     @property
@@ -110,10 +111,10 @@ class InferenceModel:
         pos = cache.reserve(1)
         n = pos + 1
         H, D, C = self.n_heads, self.head_dim, self.d_model
+        half = D // 2
         cos = self.rope_cos[pos]  # (D,)
-        sin = self.rope_sin[pos]  # (D,)
-        perm = self.rope_perm
-        x, h, qk = self._x, self._h, self._qk
+        sin2 = self.rope_sin[pos].reshape(2, half)  # (2, D/2)
+        x, h, qk, rot = self._x, self._h, self._qk, self._rot
         x[:] = self.tok_emb[token]  # (C,)
         eps_c = self.eps
         for li, (attn_norm, wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
@@ -122,7 +123,9 @@ class InferenceModel:
             qkv = h @ wqkv  # (3C,)
             q_k = qkv[: 2 * C].reshape(2 * H, D)  # (2H, D): q heads then k heads
             np.multiply(q_k, cos, out=qk)
-            qk += q_k[:, perm] * sin
+            # rotate_half as a reversed view of the two halves: no gather, no temporary index.
+            np.multiply(q_k.reshape(2 * H, 2, half)[:, ::-1], sin2, out=rot)
+            qk += rot.reshape(2 * H, D)
             keys = cache.keys[li, 0]  # (H, S, D)
             values = cache.values[li, 0]  # (H, S, D)
             keys[:, pos] = qk[H:]
