@@ -1,0 +1,148 @@
+"""The static cost estimate of a block: what ESTIMATE_COST, `@choose "cheapest"` and `--dry-run` use.
+
+The estimate walks the statements without running anything and is an upper bound where it can
+be one:
+
+- each PROMPT_AGENT is one API call and costs its prompt's tokens (persona included, counted
+  with the backend's own `count_tokens`) plus the `@max_tokens` in scope;
+- each RUN costs the `@timeout` in scope in seconds when one is set (its upper bound); a RUN
+  without one adds nothing to `seconds` and is counted in `unbounded_runs`;
+- IF takes the costlier branch, TRY the body plus the handler, CHOOSE the sum of all options
+  (in the worst case every option runs), PARALLEL the sum of calls and tokens but the longest
+  child in seconds.
+
+Prompts are interpolated with the values known when the estimate is made; a reference that is
+not set yet counts as its `{{ name }}` text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from runtime.backends.base import ModelBackend, estimate_tokens
+from runtime.budget import parse_duration
+from runtime.errors import ScriptFailure
+from tisslang import ast
+
+
+@dataclass(frozen=True)
+class Estimate:
+    api_calls: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    unbounded_runs: int = 0  # RUNs with no @timeout, whose time cannot be known in advance
+
+    def __add__(self, other: "Estimate") -> "Estimate":
+        return Estimate(
+            self.api_calls + other.api_calls,
+            self.tokens + other.tokens,
+            self.seconds + other.seconds,
+            self.unbounded_runs + other.unbounded_runs,
+        )
+
+    def worst(self, other: "Estimate") -> "Estimate":
+        """The costlier of two alternatives, field by field (an upper bound for either)."""
+        return Estimate(
+            max(self.api_calls, other.api_calls),
+            max(self.tokens, other.tokens),
+            max(self.seconds, other.seconds),
+            max(self.unbounded_runs, other.unbounded_runs),
+        )
+
+    def cost_key(self) -> tuple[int, int, float]:
+        """How `@choose "cheapest"` orders options: tokens, then API calls, then seconds."""
+        return (self.tokens, self.api_calls, self.seconds)
+
+    def as_value(self) -> dict[str, Any]:
+        """`LAST_ESTIMATE`."""
+        return {
+            "API_CALLS": self.api_calls,
+            "TOKENS": self.tokens,
+            "SECONDS": round(self.seconds, 3),
+            "UNBOUNDED_RUNS": self.unbounded_runs,
+        }
+
+
+class Estimator:
+    """Estimates blocks. `evaluate(value_node)` and `render(string_node)` give values when known."""
+
+    def __init__(
+        self,
+        backend: ModelBackend | None,
+        evaluate: Callable[[ast.Node], Any],
+        render: Callable[[ast.String], str],
+    ) -> None:
+        self.backend = backend
+        self._evaluate = evaluate
+        self._render = render
+
+    def _count(self, text: str) -> int:
+        return self.backend.count_tokens(text) if self.backend is not None else estimate_tokens(text)
+
+    def _text(self, string: ast.String) -> str:
+        try:
+            return self._render(string)
+        except ScriptFailure:
+            return string.text
+
+    def _value(self, node: ast.Node | None) -> Any:
+        if node is None:
+            return True
+        try:
+            return self._evaluate(node)
+        except ScriptFailure:
+            return None
+
+    def block(self, body: tuple[ast.Node, ...] | None, directives: dict[str, Any]) -> Estimate:
+        directives = dict(directives)  # directives set inside stay inside
+        total = Estimate()
+        for stmt in body or ():
+            if isinstance(stmt, ast.Directive):
+                directives[stmt.name] = self._value(stmt.value)
+                continue
+            total = total + self.statement(stmt, directives)
+        return total
+
+    def statement(self, stmt: ast.Node, directives: dict[str, Any]) -> Estimate:
+        if isinstance(stmt, ast.PromptAgent):
+            return self.prompt(self._text(stmt.prompt), directives)
+        if isinstance(stmt, ast.Run):
+            timeout = directives.get("timeout")
+            if timeout is None:
+                return Estimate(unbounded_runs=1)
+            try:
+                return Estimate(seconds=parse_duration(timeout, what="@timeout"))
+            except ScriptFailure:
+                return Estimate(unbounded_runs=1)
+        if isinstance(stmt, ast.If):
+            return self.block(stmt.body, directives).worst(self.block(stmt.orelse, directives))
+        if isinstance(stmt, ast.Try):
+            return self.block(stmt.body, directives) + self.block(stmt.handler, directives)
+        if isinstance(stmt, ast.Choose):
+            total = Estimate()
+            for option in stmt.options:
+                total = total + self.block(option.body, directives)
+            return total
+        if isinstance(stmt, ast.Parallel):
+            total, longest = Estimate(), 0.0
+            for child in stmt.body:
+                cost = self.block((child,), directives)
+                total = total + cost
+                longest = max(longest, cost.seconds)
+            return Estimate(total.api_calls, total.tokens, longest, total.unbounded_runs)
+        body = getattr(stmt, "body", None)
+        if isinstance(body, tuple):  # STEP, SETUP, TEARDOWN, TASK, ESTIMATE_COST
+            return self.block(body, directives)
+        return Estimate()
+
+    def prompt(self, prompt: str, directives: dict[str, Any]) -> Estimate:
+        persona = directives.get("persona")
+        max_tokens = directives.get("max_tokens")
+        tokens = self._count(prompt)
+        if isinstance(persona, str) and persona:
+            tokens += self._count(persona)
+        if isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool):
+            tokens += int(max_tokens)
+        return Estimate(api_calls=1, tokens=tokens)
+

@@ -1,0 +1,108 @@
+"""References and `{{ }}` interpolation: from a `Ref` or a `String` node to a value or text.
+
+The parser has already split every string into literal text and `Ref` parts, so interpolation
+here never scans text (a `\\{` in the source stays a literal brace). A reference is a root name
+(a variable or a built-in such as `LAST_RUN`) followed by fields: object keys, or list indexes
+written as numbers (`items.0`). An undefined root or a missing field raises `UndefinedReference`
+positioned at the reference, with the known names as a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterable, Mapping
+
+from runtime.errors import ScriptFailure
+from runtime.values import render, show, type_name
+from tisslang import ast
+
+# Built-in roots and the statement that first sets each, for "not set yet" messages.
+BUILTIN_SOURCES = {
+    "LAST_RUN": "a RUN",
+    "LAST_ERROR": "a failure caught by TRY",
+    "LAST_PROMPT": "a PROMPT_AGENT",
+    "LAST_ESTIMATE": "an ESTIMATE_COST",
+    "LAST_REVIEW": "a REQUEST_REVIEW or PAUSE",
+}
+BUILTIN_ROOTS = frozenset(BUILTIN_SOURCES) | {"WORKSPACE", "TASK", "STEP"}
+
+
+class UndefinedReference(ScriptFailure):
+    """A reference to a variable, built-in or field that does not exist (yet)."""
+
+    kind = "UndefinedReference"
+
+
+def _positioned(exc: ScriptFailure, node: ast.Node) -> ScriptFailure:
+    if node.line:
+        exc.line, exc.column = node.line, node.column
+    return exc
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def undefined_variable(ref: ast.Ref, known: Iterable[str]) -> UndefinedReference:
+    root = ref.parts[0]
+    known = list(known)
+    message = f"undefined reference {ref.name}: no variable {root} is set"
+    hint = _hint(root, known + sorted(BUILTIN_ROOTS))
+    if hint:
+        message += hint
+    else:
+        message += "; set it first with VAR, READ ... AS or PROMPT_AGENT ... INTO"
+    return _positioned(UndefinedReference(message), ref)  # type: ignore[return-value]
+
+
+def builtin_not_set(ref: ast.Ref) -> UndefinedReference:
+    root = ref.parts[0]
+    source = BUILTIN_SOURCES.get(root)
+    why = f"no {source} has happened yet" if source else "it is not available here"
+    return _positioned(UndefinedReference(f"undefined reference {ref.name}: {root} is not set, {why}"), ref)  # type: ignore[return-value]
+
+
+def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
+    """Follow `ref.parts[start:]` into `value` (object keys, list indexes)."""
+    for depth in range(start, len(ref.parts)):
+        key = ref.parts[depth]
+        so_far = ".".join(ref.parts[:depth])
+        if isinstance(value, Mapping):
+            if key not in value:
+                fields = ", ".join(str(k) for k in value) or "none"
+                raise _positioned(
+                    UndefinedReference(
+                        f"undefined reference {ref.name}: {so_far} has no field {key}"
+                        f"{_hint(key, [str(k) for k in value])} (its fields: {fields})"
+                    ),
+                    ref,
+                )
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit():
+            index = int(key)
+            if index >= len(value):
+                raise _positioned(
+                    UndefinedReference(
+                        f"undefined reference {ref.name}: {so_far} has {len(value)} items, no index {index}"
+                    ),
+                    ref,
+                )
+            value = value[index]
+        else:
+            raise _positioned(
+                UndefinedReference(
+                    f"undefined reference {ref.name}: {so_far} is a {type_name(value)} "
+                    f"({show(value, 60)}), it has no field {key}"
+                ),
+                ref,
+            )
+    return value
+
+
+def interpolate(string: ast.String, resolve: Callable[[ast.Ref], Any]) -> str:
+    """The text of a `String` node with each `{{ ref }}` replaced by its rendered value."""
+    out = []
+    for part in string.parts:
+        out.append(part if isinstance(part, str) else render(resolve(part)))
+    return "".join(out)

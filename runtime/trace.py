@@ -1,0 +1,95 @@
+"""Run events, and the `--trace FILE` writer that keeps one JSON object per line for each.
+
+The interpreter announces what happens as events: a name plus JSON-able fields. Listeners
+(`JsonlTrace`, the human reporter in `report.py`, a REPL) receive every event; a listener that
+fails never stops the run. Events are emitted from PARALLEL worker threads too, so `EventBus`
+serialises delivery under one lock, and every event carries `t`, seconds since the run began.
+
+Event names and their main fields:
+
+- `run_start` {file, workspace}            - `run_end` {status, exit_code, duration}
+- `step_start` {kind, description, line}   - `step_end` {kind, description, line, status, duration, failure}
+- `statement` {node, line, column, status, duration, ...result fields}
+- `log` {message, line}                    - `prompt` {line, prompt_tokens, completion_tokens, duration, finish_reason}
+- `review` {kind, message, approved, comment}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import IO, Any, Callable, Protocol
+
+Event = dict[str, Any]
+
+
+class Listener(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Fans events out to listeners, in order, one event at a time."""
+
+    def __init__(self, listeners: list[Listener] | tuple[Listener, ...] = ()) -> None:
+        self._listeners: list[Listener] = list(listeners)
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    def add(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def restart_clock(self) -> None:
+        self._started = time.monotonic()
+
+    def emit(self, name: str, /, **fields: Any) -> None:
+        event: Event = {"event": name, "t": round(time.monotonic() - self._started, 6)}
+        event.update(fields)
+        thread = threading.current_thread()
+        if thread is not threading.main_thread():
+            event.setdefault("thread", thread.name)
+        with self._lock:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception as exc:  # a broken listener must not break the run
+                    print(f"tiss: warning: event listener failed: {exc}", file=sys.stderr)
+
+
+class JsonlTrace:
+    """A listener that appends each event as one JSON line to a file (flushed per event)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._handle: IO[str] = open(self.path, "w", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        self._handle.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonlTrace":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Recorder:
+    """A listener that keeps events in memory; for tests and the REPL."""
+
+    def __init__(self, keep: Callable[[Event], bool] | None = None) -> None:
+        self.events: list[Event] = []
+        self._keep = keep
+
+    def __call__(self, event: Event) -> None:
+        if self._keep is None or self._keep(event):
+            self.events.append(event)
+
+    def named(self, name: str) -> list[Event]:
+        return [e for e in self.events if e["event"] == name]
