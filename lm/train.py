@@ -1,0 +1,415 @@
+"""The training loop behind `tiss train`: data, schedule, progress, evaluation, checkpoints, resume.
+
+A run directory (`--out DIR`) holds:
+  tokenizer.json    the tokenizer (trained here unless `--tokenizer FILE` is given)
+  data/             train.bin / val.bin token files (memory-mapped) and data.json
+  metrics.jsonl     one JSON object per step ({"step", "loss", "lr", "grad_norm", "tokens_per_s",
+                    "elapsed_s"}) and per evaluation ({"step", "val_loss", "val_ppl"})
+  checkpoint/       the latest checkpoint (lm.checkpoint format), replaced atomically; its
+                    trainer_state.json holds the settings, step and data-sampler state
+
+`train(resume=DIR, steps=N)` continues such a run to N total steps and reaches bit for bit the
+same parameters as a run never stopped (same data windows, same optimiser moments, same
+schedule). Ctrl-C finishes the current step, saves a checkpoint and then raises
+KeyboardInterrupt; a harder kill loses only the steps since the last save.
+
+`lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from lm import checkpoint as ckpt
+from lm.config import ModelConfig
+from lm.data import (
+    DataError,
+    build_token_files,
+    check_windows,
+    corpus_split,
+    eval_windows,
+    open_token_files,
+    read_texts,
+    sample_batch,
+)
+from lm.errors import LMError
+from lm.model import Transformer
+from lm.optim import AdamW, clip_grad_norm, cosine_lr
+
+STATE_FORMAT = "quantatissu-train"
+STATE_VERSION = 1
+METRICS_FILE = "metrics.jsonl"
+DATA_DIR = "data"
+EVAL_WINDOWS_PER_BATCH = 4  # evaluation uses up to this many batches' worth of fixed windows
+
+
+class TrainError(LMError):
+    """A training run that cannot start or continue as asked."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that defines a run; saved in trainer_state.json and restored on resume."""
+
+    corpus: str
+    steps: int = 1000  # total optimiser steps of the run
+    batch_size: int = 16  # sequences per micro-batch
+    seq_len: int = 128  # tokens per sequence (also the model's max_seq_len)
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    ffn_hidden: int | None = None  # None: about 8/3·d_model rounded up to a multiple of 16
+    vocab_size: int = 2048  # of the BPE tokenizer trained for the run (ignored with `tokenizer`)
+    tokenizer: str | None = None  # an existing tokenizer.json instead of training one
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float | None = None  # floor of the cosine decay; None: lr / 10
+    warmup: int | None = None  # linear warmup steps; None: min(100, steps // 10)
+    grad_accum: int = 1  # micro-batches summed per optimiser step
+    eval_every: int = 100
+    save_every: int = 500
+    seed: int = 0  # model initialisation and data sampling
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    tie_embeddings: bool = False
+
+    def resolved(self) -> "TrainSettings":
+        values = asdict(self)
+        if values["ffn_hidden"] is None:
+            values["ffn_hidden"] = 16 * math.ceil(8 * self.d_model / 3 / 16)
+        if values["min_lr"] is None:
+            values["min_lr"] = self.lr / 10
+        if values["warmup"] is None:
+            values["warmup"] = min(100, self.steps // 10)
+        return TrainSettings(**values)
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "seq_len", "d_model", "n_layers", "n_heads", "ffn_hidden",
+                    "vocab_size", "grad_accum", "eval_every", "save_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainError(f"--lr must be a positive number, got {self.lr}")
+        if self.warmup < 0:
+            raise TrainError(f"--warmup must be zero or more, got {self.warmup}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path  # the run directory
+    step: int  # completed optimiser steps
+    loss: float  # training loss of the last step (nan if no step ran)
+    val_loss: float | None  # last evaluation, if any
+
+
+_MODEL_KEYS = ("d_model", "n_layers", "n_heads", "ffn_hidden", "seq_len", "vocab_size", "tokenizer", "tie_embeddings")
+
+
+def train(
+    corpus=None,
+    out=None,
+    *,
+    resume=None,
+    stream: TextIO | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train a new model on `corpus` into run directory `out`, or continue the run at `resume`.
+
+    `options` are the `TrainSettings` fields (None or absent means the default). When resuming,
+    only `steps` may be given (the new total); any model option that differs from the run's is
+    an incompatible-configuration error. `stream` receives the progress line (default stderr);
+    `callback(step, record)` is called after every step with its metrics record.
+    """
+    stream = sys.stderr if stream is None else stream
+    unknown = set(options) - {f.name for f in fields(TrainSettings)}
+    if unknown:
+        raise TypeError(f"train() got unknown options {sorted(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume is not None:
+        return _resume(Path(resume), given, stream, callback)
+    if corpus is None or out is None:
+        raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
+    if "tokenizer" in given and "vocab_size" in given:
+        raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
+    settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
+    settings.validate()
+    run = Path(out)
+    if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
+        raise TrainError(
+            f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
+            "or choose another --out"
+        )
+    _make_dir(run)
+    train_files, val_files = corpus_split(settings.corpus)
+    tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
+    _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) ({len(val_files)} held out for validation)")
+    data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+    check_windows(data.train, settings.seq_len, "training")
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=settings.d_model,
+        n_layers=settings.n_layers,
+        n_heads=settings.n_heads,
+        ffn_hidden=settings.ffn_hidden,
+        max_seq_len=settings.seq_len,
+        tie_embeddings=settings.tie_embeddings,
+    )
+    model = Transformer(config, seed=settings.seed)
+    opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
+    rng = np.random.default_rng(settings.seed)
+    _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
+                 f"{data.info['train_tokens']:,} training / {data.info['val_tokens']:,} validation tokens")
+    (run / METRICS_FILE).touch()
+    return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, stream, callback)
+
+
+def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
+    if not run.is_dir():
+        raise TrainError(f"cannot resume: {run} does not exist")
+    path = ckpt.resolve(run)
+    model, tokenizer = ckpt.load(path)
+    state = ckpt.load_training_state(path, model)
+    ts = state.trainer_state
+    if ts.get("format") != STATE_FORMAT or ts.get("version") != STATE_VERSION:
+        raise TrainError(f"{path / ckpt.TRAINER_STATE_FILE} is not a version-{STATE_VERSION} training state")
+    try:
+        saved = TrainSettings(**ts["settings"])
+        step = int(ts["step"])
+        rng_state = ts["data_rng"]
+        elapsed = float(ts.get("elapsed_s", 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainError(f"{path / ckpt.TRAINER_STATE_FILE} is incomplete or corrupt ({exc})") from None
+    for key, value in given.items():
+        if key == "steps":
+            continue
+        if getattr(saved, key) != value:
+            kind = "incompatible with the checkpoint" if key in _MODEL_KEYS else "fixed for the run"
+            raise TrainError(
+                f"--{key.replace('_', '-')} {value} is {kind}: the run at {run} was started with "
+                f"{getattr(saved, key)}. Resume with only --steps, or start a new run with --out"
+            )
+    settings = saved
+    if "steps" in given:
+        settings = TrainSettings(**{**asdict(saved), "steps": given["steps"]})
+        settings.validate()
+    if settings.steps <= step:
+        raise TrainError(
+            f"the run at {run} has already completed {step} steps; pass --steps larger than {step} to continue"
+        )
+    expected = ModelConfig(
+        vocab_size=model.config.vocab_size, d_model=settings.d_model, n_layers=settings.n_layers,
+        n_heads=settings.n_heads, ffn_hidden=settings.ffn_hidden, max_seq_len=settings.seq_len,
+        tie_embeddings=settings.tie_embeddings,
+    )
+    if expected != model.config:
+        raise TrainError(f"checkpoint {path}: config.json does not match the run's settings; it is from another run")
+    opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
+    opt.load_state_tensors(state.optimizer_tensors, state.optimizer_step)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise TrainError(f"{path / ckpt.TRAINER_STATE_FILE}: data sampler state is corrupt ({exc})") from None
+    try:
+        data = open_token_files(run / DATA_DIR)
+    except DataError:
+        _say(stream, "token files missing; re-tokenizing the corpus")
+        train_files, val_files = corpus_split(settings.corpus)
+        data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+    if data.info.get("vocab_size") != tokenizer.vocab_size:
+        raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
+    check_windows(data.train, settings.seq_len, "training")
+    _truncate_metrics(run / METRICS_FILE, step)
+    _say(stream, f"resuming {run} at step {step} of {settings.steps}")
+    return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, stream, callback)
+
+
+def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt: AdamW,
+          rng: np.random.Generator, data, step: int, elapsed: float, stream: TextIO, callback) -> TrainResult:
+    s = settings
+    val_x, val_y = eval_windows(data.val, s.seq_len, EVAL_WINDOWS_PER_BATCH * s.batch_size)
+    tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
+    progress = _Progress(stream, s.steps)
+    loss, val_loss = float("nan"), None
+    metrics = open(run / METRICS_FILE, "a", encoding="utf-8")
+
+    def save() -> None:
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": step,
+            "settings": asdict(s),
+            "data_rng": rng.bit_generator.state,
+            "elapsed_s": elapsed,
+        }
+        ckpt.save(run / ckpt.RUN_CHECKPOINT, model, tokenizer, optimizer=opt, trainer_state=state)
+
+    with metrics, _deferred_interrupt() as interrupted:
+        while step < s.steps:
+            t0 = time.perf_counter()
+            lr = cosine_lr(step, s.warmup, s.steps, s.lr, s.min_lr)
+            loss = 0.0
+            for micro in range(s.grad_accum):
+                x, y = sample_batch(data.train, s.batch_size, s.seq_len, rng)
+                part, grads = model.loss_and_grads(x, y, accumulate=micro > 0, loss_scale=1.0 / s.grad_accum)
+                loss += part / s.grad_accum
+            if not math.isfinite(loss):
+                raise TrainError(
+                    f"the loss became {loss} at step {step + 1}; training diverged. Lower --lr "
+                    f"(now {s.lr:g}) or raise --warmup; the last checkpoint in {run} is unaffected"
+                )
+            norm = clip_grad_norm(grads, s.grad_clip)
+            opt.step(grads, lr=lr)
+            step += 1
+            dt = time.perf_counter() - t0
+            elapsed += dt
+            record = {"step": step, "loss": round(loss, 6), "lr": lr, "grad_norm": round(norm, 6),
+                      "tokens_per_s": round(tokens_per_step / dt, 1), "elapsed_s": round(elapsed, 3)}
+            _append(metrics, record)
+            progress.update(step, loss, lr, tokens_per_step / dt, dt)
+            if step % s.eval_every == 0 or step == s.steps:
+                if len(val_x):
+                    val_loss = _evaluate(model, val_x, val_y, s.batch_size)
+                    _append(metrics, {"step": step, "val_loss": round(val_loss, 6),
+                                      "val_ppl": round(math.exp(min(val_loss, 700.0)), 4)})
+                    progress.note(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 700.0)):.2f}")
+            if step % s.save_every == 0 or step == s.steps:
+                save()
+            if callback is not None:
+                callback(step, record)
+            if interrupted.is_set():
+                if step % s.save_every and step != s.steps:
+                    save()
+                progress.note(f"stopped at step {step}; checkpoint saved. Continue with `tiss train --resume {run}`")
+                raise KeyboardInterrupt
+    progress.note(f"done: {step} steps, loss {loss:.4f}; checkpoint in {run / ckpt.RUN_CHECKPOINT}")
+    return TrainResult(out=run, step=step, loss=loss, val_loss=val_loss)
+
+
+def _evaluate(model: Transformer, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        n = len(x[i : i + batch_size])
+        total += model.loss(x[i : i + batch_size], y[i : i + batch_size]) * n
+        count += n
+    return total / count
+
+
+def _prepare_tokenizer(settings: TrainSettings, train_files: list[Path], run: Path, stream: TextIO):
+    from lm.tokenizer import BPETokenizer
+
+    if settings.tokenizer is not None:
+        tokenizer = BPETokenizer.load(settings.tokenizer)
+    else:
+        _say(stream, f"training a BPE tokenizer of {settings.vocab_size} tokens on {len(train_files)} file(s)")
+        tokenizer = BPETokenizer().train(read_texts(train_files), settings.vocab_size)
+    tokenizer.eot_id  # noqa: B018 - raises a clear error for a tokenizer without <|endoftext|>
+    tokenizer.save(run / "tokenizer.json")
+    return tokenizer
+
+
+def _make_dir(run: Path) -> None:
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"cannot create run directory {run}: {exc.strerror or exc}") from None
+
+
+def _append(f: TextIO, record: dict) -> None:
+    try:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+    except OSError as exc:
+        raise TrainError(f"cannot append to {f.name}: {exc.strerror or exc}") from None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records of steps after `step`: they were logged before a kill and are redone now."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut short by the kill
+    fd, tmp = tempfile.mkstemp(prefix=".metrics.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(k + "\n" for k in kept))
+    os.replace(tmp, path)
+
+
+def _say(stream: TextIO, message: str) -> None:
+    print(message, file=stream, flush=True)
+
+
+@contextmanager
+def _deferred_interrupt():
+    """First Ctrl-C sets a flag the loop checks between steps; a second one interrupts at once."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Progress:
+    """The live progress line: rewritten in place on a terminal, one line per ~5% otherwise."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream, self.total = stream, total
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.every = max(1, total // 20)
+        self.avg_dt: float | None = None
+        self.avg_tps: float | None = None
+        self.width = 0
+
+    def update(self, step: int, loss: float, lr: float, tps: float, dt: float) -> None:
+        self.avg_dt = dt if self.avg_dt is None else 0.9 * self.avg_dt + 0.1 * dt
+        self.avg_tps = tps if self.avg_tps is None else 0.9 * self.avg_tps + 0.1 * tps
+        left = _clock(self.avg_dt * (self.total - step))
+        line = (f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | "
+                f"{self.avg_tps:,.0f} tok/s | {left} left")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+            self.stream.flush()
+        elif step % self.every == 0 or step == self.total or step == 1:
+            print(line, file=self.stream, flush=True)
+
+    def note(self, message: str) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.width = 0
+        print(message, file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
