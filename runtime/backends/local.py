@@ -1,0 +1,125 @@
+"""The local NumPy model as a `ModelBackend`: PROMPT_AGENT answered by a checkpoint on disk.
+
+`LocalBackend(path=None)` loads the checkpoint directory `path`, or the default model shipped in
+`lm/default_model/` when `path` is None. Token counts come from the checkpoint's own tokenizer,
+so the TOKENS budget is charged exactly what the model reads and writes.
+
+How directives map onto generation:
+- `@persona` is put before the prompt, separated by a blank line (the model has no chat roles).
+- `@temperature` (default 0.8), `@top_k` (0 means no limit), `@top_p` (0 means greedy),
+  `@min_p`, `@seed` (default: a fresh random seed per call), `@stop` and `@max_tokens`
+  (default 256) apply as in `lm.generate`.
+- `@model` names another checkpoint directory to answer this call; each one is loaded once.
+- `@timeout` ends a call that runs longer with a `BackendError`.
+Finish reasons follow the OpenAI vocabulary the other backends use: "stop" for a stop string or
+the end-of-text token, "length" when `@max_tokens` was reached.
+
+One backend may serve PARALLEL branches at once; each call decodes with its own KV cache, and a
+lock serialises calls on the same model because its decoding scratch buffers are shared (two
+NumPy decodes on two cores would not be faster than one after another on this model size).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from runtime.backends.base import BackendError, Completion, GenerationSettings
+
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_MAX_TOKENS = 256
+
+
+class _Loaded:
+    """One checkpoint ready to decode: tokenizer, prepared weights, and the lock guarding them."""
+
+    def __init__(self, path: Path | None) -> None:
+        import lm
+        from lm.errors import LMError
+        from lm.inference import InferenceModel
+
+        try:
+            model, tokenizer = lm.load() if path is None else lm.load(path)
+            self.infer = InferenceModel(model)
+        except LMError as exc:
+            where = "the default model" if path is None else f"checkpoint {str(path)!r}"
+            raise BackendError(f"cannot load {where} for the local backend: {exc}") from None
+        self.tokenizer = tokenizer
+        self.lock = threading.Lock()
+
+
+class LocalBackend:
+    """A `ModelBackend` running `lm.generate` on a local checkpoint (the default one if no path)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path).expanduser()
+        self.name = "local" if self.path is None else f"local:{self.path}"
+        self._main = _Loaded(self.path)
+        self._others: dict[Path, _Loaded] = {}
+        self._others_lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._main.tokenizer.encode(text))
+
+    def _for(self, model: str | None) -> _Loaded:
+        if not model:
+            return self._main
+        path = Path(model).expanduser()
+        if self.path is not None and path.resolve() == self.path.resolve():
+            return self._main
+        with self._others_lock:
+            if path not in self._others:
+                if not path.is_dir():
+                    raise BackendError(
+                        f"@model {model!r} is not a checkpoint directory; the local backend answers "
+                        "with the checkpoint given to --model, or @model naming another one"
+                    )
+                self._others[path] = _Loaded(path)
+            return self._others[path]
+
+    def generate(self, prompt: str, settings: GenerationSettings) -> Completion:
+        from lm.errors import LMError
+        from lm.generate import stream
+
+        started = time.monotonic()
+        loaded = self._for(settings.model)
+        text = f"{settings.persona}\n\n{prompt}" if settings.persona else prompt
+        temperature = DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
+        top_p = settings.top_p
+        if top_p is not None and top_p <= 0:
+            top_p, temperature = None, 0.0  # an empty nucleus keeps only the most likely token
+        try:
+            s = stream(
+                loaded.infer,
+                loaded.tokenizer,
+                text,
+                DEFAULT_MAX_TOKENS if settings.max_tokens is None else settings.max_tokens,
+                temperature=temperature,
+                top_k=settings.top_k or None,
+                top_p=top_p,
+                min_p=settings.min_p or None,
+                stop=settings.stop or None,
+                seed=settings.seed,
+            )
+            with loaded.lock:
+                for _ in s:
+                    if settings.timeout is not None and time.monotonic() - started > settings.timeout:
+                        raise BackendError(
+                            f"the local model did not finish within {settings.timeout:g} s; raise "
+                            "@timeout or lower @max_tokens"
+                        )
+        except LMError as exc:
+            raise BackendError(f"local model: {exc}") from None
+        result = s.result
+        return Completion(
+            text=result.text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            finish_reason="length" if result.finish_reason == "length" else "stop",
+            model=self.name,
+            elapsed=time.monotonic() - started,
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({None if self.path is None else str(self.path)!r})"

@@ -1,0 +1,110 @@
+"""`tiss generate` end to end on a tiny checkpoint made here: streamed text, --stats, stop strings,
+seeds, and clear errors for a missing or corrupt checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lm.checkpoint import load, save
+from lm.config import ModelConfig
+from lm.generate import generate
+from lm.model import Transformer
+from lm.tokenizer import BPETokenizer
+from runtime import cli
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog. " * 8,
+    'STEP "greet" {\n    PROMPT_AGENT "say hello" INTO answer\n}\n' * 5,
+    "naïve café — 日本語のテキスト 😀\n" * 4,
+]
+
+
+def make_checkpoint(path, ctx=48, seed=0):
+    tok = BPETokenizer().train(TEXTS, 320)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=ctx)
+    model = Transformer(cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    for p in model.params.values():
+        if p.ndim == 2:
+            p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
+    return save(path, model, tok)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("gen") / "tiny")
+
+
+def run(capsys, *args):
+    code = cli.main(["generate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_streams_the_same_text_as_the_library(ckpt, capsys):
+    code, out, err = run(capsys, "--checkpoint", ckpt, "--prompt", "the quick", "--max-new-tokens", 20,
+                         "--temperature", 0, "--stats")
+    model, tok = load(ckpt)
+    want = generate(model, tok, "the quick", 20, temperature=0)
+    assert code == 0
+    assert out == want.text + "\n"
+    assert f"prompt tokens: {want.prompt_tokens}" in err
+    assert f"generated tokens: {want.completion_tokens}" in err
+    assert "tokens/s" in err and "time to first token" in err
+
+
+def test_seeded_sampling_is_reproducible_and_cache_flag_agrees(ckpt, capsys):
+    args = ["--checkpoint", ckpt, "--prompt", "STEP", "--max-new-tokens", 25, "--seed", 3, "--top-k", 40,
+            "--top-p", 0.95, "--min-p", 0.01, "--repetition-penalty", 1.1]
+    first = run(capsys, *args)
+    second = run(capsys, *args)
+    uncached = run(capsys, *args, "--no-kv-cache")
+    assert first[0] == 0 and first[1] == second[1] == uncached[1]
+    assert "prompt tokens" not in first[2]  # stats only when asked
+
+
+def test_prompt_file_and_stop(ckpt, capsys, tmp_path):
+    model, tok = load(ckpt)
+    full = generate(model, tok, "naïve", 30, temperature=0).text
+    assert len(full) > 4
+    stop = full[2:4]
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("naïve", encoding="utf-8")
+    code, out, _ = run(capsys, "--checkpoint", ckpt, "--prompt-file", prompt_file, "--max-new-tokens", 30,
+                       "--temperature", 0, "--stop", stop, "--stop", "\x00never")
+    assert code == 0 and out == full[: full.find(stop)] + "\n"
+
+
+def test_missing_checkpoint_is_a_clear_error(capsys, tmp_path):
+    code, out, err = run(capsys, "--checkpoint", tmp_path / "nope", "--prompt", "x")
+    assert code == 2 and out == ""
+    assert err.startswith("tiss: error:") and "nope" in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
+    bad = make_checkpoint(tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    code, _, err = run(capsys, "--checkpoint", bad, "--prompt", "x")
+    assert code == 2 and "model.safetensors" in err and "Traceback" not in err
+
+
+def test_missing_prompt_file_and_bad_settings(ckpt, capsys, tmp_path):
+    code, _, err = run(capsys, "--checkpoint", ckpt, "--prompt-file", tmp_path / "none.txt")
+    assert code == 2 and "no such prompt file" in err
+    code, _, err = run(capsys, "--checkpoint", ckpt, "--prompt", "x", "--top-p", 1.5)
+    assert code == 2 and "top_p" in err
+
+
+def test_real_process_streams_utf8(ckpt):
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime", "generate", "--checkpoint", str(ckpt), "--prompt", "日本",
+         "--max-new-tokens", "12", "--temperature", "0"],
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
+    )
+    model, tok = load(ckpt)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == generate(model, tok, "日本", 12, temperature=0).text + "\n"

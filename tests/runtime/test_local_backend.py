@@ -1,0 +1,139 @@
+"""The local NumPy backend: completions equal `lm.generate`, token counts from the checkpoint's
+tokenizer, directives (temperature, top_k, top_p, max_tokens, seed, stop, persona, model) applied,
+selection by path, and clear errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from lm.checkpoint import load, save
+from lm.config import ModelConfig
+from lm.generate import generate
+from lm.model import Transformer
+from lm.tokenizer import BPETokenizer
+from runtime.backends import BackendError, Completion, GenerationSettings, ModelBackend, resolve_backend
+from runtime.backends.local import LocalBackend
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog. " * 8,
+    'STEP "greet" {\n    PROMPT_AGENT "say hello" INTO answer\n}\n' * 5,
+]
+
+
+def make_checkpoint(path, seed=0):
+    tok = BPETokenizer().train(TEXTS, 300)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=64)
+    model = Transformer(cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    for p in model.params.values():
+        if p.ndim == 2:
+            p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
+    return save(path, model, tok)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("local") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def backend(ckpt):
+    return LocalBackend(ckpt)
+
+
+def test_is_a_model_backend(backend):
+    assert isinstance(backend, ModelBackend)
+    assert "tiny" in backend.name
+
+
+def test_completion_equals_lm_generate_with_token_counts(backend, ckpt):
+    settings = GenerationSettings(temperature=0.0, max_tokens=12)
+    got = backend.generate("the quick", settings)
+    model, tok = load(ckpt)
+    want = generate(model, tok, "the quick", 12, temperature=0)
+    assert isinstance(got, Completion)
+    assert got.text == want.text
+    assert got.prompt_tokens == backend.count_tokens("the quick") == len(tok.encode("the quick"))
+    assert got.completion_tokens == want.completion_tokens
+    assert got.finish_reason == ("length" if want.finish_reason == "length" else "stop")
+
+
+def test_sampling_directives_apply(backend, ckpt):
+    model, tok = load(ckpt)
+    settings = GenerationSettings(temperature=0.9, top_k=30, top_p=0.9, min_p=0.02, seed=5, max_tokens=15)
+    got = backend.generate("STEP", settings)
+    want = generate(model, tok, "STEP", 15, temperature=0.9, top_k=30, top_p=0.9, min_p=0.02, seed=5)
+    assert got.text == want.text
+    assert backend.generate("STEP", settings).text == got.text  # @seed reproduces
+    other = [backend.generate("STEP", settings.replace(seed=s)).text for s in (6, 7, 8)]
+    assert any(t != got.text for t in other)
+
+
+def test_top_k_zero_means_no_limit_and_top_p_zero_means_greedy(backend):
+    greedy = backend.generate("the", GenerationSettings(temperature=0.0, max_tokens=10))
+    assert backend.generate("the", GenerationSettings(top_p=0.0, seed=1, max_tokens=10)).text == greedy.text
+    a = backend.generate("the", GenerationSettings(top_k=0, seed=2, max_tokens=10))
+    b = backend.generate("the", GenerationSettings(seed=2, max_tokens=10))
+    assert a.text == b.text
+
+
+def test_stop_and_max_tokens(backend):
+    full = backend.generate("the lazy", GenerationSettings(temperature=0.0, max_tokens=30))
+    assert full.finish_reason == "length" and full.completion_tokens == 30
+    stop = full.text[3:5]
+    cut = backend.generate("the lazy", GenerationSettings(temperature=0.0, max_tokens=30, stop=(stop,)))
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.finish_reason == "stop" and cut.completion_tokens < 30
+
+
+def test_persona_goes_before_the_prompt(backend, ckpt):
+    model, tok = load(ckpt)
+    got = backend.generate("say hello", GenerationSettings(persona="You are terse.", temperature=0.0, max_tokens=8))
+    want = generate(model, tok, "You are terse.\n\nsay hello", 8, temperature=0)
+    assert got.text == want.text
+    assert got.prompt_tokens == len(tok.encode("You are terse.\n\nsay hello"))
+
+
+def test_model_directive_selects_another_checkpoint(backend, tmp_path):
+    other = make_checkpoint(tmp_path / "other", seed=9)
+    model, tok = load(other)
+    got = backend.generate("the", GenerationSettings(model=str(other), temperature=0.0, max_tokens=10))
+    assert got.text == generate(model, tok, "the", 10, temperature=0).text
+    with pytest.raises(BackendError, match="not a checkpoint directory"):
+        backend.generate("the", GenerationSettings(model=str(tmp_path / "missing")))
+
+
+def test_parallel_calls_are_safe(backend):
+    settings = GenerationSettings(temperature=0.0, max_tokens=20)
+    want = backend.generate("the quick", settings).text
+    results = []
+
+    def call():
+        results.append(backend.generate("the quick", settings).text)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [want] * 4
+
+
+def test_timeout_is_a_backend_error(backend):
+    with pytest.raises(BackendError, match="within"):
+        backend.generate("the", GenerationSettings(max_tokens=200, timeout=1e-9, temperature=0.0))
+
+
+def test_resolve_backend_with_a_path(ckpt):
+    chosen = resolve_backend(str(ckpt), env={})
+    assert isinstance(chosen, LocalBackend)
+
+
+def test_bad_checkpoint_is_a_backend_error(tmp_path):
+    bad = make_checkpoint(tmp_path / "bad")
+    (bad / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(BackendError, match="config.json"):
+        LocalBackend(bad)
