@@ -40,6 +40,8 @@ def create_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here, one line each.
     _add_generate(subparsers)
+    _add_tokenizer(subparsers)
+    _add_corpus(subparsers)
     return parser
 
 
@@ -84,6 +86,97 @@ def cmd_generate(args: argparse.Namespace) -> int:
         use_kv_cache=not args.no_kv_cache,
     )
     return EXIT_OK
+
+
+def _add_tokenizer(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tokenizer",
+        help="train the byte-level BPE tokenizer, or inspect how it encodes and decodes",
+        description="Train, or inspect, the model's byte-level BPE tokenizer.",
+    )
+    p.set_defaults(func=lambda args, p=p: _print_help_usage_error(p))
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+
+    t = sub.add_parser("train", help="learn merges from a corpus and write tokenizer.json")
+    t.add_argument("--corpus", required=True, metavar="PATH",
+                   help="a built corpus (its train split), a directory of text files, or one file")
+    t.add_argument("--vocab-size", type=int, default=4096, metavar="N",
+                   help="ids in all: 256 bytes + merges + special tokens (4096)")
+    t.add_argument("--out", required=True, metavar="FILE", help="where to write the tokenizer JSON")
+    t.add_argument("--special", action="append", metavar="TOKEN",
+                   help="a special token (repeatable; default <|endoftext|>)")
+    t.set_defaults(func=cmd_tokenizer_train)
+
+    e = sub.add_parser("encode", help="print the token ids of a text")
+    e.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer JSON (or a checkpoint directory)")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("text", nargs="?", help="the text (default: read stdin)")
+    src.add_argument("--file", metavar="F", help="encode this UTF-8 file")
+    e.add_argument("--allow-special", action="store_true", help="encode special-token text as special tokens")
+    e.add_argument("--show", action="store_true", help="one line per token: id and the text it stands for")
+    e.set_defaults(func=cmd_tokenizer_encode)
+
+    d = sub.add_parser("decode", help="print the text of token ids")
+    d.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer JSON (or a checkpoint directory)")
+    d.add_argument("ids", nargs="*", help="token ids (default: read them from stdin)")
+    d.set_defaults(func=cmd_tokenizer_decode)
+
+
+def _print_help_usage_error(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from lm import tokenizer_cli
+
+    return tokenizer_cli.train(args.corpus, args.vocab_size, args.out, args.special)
+
+
+def cmd_tokenizer_encode(args: argparse.Namespace) -> int:
+    from lm import tokenizer_cli
+
+    text = tokenizer_cli.read_text(args.text, args.file)
+    return tokenizer_cli.encode(args.tokenizer, text, args.allow_special, args.show)
+
+
+def cmd_tokenizer_decode(args: argparse.Namespace) -> int:
+    from lm import tokenizer_cli
+
+    ids = tokenizer_cli.parse_ids(args.ids if args.ids else [sys.stdin.read()])
+    return tokenizer_cli.decode(args.tokenizer, ids)
+
+
+def _add_corpus(subparsers) -> None:
+    p = subparsers.add_parser(
+        "corpus",
+        help="assemble the training corpus from the standard library and its documentation",
+        description="Build the training corpus deterministically from this Python installation.",
+    )
+    p.set_defaults(func=lambda args, p=p: _print_help_usage_error(p))
+    sub = p.add_subparsers(dest="corpus_command", metavar="ACTION")
+    b = sub.add_parser("build", help="write corpus/build/ with manifest.json and a train/valid split")
+    b.add_argument("--out", metavar="DIR", help="where to build (default: corpus/build)")
+    b.add_argument("--stdlib", metavar="DIR", help="read the standard library from DIR (default: this Python's)")
+    b.add_argument("--include-tests", action="store_true", help="also take the standard library's test suites")
+    b.add_argument("--no-pydoc", action="store_true", help="leave out the pydoc_data documentation topics")
+    b.add_argument("--no-samples", action="store_true", help="leave out the committed samples under corpus/")
+    b.add_argument("--valid-fraction", type=float, default=0.05, metavar="F",
+                   help="share of files held out for validation (0.05)")
+    b.set_defaults(func=cmd_corpus_build)
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from lm import corpus
+
+    return corpus.build_command(
+        args.out,
+        stdlib=args.stdlib,
+        include_tests=args.include_tests,
+        pydoc=not args.no_pydoc,
+        samples=not args.no_samples,
+        valid_fraction=args.valid_fraction,
+    )
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
