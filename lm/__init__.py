@@ -3,3 +3,8 @@
 from lm.tokenizer import BPETokenizer
 from lm.generate import GenerationResult, generate, stream
 from lm.sampling import sample_token
+from lm.config import ModelConfig
+from lm.model import Transformer
+from lm.optim import AdamW, clip_grad_norm, cosine_lr
+from lm.gradcheck import gradcheck
+from lm.checkpoint import load, save

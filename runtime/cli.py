@@ -40,6 +40,7 @@ def create_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here, one line each.
     _add_generate(subparsers)
+    _add_train(subparsers)
     _add_tokenizer(subparsers)
     _add_corpus(subparsers)
     return parser
@@ -177,6 +178,49 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
         samples=not args.no_samples,
         valid_fraction=args.valid_fraction,
     )
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the NumPy transformer on a text corpus, or resume a run",
+        description="Train a model on the text files under --corpus into run directory --out "
+        "(tokenizer, token files, metrics.jsonl, checkpoint/), or continue a run with --resume DIR.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--corpus", metavar="PATH", help="a text file, a directory of them, or a built corpus")
+    where.add_argument("--resume", metavar="DIR", help="continue the run in DIR (to --steps total steps)")
+    p.add_argument("--out", metavar="DIR", help="run directory for a new run")
+    p.add_argument("--steps", type=int, metavar="N", help="total optimiser steps (1000)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="sequences per micro-batch (16)")
+    p.add_argument("--seq-len", type=int, metavar="T", help="tokens per sequence (128)")
+    p.add_argument("--d-model", type=int, metavar="D", help="model width (256)")
+    p.add_argument("--n-layers", type=int, metavar="L", help="transformer blocks (4)")
+    p.add_argument("--n-heads", type=int, metavar="H", help="attention heads (4)")
+    p.add_argument("--ffn-hidden", type=int, metavar="F", help="SwiGLU hidden width (about 8/3 D)")
+    vocab = p.add_mutually_exclusive_group()
+    vocab.add_argument("--vocab-size", type=int, metavar="V", help="train a BPE tokenizer of V tokens (2048)")
+    vocab.add_argument("--tokenizer", metavar="FILE", help="use this tokenizer.json instead")
+    p.add_argument("--lr", type=float, help="peak learning rate (1e-3)")
+    p.add_argument("--warmup", type=int, metavar="N", help="linear warmup steps (min(100, steps/10))")
+    p.add_argument("--grad-accum", type=int, metavar="K", help="micro-batches per step (1)")
+    p.add_argument("--eval-every", type=int, metavar="N", help="validation every N steps (100)")
+    p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (500)")
+    p.add_argument("--seed", type=int, metavar="S", help="initialisation and data-sampling seed (0)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lm.train import train
+
+    train(
+        args.corpus, args.out, resume=args.resume, steps=args.steps, batch_size=args.batch_size,
+        seq_len=args.seq_len, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+        ffn_hidden=args.ffn_hidden, vocab_size=args.vocab_size, tokenizer=args.tokenizer, lr=args.lr,
+        warmup=args.warmup, grad_accum=args.grad_accum, eval_every=args.eval_every,
+        save_every=args.save_every, seed=args.seed,
+    )
+    return EXIT_OK
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
