@@ -39,11 +39,42 @@ def create_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here, one line each.
+    _add_run(subparsers)
     _add_generate(subparsers)
     _add_train(subparsers)
     _add_tokenizer(subparsers)
     _add_corpus(subparsers)
     return parser
+
+
+def _add_run(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run a TissLang script in a workspace",
+        description="Run a .tiss script: its steps, commands and checks, confined to the workspace. "
+        "Exit 0 all steps passed, 1 a step failed, 2 invalid script or usage, 130 interrupted.",
+    )
+    p.add_argument("script", metavar="SCRIPT", help="the .tiss file to run")
+    p.add_argument("--workspace", metavar="DIR", help="the directory the script works in (default: .)")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="set a variable (repeatable)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds each RUN may take (default 600; @timeout and budgets may lower it)")
+    p.add_argument("--trace", metavar="FILE", help="write every event as one JSON object per line")
+    p.add_argument("--report", choices=["json"], help="print the result as JSON on stdout")
+    p.add_argument("--dry-run", action="store_true", help="print what would run and its cost estimate; run nothing")
+    p.add_argument("--yes", action="store_true", help="approve every REQUEST_REVIEW and PAUSE without asking")
+    p.add_argument("--sandbox", choices=["workspace"],
+                   help="run commands in bubblewrap: read-only system, writable workspace, no network")
+    p.add_argument("--model", metavar="SPEC",
+                   help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
+    p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runtime.runner import run_script
+
+    return run_script(args)
 
 
 def _add_generate(subparsers) -> None:

@@ -1,0 +1,155 @@
+"""Human output of `tiss run`: steps as they start and end, LOG lines, failures, a summary.
+
+`ProgressPrinter` is an event listener (see `trace.py`) that prints as the run goes:
+
+    [ RUN  ] Write a greeting
+           | wrote greeting.txt
+    [  OK  ] Write a greeting (0.01s)
+
+`format_failure` shows where and why a run stopped: `file:line:col: error: message`, the script
+line with a caret under the column, and the tail of the last command's stderr. `format_summary`
+is the closing line. Colour is used only when the stream is a terminal and `NO_COLOR` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, TextIO
+
+from runtime.estimate import Estimate
+from runtime.result import FAILED, INTERRUPTED, NOT_CHOSEN, PASSED, SKIPPED, Failure, RunResult
+
+_RESET = "\033[0m"
+_COLOURS = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "dim": "\033[2m", "bold": "\033[1m"}
+_LABELS = {
+    PASSED: ("[  OK  ]", "green"),
+    FAILED: ("[FAILED]", "red"),
+    SKIPPED: ("[ SKIP ]", "yellow"),
+    NOT_CHOSEN: ("[NOT CHOSEN]", "yellow"),
+    INTERRUPTED: ("[ INT  ]", "red"),
+}
+
+
+def use_colour(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Painter:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, colour: str) -> str:
+        return f"{_COLOURS[colour]}{text}{_RESET}" if self.enabled else text
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+class ProgressPrinter:
+    """Prints steps and LOG lines as events arrive; nesting is shown by indentation."""
+
+    def __init__(self, stream: TextIO | None = None, colour: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.paint = Painter(use_colour(self.stream) if colour is None else colour)
+        self._depth: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        name = event["event"]
+        thread = event.get("thread", "main")
+        with self._lock:
+            depth = self._depth.get(thread, 0)
+            if thread != "main" and thread not in self._depth:
+                depth = self._depth.get("main", 0)
+            pad = "  " * depth
+            if name == "step_start":
+                self._write(f"{pad}{self.paint('[ RUN  ]', 'bold')} {event['description']}")
+                self._depth[thread] = depth + 1
+            elif name == "step_end":
+                status = event["status"]
+                if status in (PASSED, FAILED, INTERRUPTED):
+                    depth = max(0, depth - 1)
+                    self._depth[thread] = depth
+                    pad = "  " * depth
+                label, colour = _LABELS.get(status, (f"[{status}]", "yellow"))
+                timing = f" ({_seconds(event['duration'])})" if status in (PASSED, FAILED, INTERRUPTED) else ""
+                self._write(f"{pad}{self.paint(label, colour)} {event['description']}{timing}")
+                failure = event.get("failure")
+                if failure and status in (FAILED, NOT_CHOSEN):
+                    self._write(f"{pad}         {self.paint(failure['message'], colour)}")
+            elif name == "log":
+                bar = self.paint("|", "dim")
+                for line in str(event["message"]).splitlines() or [""]:
+                    self._write(f"{pad}       {bar} {line}")
+            elif name == "caught":
+                self._write(f"{pad}       {self.paint('caught:', 'yellow')} {event['message']}")
+
+
+def format_failure(failure: Failure, colour: bool = False) -> str:
+    paint = Painter(colour)
+    lines = [f"{failure.location()}: {paint('error', 'red')}: {failure.message}"]
+    if failure.source_line is not None:
+        lines.append(f"    {failure.source_line}")
+        if failure.column:
+            prefix = failure.source_line[: failure.column - 1]
+            caret = "".join(c if c == "\t" else " " for c in prefix)
+            lines.append(f"    {caret}{paint('^', 'red')}")
+    if failure.stderr_tail:
+        lines.append("  stderr of the last command (tail):")
+        lines.extend(f"    {line}" for line in failure.stderr_tail.splitlines())
+    return "\n".join(lines)
+
+
+def format_summary(result: RunResult, colour: bool = False) -> str:
+    paint = Painter(colour)
+    counts = result.counts()
+    parts = []
+    for status, word, tint in (
+        (PASSED, "passed", "green"),
+        (FAILED, "failed", "red"),
+        (SKIPPED, "skipped", "yellow"),
+        (NOT_CHOSEN, "not chosen", "yellow"),
+        (INTERRUPTED, "interrupted", "red"),
+    ):
+        if counts.get(status):
+            parts.append(paint(f"{counts[status]} {word}", tint))
+    steps = ", ".join(parts) if parts else "no steps"
+    verdict = {PASSED: paint("PASSED", "green"), FAILED: paint("FAILED", "red"),
+               INTERRUPTED: paint("INTERRUPTED", "red")}.get(result.status, result.status)
+    return f"{verdict}: {steps} in {_seconds(result.duration)}"
+
+
+def format_report(result: RunResult, colour: bool = False) -> str:
+    """What follows the live progress: the failure (if any) and the summary line."""
+    parts = []
+    if result.failure is not None:
+        parts.append(format_failure(result.failure, colour))
+    for failure in result.teardown_failures:
+        if failure is not result.failure:
+            parts.append("TEARDOWN also failed:\n" + format_failure(failure, colour))
+    if result.status == INTERRUPTED:
+        parts.append("interrupted: running commands were killed and TEARDOWN ran")
+    parts.append(format_summary(result, colour))
+    return "\n".join(parts)
+
+
+def format_estimate(estimate: Estimate) -> str:
+    text = (
+        f"estimate: {estimate.api_calls} API call{'s' if estimate.api_calls != 1 else ''}, "
+        f"{estimate.tokens} tokens, {estimate.seconds:g}s of RUN time bounded by @timeout"
+    )
+    if estimate.unbounded_runs:
+        text += f" (+{estimate.unbounded_runs} RUN{'s' if estimate.unbounded_runs != 1 else ''} without @timeout)"
+    return text

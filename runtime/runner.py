@@ -1,0 +1,139 @@
+"""`tiss run SCRIPT`: read and parse the script, set up the session from the flags, run, report.
+
+The CLI (`runtime/cli.py`) only parses arguments and calls `run_script(args)`. Output: live
+progress and the failure report on stdout (on stderr with `--report json`, which keeps stdout
+for the JSON document). Exit status: 0 passed, 1 a step failed, 2 invalid script or usage,
+130 interrupted. SIGTERM is treated like Ctrl-C, so TEARDOWN runs either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from runtime.errors import TissRuntimeError
+from runtime.report import ProgressPrinter, format_estimate, format_report, use_colour
+from runtime.review import Reviewer
+from runtime.session import RunOptions, Session
+from runtime.trace import JsonlTrace
+from runtime.workspace import Workspace
+
+
+class UsageError(TissRuntimeError):
+    """A `tiss run` flag with a value that cannot work; exit status 2."""
+
+    exit_code = 2
+
+
+def parse_vars(items: list[str] | None) -> dict[str, str]:
+    """`--var NAME=VALUE` pairs; values stay strings (they compare with numbers numerically)."""
+    import re
+
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise UsageError(f"--var expects NAME=VALUE with NAME an identifier, got {item!r}")
+        out[name] = value
+    return out
+
+
+def _parse_script(path: str) -> tuple[Any, str]:
+    from tisslang.errors import TissSyntaxError
+    from tisslang.parser import parse
+
+    script = Path(path)
+    try:
+        data = script.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read script {path}: {exc.strerror or exc}") from None
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise TissSyntaxError(path, line, column, "the file is not valid UTF-8; save it as UTF-8") from None
+    return parse(source, path), source
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Deliver SIGTERM as KeyboardInterrupt, so a terminated run still runs TEARDOWN."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_script(args: Any) -> int:
+    """The `tiss run` subcommand; `args` as built by `cli._add_run`."""
+    program, source = _parse_script(args.script)
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    workspace = Workspace(args.workspace or os.getcwd())
+    if args.sandbox:
+        from runtime.shell import sandbox_argv
+
+        sandbox_argv(str(workspace.root))  # raises SandboxUnavailable (exit 2) when bwrap is missing
+    from runtime.backends.select import resolve_backend
+
+    backend = resolve_backend(args.model, args.model_name)
+    options = RunOptions(
+        timeout=args.timeout,
+        sandbox=args.sandbox,
+        assume_yes=args.yes,
+        variables=parse_vars(args.var),
+        model_name=args.model_name,
+    )
+    json_report = args.report == "json"
+    human = sys.stderr if json_report else sys.stdout
+    colour = use_colour(human)
+
+    if args.dry_run:
+        from runtime.plan import format_plan
+
+        session = Session(workspace, backend=backend, options=options)
+        estimate = session.estimate(program)
+        if json_report:
+            print(json.dumps({"file": args.script, "dry_run": True, "estimate": estimate.as_value()}))
+        else:
+            print(f"dry run of {args.script} in {workspace.root} (nothing is executed)")
+            print(format_plan(program))
+            print(format_estimate(estimate))
+        return 0
+
+    listeners: list[Any] = [ProgressPrinter(human, colour)]
+    trace = None
+    if args.trace:
+        try:
+            trace = JsonlTrace(args.trace)
+        except OSError as exc:
+            raise UsageError(f"cannot write the trace file {args.trace}: {exc.strerror or exc}") from None
+    if trace is not None:
+        listeners.append(trace)
+    reviewer = Reviewer(assume_yes=args.yes)
+    session = Session(workspace, backend=backend, options=options, listeners=listeners, reviewer=reviewer)
+    try:
+        with _sigterm_as_interrupt():
+            result = session.run(program, file=args.script, source=source)
+    finally:
+        if trace is not None:
+            trace.close()
+    print(format_report(result, colour), file=human)
+    if json_report:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return result.exit_code
