@@ -2,6 +2,20 @@
 
 This package parses TissLang source into typed AST nodes. It imports only the standard library
 and lark, so other tools can embed it without pulling in the runtime or the model.
+
+    program = tisslang.parse(source, "script.tiss")   # or tisslang.parse_file(path)
+    print(tisslang.format(program))                    # canonical source
+    for d in tisslang.check(program): print(d.render("script.tiss"))
 """
 
 LANGUAGE_VERSION = "1.0"
+
+from . import ast  # noqa: E402
+from .ast import NodeVisitor, Program, to_json  # noqa: E402
+from .errors import TissError, TissFileError, TissSyntaxError  # noqa: E402
+from .parser import parse, parse_file  # noqa: E402
+
+__all__ = [
+    "LANGUAGE_VERSION", "ast", "parse", "parse_file", "to_json", "NodeVisitor",
+    "Program", "TissError", "TissSyntaxError", "TissFileError",
+]

@@ -7,3 +7,51 @@ class TissError(Exception):
     """Base of every error in `tisslang`; the CLI prints these as messages, never tracebacks."""
 
     exit_code = 2
+
+
+class TissSyntaxError(TissError):
+    """A script that is not valid TissLang, at a 1-based line and column.
+
+    ``str(e)`` and ``e.render()`` give ``file:line:col: error: message``, then the source line and
+    a caret under the column, the way compilers print them. ``source_line`` is the text of the
+    offending line when known (the parser always supplies it).
+    """
+
+    def __init__(
+        self,
+        filename: str,
+        line: int,
+        column: int,
+        message: str,
+        *,
+        source_line: str | None = None,
+    ) -> None:
+        super().__init__(filename, line, column, message)
+        self.filename = filename
+        self.line = line
+        self.column = column
+        self.message = message
+        self.source_line = source_line
+
+    def render(self) -> str:
+        head = f"{self.filename}:{self.line}:{self.column}: error: {self.message}"
+        if self.source_line is None:
+            return head
+        text = self.source_line.rstrip("\n")
+        # Keep the line's own tabs in front of the caret so it lines up in any terminal.
+        pad = "".join(ch if ch == "\t" else " " for ch in text[: max(self.column - 1, 0)])
+        return f"{head}\n    {text}\n    {pad}^"
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __reduce__(self):
+        return (_rebuild, (self.filename, self.line, self.column, self.message, self.source_line))
+
+
+def _rebuild(filename, line, column, message, source_line):
+    return TissSyntaxError(filename, line, column, message, source_line=source_line)
+
+
+class TissFileError(TissError):
+    """A script file that cannot be read at all (missing, a directory, no permission)."""

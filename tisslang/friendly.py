@@ -1,0 +1,198 @@
+"""Turning Lark's parse failures into messages for people (``explain``).
+
+Lark reports what token it met and which terminals it expected; this module recognises the
+common mistakes from that (plus the token before, from the parser's value stack) and says what
+to write instead: an unclosed block points at its ``{``, a stray ``}`` says no block is open, an
+unknown keyword suggests the closest one, a missing ``AS``/``INTO`` name, an incomplete
+expression, ``ELSE`` without ``IF``. Anything else gets "unexpected X; expected Y".
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from .errors import TissSyntaxError
+from .source import Prepared
+
+STATEMENT_KEYWORDS = (
+    "TASK", "SETUP", "TEARDOWN", "STEP", "RUN", "WRITE", "READ", "ASSERT", "PROMPT_AGENT", "VAR",
+    "LOG", "IF", "TRY", "PARALLEL", "CHOOSE", "ESTIMATE_COST", "SET_BUDGET", "REQUEST_REVIEW",
+    "PAUSE", "MKDIR", "DELETE",
+)
+OPERATOR_KEYWORDS = ("AND", "OR", "NOT", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY",
+                     "EXISTS", "THEN")
+OTHER_KEYWORDS = ("AS", "INTO", "OPTION", "RECURSIVE", "ELSE", "CATCH", "FILE", "true", "false")
+KEYWORDS = frozenset(STATEMENT_KEYWORDS + OPERATOR_KEYWORDS + OTHER_KEYWORDS)
+_KEYWORD_TYPES = frozenset(k.upper() for k in KEYWORDS)
+
+_OPERAND_STARTS = {"DQ_STRING", "SQ_STRING", "NUMBER", "DOTTED", "TRUE", "FALSE", "LSQB", "LPAR"}
+_EXPRESSION_LEADS = {"ASSERT", "IF", "COMPOP", "AND", "OR", "NOT", "CONTAINS", "MATCHES", "FILE",
+                     "LPAR"}
+_NAME_EXAMPLES = {
+    "AS": 'READ "path" AS name',
+    "INTO": 'PROMPT_AGENT "prompt" INTO name',
+    "VAR": "VAR name = value",
+    "SET_BUDGET": "SET_BUDGET TOKENS = 1000",
+}
+_STRING_EXAMPLES = {
+    "STEP": 'STEP "what it does" { ... }', "OPTION": 'OPTION "what it tries" { ... }',
+    "TASK": 'TASK "what the script is for"', "RUN": 'RUN "make test"',
+    "WRITE": 'WRITE "path" <<EOF', "READ": 'READ "path" AS name', "LOG": 'LOG "message"',
+    "PROMPT_AGENT": 'PROMPT_AGENT "prompt" INTO name', "REQUEST_REVIEW": 'REQUEST_REVIEW "why"',
+    "PAUSE": 'PAUSE "why"', "MKDIR": 'MKDIR "path"', "DELETE": 'DELETE "path"',
+}
+_DESCRIPTIONS = {
+    "_SEP": "end of line", "$END": "end of file", "DQ_STRING": "a string",
+    "SQ_STRING": "a string", "NUMBER": "a number", "DOTTED": "a name",
+    "DIRECTIVE": "a directive (@name)", "HEREDOC": "a heredoc (<<EOF)",
+    "COMPOP": "a comparison (== != < <= > >=)", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','",
+    "COLON": "':'", "TRUE": "true", "FALSE": "false",
+}
+
+
+def describe(type_: str) -> str:
+    return _DESCRIPTIONS.get(type_, type_)
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type in ("_SEP", "$END"):
+        return describe(tok.type)
+    if tok.type in ("ELSE", "CATCH"):
+        return tok.type
+    if tok.type in ("DQ_STRING", "SQ_STRING"):
+        return "a string"
+    return repr(tok.value)
+
+
+def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lark) -> TissSyntaxError:
+    lines = prepared.lines
+
+    def at(line: int, column: int, message: str) -> TissSyntaxError:
+        source_line = lines[line - 1] if 0 < line <= len(lines) else None
+        return TissSyntaxError(filename, line, column, message, source_line=source_line)
+
+    if isinstance(exc, UnexpectedCharacters):
+        return at(exc.line, exc.column, _bad_character(prepared.text, exc.pos_in_stream))
+    if not isinstance(exc, UnexpectedToken):  # pragma: no cover - LALR raises only these two
+        return at(getattr(exc, "line", 1) or 1, getattr(exc, "column", 1) or 1, str(exc))
+
+    tok: Token = exc.token
+    expected = set(exc.expected)
+    stack = getattr(exc.state, "value_stack", None) or []
+    prev = stack[-1] if stack else None
+    prev_type = prev.type if isinstance(prev, Token) else None
+
+    if tok.type in ("ELSE", "CATCH"):
+        line, column = tok.end_line, tok.end_column - len(tok.type)
+        owner = "an IF" if tok.type == "ELSE" else "a TRY"
+        return at(line, column, f"{tok.type} without {owner}: {tok.type} goes right after the "
+                                f"closing }} of {owner} block")
+
+    opened = _open_brackets(parser, prepared.text, tok)
+    if tok.type == "$END" and opened:
+        kind, line, column = opened[-1]
+        if kind == "{":
+            return at(line, column, f"this block is never closed: add a }} to close it (the "
+                                    f"file ends at line {len(lines)})")
+        return at(line, column, "this list is never closed: add a ]")
+    if tok.type == "RBRACE" and not any(kind == "{" for kind, _, _ in opened):
+        return at(tok.line, tok.column, "stray }: there is no open block here to close")
+
+    if prev_type in _NAME_EXAMPLES and "DOTTED" in expected:
+        if tok.type in _KEYWORD_TYPES:
+            return at(tok.line, tok.column, f"{tok.value!r} is a reserved keyword and cannot be "
+                                            f"a variable name; choose another name")
+        return at(tok.line, tok.column, f"missing variable name after {prev_type}: write "
+                                        f"{_NAME_EXAMPLES[prev_type]}")
+    if expected == {"AS"}:
+        return at(tok.line, tok.column, "READ needs AS and a variable name: "
+                                        'READ "path" AS name')
+    if tok.type == "EQUAL":
+        return at(tok.line, tok.column, "'=' sets a value (VAR name = value); compare with ==")
+    if prev_type == "DOTTED" and "EQUAL" in expected and tok.type == "COMPOP":
+        return at(tok.line, tok.column, f"use a single '=' to set a value, not {tok.value!r}")
+
+    if tok.type == "DOTTED" and expected & set(STATEMENT_KEYWORDS):
+        return at(tok.line, tok.column, _unknown_keyword(tok.value, STATEMENT_KEYWORDS))
+    if tok.type == "DOTTED" and expected & {"CONTAINS", "MATCHES", "COMPOP", "AND", "OR"}:
+        return at(tok.line, tok.column, _unknown_keyword(tok.value, OPERATOR_KEYWORDS,
+                                                         what="operator"))
+
+    if expected & _OPERAND_STARTS and prev_type in _EXPRESSION_LEADS and \
+            tok.type not in _OPERAND_STARTS:
+        if prev_type in ("ASSERT", "IF"):
+            message = (f"incomplete expression: {prev_type} needs a condition, as in "
+                       f"{prev_type} LAST_RUN.EXIT_CODE == 0")
+        else:
+            message = f"incomplete expression: expected a value after {prev.value!r}"
+        return at(tok.line, tok.column, message)
+    if expected == {"EXISTS"}:
+        return at(tok.line, tok.column, 'incomplete expression: write FILE "path" EXISTS')
+    if prev_type == "EQUAL" or (expected >= {"DQ_STRING", "NUMBER", "LSQB"} and
+                                prev_type in ("EQUAL", "DIRECTIVE")):
+        return at(tok.line, tok.column, f"expected a value (a string, number, true/false, "
+                                        f"list, object or name), found {_describe_token(tok)}")
+
+    if expected and expected <= {"DQ_STRING", "SQ_STRING"} and prev_type:
+        example = _STRING_EXAMPLES.get(prev_type)
+        hint = f", as in {example}" if example else ""
+        return at(tok.line, tok.column, f"{prev_type} needs a quoted string here{hint}")
+    if "LBRACE" in expected and tok.type in ("_SEP", "$END"):
+        return at(tok.line, tok.column, "expected { to open a block on this line")
+    if "_SEP" in expected and tok.type != "_SEP":
+        return at(tok.line, tok.column, f"unexpected {_describe_token(tok)} after a complete "
+                                        "statement: put one statement per line, or separate "
+                                        "them with ;")
+    wanted = sorted({describe(t) for t in expected if not t.startswith("__")})
+    shown = ", ".join(wanted[:8]) + (", ..." if len(wanted) > 8 else "")
+    return at(tok.line, tok.column, f"unexpected {_describe_token(tok)}; expected {shown}")
+
+
+def _unknown_keyword(word: str, candidates: tuple[str, ...], what: str = "keyword") -> str:
+    if word.upper() in candidates:
+        return f"unknown {what} {word!r}: keywords are uppercase, write {word.upper()!r}"
+    close = difflib.get_close_matches(word.upper(), candidates, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what} {word!r}; did you mean {close[0]!r}?"
+    if what == "keyword":
+        return (f"unknown keyword {word!r}: a statement starts with a keyword such as RUN, STEP, "
+                "ASSERT or VAR (see docs/tisslang.md)")
+    return (f"unknown operator {word!r}: conditions use == != < <= > >=, CONTAINS, MATCHES, "
+            "IS_EMPTY, IS_NOT_EMPTY, AND, OR, NOT")
+
+
+def _bad_character(text: str, pos: int) -> str:
+    ch = text[pos]
+    if ch == '"':
+        return ('unterminated string: close it with " on the same line (for text over several '
+                "lines use a heredoc, WRITE \"path\" <<EOF)")
+    if ch == "'":
+        return "unterminated string: close it with ' on the same line"
+    if text.startswith("<<", pos):
+        return "a heredoc opens with <<NAME or <<'NAME' (a letter or _ right after <<)"
+    if ch == "!":
+        return "unexpected '!': did you mean != ?"
+    if ch in "&|":
+        return f"unexpected {ch!r}: write AND / OR"
+    return f"unexpected character {ch!r}"
+
+
+def _open_brackets(parser: Lark, text: str, stop: Token) -> list[tuple[str, int, int]]:
+    """The ``{`` / ``[`` still open before ``stop``, innermost last, as (kind, line, column)."""
+    opened: list[tuple[str, int, int]] = []
+    stop_pos = stop.start_pos if stop.type != "$END" and stop.start_pos is not None else len(text)
+    try:
+        for tok in parser.lex(text):
+            if tok.start_pos >= stop_pos:
+                break
+            if tok.type in ("LBRACE", "LSQB"):
+                opened.append((tok.value, tok.line, tok.column))
+            elif tok.type in ("RBRACE", "RSQB") and opened:
+                opened.pop()
+    except UnexpectedInput:
+        pass
+    return opened
