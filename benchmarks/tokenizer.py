@@ -1,0 +1,162 @@
+"""Benchmark `lm.BPETokenizer` against Hugging Face `tokenizers` byte-level BPE, same run.
+
+Training text: the standard library's top-level modules (`<stdlib>/*.py`, about 4.7 MB on
+CPython 3.11). Held-out text: the `.py` files one level down (`<stdlib>/<package>/*.py`, test
+packages and site-packages left out), which training never saw. Both tokenizers learn a
+vocabulary of the same size (bytes + merges + `<|endoftext|>`) with the same GPT-2 style split
+(HF: `ByteLevel(add_prefix_space=False)`, whose regex is the one `lm.pretokenize` mirrors).
+
+Figures (one JSON object on stdout):
+- training seconds, best of `--repeat` runs each;
+- encoding MB/s on the held-out text: ours with a tokenizer freshly loaded from its file (empty
+  chunk cache: the honest first-use figure) and again warm; HF's `encode_batch` (which uses all
+  cores) likewise, first and second call;
+- bytes per token on the held-out text;
+- the ratios the targets are stated in, and whether each target holds.
+
+Run: `python benchmarks/tokenizer.py [--vocab-size 4096] [--repeat 2]`. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from lm import BPETokenizer
+
+EXCLUDED = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
+
+
+def read_texts(paths: list[Path]) -> list[str]:
+    texts = []
+    for path in paths:
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue  # the same files are skipped for both tokenizers
+    return texts
+
+
+def stdlib_texts() -> tuple[list[str], list[str]]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train = sorted(root.glob("*.py"))
+    held = sorted(p for p in root.glob("*/*.py") if p.parent.name not in EXCLUDED)
+    return read_texts(train), read_texts(held)
+
+
+def best_of(repeat: int, fn):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bench_ours(train: list[str], held: list[str], vocab_size: int, repeat: int, held_bytes: int) -> dict:
+    seconds, tok = best_of(repeat, lambda: BPETokenizer().train(train, vocab_size))
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = BPETokenizer.load(tok.save(Path(tmp) / "tokenizer.json"))
+    cold, ids = timed(lambda: fresh.encode_batch(held))
+    warm, _ = timed(lambda: fresh.encode_batch(held))
+    if any(fresh.decode(x) != t for x, t in zip(ids, held)):
+        raise SystemExit("round-trip failed on the held-out text")
+    return {
+        "vocab_size": tok.vocab_size,
+        "train_seconds": round(seconds, 3),
+        "encode_mb_per_s_cold": round(held_bytes / 1e6 / cold, 2),
+        "encode_mb_per_s_warm": round(held_bytes / 1e6 / warm, 2),
+        "bytes_per_token": round(held_bytes / sum(map(len, ids)), 4),
+    }
+
+
+def bench_hf(train: list[str], held: list[str], vocab_size: int, repeat: int, held_bytes: int) -> dict | None:
+    try:
+        import tokenizers
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        return None
+
+    def train_hf():
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(train, trainer=trainer)
+        return tok
+
+    seconds, tok = best_of(repeat, train_hf)
+    cold, encodings = timed(lambda: tok.encode_batch(held))
+    warm, _ = timed(lambda: tok.encode_batch(held))
+    return {
+        "version": tokenizers.__version__,
+        "vocab_size": tok.get_vocab_size(),
+        "train_seconds": round(seconds, 3),
+        "encode_batch_mb_per_s_cold": round(held_bytes / 1e6 / cold, 2),
+        "encode_batch_mb_per_s_warm": round(held_bytes / 1e6 / warm, 2),
+        "bytes_per_token": round(held_bytes / sum(len(e.ids) for e in encodings), 4),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=2, help="training runs per tokenizer (best kept)")
+    args = parser.parse_args()
+
+    train, held = stdlib_texts()
+    train_bytes = sum(len(t.encode("utf-8")) for t in train)
+    held_bytes = sum(len(t.encode("utf-8")) for t in held)
+    ours = bench_ours(train, held, args.vocab_size, args.repeat, held_bytes)
+    hf = bench_hf(train, held, args.vocab_size, args.repeat, held_bytes)
+    report: dict = {
+        "benchmark": "tokenizer",
+        "python": platform.python_version(),
+        "train_files": len(train),
+        "train_mb": round(train_bytes / 1e6, 3),
+        "heldout_files": len(held),
+        "heldout_mb": round(held_bytes / 1e6, 3),
+        "ours": ours,
+        "hf_tokenizers": hf,
+    }
+    if hf is not None:
+        ratios = {
+            "train_time_ours_over_hf": round(ours["train_seconds"] / hf["train_seconds"], 3),
+            "encode_cold_ours_over_hf": round(
+                ours["encode_mb_per_s_cold"] / hf["encode_batch_mb_per_s_cold"], 3
+            ),
+            "encode_warm_ours_over_hf": round(
+                ours["encode_mb_per_s_warm"] / hf["encode_batch_mb_per_s_warm"], 3
+            ),
+            "bytes_per_token_ours_over_hf": round(ours["bytes_per_token"] / hf["bytes_per_token"], 4),
+        }
+        report["ratios"] = ratios
+        report["targets_met"] = {
+            "train_time_at_most_2x_hf": ratios["train_time_ours_over_hf"] <= 2.0,
+            "encode_at_least_1x_hf": ratios["encode_cold_ours_over_hf"] >= 1.0,
+            "bytes_per_token_within_1pct_of_hf": abs(ratios["bytes_per_token_ours_over_hf"] - 1) <= 0.01,
+        }
+    json.dump(report, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
