@@ -16,13 +16,13 @@ from runtime.errors import ScriptFailure
 from runtime.values import render, show, type_name
 from tisslang import ast
 
-# Built-in roots and the statement that first sets each, for "not set yet" messages.
+# Built-in roots and why each may not be set yet, for "not set yet" messages.
 BUILTIN_SOURCES = {
-    "LAST_RUN": "a RUN",
-    "LAST_ERROR": "a failure caught by TRY",
-    "LAST_PROMPT": "a PROMPT_AGENT",
-    "LAST_ESTIMATE": "an ESTIMATE_COST",
-    "LAST_REVIEW": "a REQUEST_REVIEW or PAUSE",
+    "LAST_RUN": "no RUN has run yet",
+    "LAST_ERROR": "no failure has been caught by TRY yet",
+    "LAST_PROMPT": "no PROMPT_AGENT has run yet",
+    "LAST_ESTIMATE": "no ESTIMATE_COST has run yet",
+    "LAST_REVIEW": "no REQUEST_REVIEW or PAUSE has run yet",
 }
 BUILTIN_ROOTS = frozenset(BUILTIN_SOURCES) | {"WORKSPACE", "TASK", "STEP"}
 
@@ -58,8 +58,12 @@ def undefined_variable(ref: ast.Ref, known: Iterable[str]) -> UndefinedReference
 
 def builtin_not_set(ref: ast.Ref) -> UndefinedReference:
     root = ref.parts[0]
-    source = BUILTIN_SOURCES.get(root)
-    why = f"no {source} has happened yet" if source else "it is not available here"
+    if root == "STEP":
+        why = "it is only set inside a STEP"
+    elif root == "TASK":
+        why = "the script has no TASK line"
+    else:
+        why = BUILTIN_SOURCES.get(root, "it is not available here")
     return _positioned(UndefinedReference(f"undefined reference {ref.name}: {root} is not set, {why}"), ref)  # type: ignore[return-value]
 
 

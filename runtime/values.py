@@ -12,6 +12,7 @@ field with nothing in it). The rules, chosen to match what a shell and Python us
 - Booleans compare only with booleans; lists and objects only with their own kind (`==`/`!=`).
   Anything else is a `TypeMismatch` that names both values; nothing is silently false.
 - `CONTAINS`: substring for text, element for a list, key for an object.
+- A bare value as a condition is its truthiness: `false`, `0`, `""`, `[]` and `{}` are false.
 """
 
 from __future__ import annotations
@@ -195,10 +196,15 @@ def is_empty(value: Any) -> bool:
 
 
 def truth(value: Any) -> bool:
-    """A condition's value; only booleans are conditions (no Python truthiness surprises)."""
+    """A bare value used as a condition: its truthiness, as in Python and the shell's `test -n`.
+
+    `true`/`false` are themselves; a number is true unless zero; a string, list or object is
+    true unless empty. So `IF answer { ... }` means "answer is set to something".
+    """
     if isinstance(value, bool):
         return value
-    raise TypeMismatch(
-        f"a condition must be true or false, got {type_name(value)} {show(value)}; "
-        "compare it explicitly, e.g. `== \"yes\"` or `IS_NOT_EMPTY`"
-    )
+    if value is None:
+        return False
+    if isinstance(value, (int, float, str, list, dict)):
+        return bool(value)
+    raise TypeMismatch(f"{type_name(value)} {show(value)} cannot be used as a condition")
