@@ -37,6 +37,8 @@ TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_STATE_FILE = "trainer_state.json"
 RUN_CHECKPOINT = "checkpoint"  # the latest checkpoint inside a training run directory
+# The model shipped in the package (see docs/model.md); `load()` with no path reads it.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
 class CheckpointError(LMError):
@@ -112,8 +114,10 @@ def resolve(path) -> Path:
     return p
 
 
-def load(path, dtype=np.float32):
+def load(path=None, dtype=np.float32):
     """Read a checkpoint directory (or a run directory) into `(model, tokenizer)`.
+
+    With no `path`, the default model shipped in `lm/default_model/`.
 
     Every defect is a `CheckpointError` naming the file and what to do: missing files, corrupt
     JSON or safetensors, parameters missing, unexpected or of the wrong shape, non-finite
@@ -121,6 +125,13 @@ def load(path, dtype=np.float32):
     """
     from lm.tokenizer import BPETokenizer
 
+    if path is None:
+        if not (DEFAULT_MODEL_DIR / MODEL_FILE).is_file():
+            raise CheckpointError(
+                f"the default model is not installed ({DEFAULT_MODEL_DIR} has no {MODEL_FILE}); "
+                "reinstall the package or pass a checkpoint directory made by `tiss train`"
+            )
+        path = DEFAULT_MODEL_DIR
     ckpt = resolve(path)
     missing = [f for f in (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE) if not (ckpt / f).is_file()]
     if missing:
