@@ -28,6 +28,7 @@ load) and the special tokens with their ids.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
@@ -50,6 +51,10 @@ FILENAME = "tokenizer.json"
 # Encoding caches chunk -> tokens; past this many entries the cache starts over, which bounds
 # memory on endless novel input while keeping the hit rate on natural text (Zipf) high.
 CACHE_LIMIT = 1 << 18
+# Token sequences are strings of chr(id) internally, so ids must be valid code points.
+MAX_VOCAB = 0x110000
+# Chunks longer than this many bytes are merged with a heap (`_bpe_long`) instead of rescans.
+LONG_CHUNK = 256
 
 
 class TokenizerError(LMError):
@@ -115,6 +120,8 @@ class BPETokenizer:
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
             raise TokenizerError(f"vocab_size must be an integer, got {vocab_size!r}")
         smallest = N_BYTES + len(specials)
+        if vocab_size > MAX_VOCAB:
+            raise TokenizerError(f"vocab_size {vocab_size} is too large; the limit is {MAX_VOCAB}")
         if vocab_size < smallest:
             raise TokenizerError(
                 f"vocab_size {vocab_size} is too small: 256 byte tokens and {len(specials)} "
@@ -230,19 +237,11 @@ class BPETokenizer:
         return special_pattern(allowed)
 
     def _bpe(self, chunk: str) -> str:
-        """Merge one chunk's bytes by rank; a merge's new id is its rank + 256, so `min` over
-        the candidates' result characters picks the earliest-learned merge present."""
+        """The token string of one chunk (`chr(id)` per token)."""
         tokens = chunk.encode("utf-8").decode("latin-1")
-        merged_of, pair_of = self._merged_of, self._pair_of
-        while len(tokens) > 1:
-            best = min(
-                (m for m in map(merged_of.get, map(add, tokens, tokens[1:])) if m is not None),
-                default=None,
-            )
-            if best is None:
-                break
-            tokens = tokens.replace(pair_of[best], best)
-        return tokens
+        if len(tokens) > LONG_CHUNK:
+            return _bpe_long(tokens, self._merged_of)
+        return _bpe_short(tokens, self._merged_of, self._pair_of)
 
     # ----------------------------------------------------------------------------- decoding
 
@@ -351,8 +350,8 @@ class BPETokenizer:
         except re.error as exc:
             raise bad(f'"pattern" is not a valid regular expression ({exc})') from None
         merges_raw = data.get("merges")
-        if not isinstance(merges_raw, list):
-            raise bad('"merges" must be a list')
+        if not isinstance(merges_raw, list) or len(merges_raw) > MAX_VOCAB - N_BYTES:
+            raise bad(f'"merges" must be a list of at most {MAX_VOCAB - N_BYTES} pairs')
         merges: list[tuple[int, int]] = []
         for i, entry in enumerate(merges_raw):
             if (
@@ -411,6 +410,70 @@ class BPETokenizer:
             f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={self.special_tokens})"
         )
+
+
+def _bpe_short(tokens: str, merged_of: dict[str, str], pair_of: dict[str, str]) -> str:
+    """Apply merges by rank to `tokens` (one char per id), rescanning the chunk each round.
+
+    A merge's new id is its rank + 256, so `min` over the result characters of the pairs
+    present picks the earliest-learned merge; `str.replace` then merges all its occurrences.
+    Fastest for the short chunks text is made of, but quadratic in the chunk's length.
+
+    >>> _bpe_short("aaab", {"aa": "Z", "Za": "Y"}, {"Z": "aa", "Y": "Za"})
+    'Yb'
+    """
+    while len(tokens) > 1:
+        best = min(
+            (m for m in map(merged_of.get, map(add, tokens, tokens[1:])) if m is not None),
+            default=None,
+        )
+        if best is None:
+            break
+        tokens = tokens.replace(pair_of[best], best)
+    return tokens
+
+
+def _bpe_long(tokens: str, merged_of: dict[str, str]) -> str:
+    """BPE in O(n log n) for a long chunk: a heap of (rank, position) over a linked list.
+
+    Taking the lowest rank first and, among equal ranks, the leftmost position gives the same
+    result as replacing every occurrence of the best pair left to right (`_bpe_short`): a merge
+    creates only pairs that hold the new, higher-ranked token, so the remaining occurrences of the
+    best pair are still the best, and leftmost-first is `str.replace`'s non-overlapping order.
+
+    >>> _bpe_long("aaab", {"aa": "Z", "Za": "Y"})  # aa first, then Za
+    'Yb'
+    """
+    symbols: list[str | None] = list(tokens)
+    n = len(symbols)
+    nxt = list(range(1, n + 1))
+    prv = list(range(-1, n - 1))
+    heap = [
+        (merged, i)
+        for i, merged in enumerate(map(merged_of.get, map(add, tokens, tokens[1:])))
+        if merged is not None
+    ]
+    heapq.heapify(heap)  # a merge's result character orders like its rank
+    while heap:
+        merged, i = heapq.heappop(heap)
+        left = symbols[i]
+        j = nxt[i]
+        if left is None or j >= n or merged_of.get(left + symbols[j]) != merged:
+            continue  # stale: this pair changed since it was pushed
+        symbols[i] = merged
+        symbols[j] = None
+        k = nxt[i] = nxt[j]
+        if k < n:
+            prv[k] = i
+            right = merged_of.get(merged + symbols[k])
+            if right is not None:
+                heapq.heappush(heap, (right, i))
+        h = prv[i]
+        if h >= 0:
+            before = merged_of.get(symbols[h] + merged)
+            if before is not None:
+                heapq.heappush(heap, (before, h))
+    return "".join(s for s in symbols if s is not None)
 
 
 def _check_specials(special_tokens: Iterable[str]) -> tuple[str, ...]:

@@ -240,6 +240,10 @@ def test_lone_surrogate_is_a_clear_error(tok):
 def test_training_argument_errors():
     with pytest.raises(TokenizerError, match="too small"):
         BPETokenizer().train(["x"], vocab_size=200)
+    with pytest.raises(TokenizerError, match="too large"):
+        BPETokenizer().train(["x"], vocab_size=2_000_000)
+    with pytest.raises(TokenizerError, match="must be an integer"):
+        BPETokenizer().train(["x"], vocab_size=300.0)
     with pytest.raises(TokenizerError, match="not str"):
         BPETokenizer().train(["x", b"y"], vocab_size=300)
     with pytest.raises(TokenizerError, match="distinct"):
@@ -315,3 +319,36 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.fixture(scope="module")
+def small_alphabet_tok() -> BPETokenizer:
+    import random
+
+    rng = random.Random(1)
+    # no spaces, so chunks are long and many merges (including overlapping ones) apply
+    text = "".join(rng.choice("aaabbxé東") for _ in range(20_000))
+    return BPETokenizer().train([text], vocab_size=400)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet="abxé東", max_size=300))
+def test_long_chunk_merging_equals_rescan_merging(small_alphabet_tok, text):
+    from lm.tokenizer import _bpe_long, _bpe_short
+
+    tok = small_alphabet_tok
+    assert len(tok.merges) > 100
+    tokens = text.encode("utf-8").decode("latin-1")
+    assert _bpe_long(tokens, tok._merged_of) == _bpe_short(tokens, tok._merged_of, tok._pair_of)
+
+
+def test_long_chunks_encode_in_reasonable_time(tok):
+    import random
+    import time
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ") for _ in range(200_000))
+    start = time.perf_counter()
+    ids = tok.encode(text)  # one 200 kB chunk; rescanning it per merge would take minutes
+    assert time.perf_counter() - start < 10
+    assert tok.decode(ids) == text
