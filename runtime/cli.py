@@ -40,10 +40,13 @@ def create_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Subcommands register here, one line each.
     _add_run(subparsers)
+    _add_parse(subparsers)
+    _add_check(subparsers)
+    _add_fmt(subparsers)
     _add_generate(subparsers)
-    _add_train(subparsers)
     _add_tokenizer(subparsers)
     _add_corpus(subparsers)
+    _add_train(subparsers)
     return parser
 
 
@@ -75,6 +78,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runtime.runner import run_script
 
     return run_script(args)
+
+
+def _add_parse(subparsers) -> None:
+    p = subparsers.add_parser(
+        "parse", help="print the syntax tree of a TissLang script",
+        description="Parse a .tiss script and print its tree (JSON with --json). Exit 2 on a syntax error.",
+    )
+    p.add_argument("file", metavar="FILE", help="the .tiss file to parse")
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+    p.set_defaults(func=cmd_parse)
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from tisslang.commands import parse_command
+
+    return parse_command(args.file, as_json=args.json)
+
+
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check", help="check TissLang scripts for errors without running them",
+        description="Syntax and static checks (undefined variables, unknown directives and budgets, "
+        "built-in names as targets). Exit 0 clean, 1 diagnostics, 2 a syntax error.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="the .tiss files to check")
+    p.add_argument("--var", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="a variable the script gets from `tiss run --var` (repeatable)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tisslang.commands import check_command
+
+    return check_command(args.files, known=args.var)
+
+
+def _add_fmt(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fmt", help="format TissLang scripts in place",
+        description="Rewrite scripts in canonical form. Exit 1 with --check or --diff when a file "
+        "would change, 2 on a syntax error.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="the .tiss files to format")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    p.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
+    p.set_defaults(func=cmd_fmt)
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from tisslang.commands import fmt_command
+
+    return fmt_command(args.files, check_only=args.check, diff=args.diff)
 
 
 def _add_generate(subparsers) -> None:

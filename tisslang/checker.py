@@ -1,0 +1,201 @@
+"""``check(program)``: static checks of a parsed script, as a list of ``Diagnostic``.
+
+Errors (the script would fail, or does not mean what it says):
+  - a reference to a variable that nothing in the script can have set (no VAR, READ ... AS,
+    PROMPT_AGENT ... INTO of that name, not a built-in, not passed in ``known``);
+  - a field a built-in does not have (``LAST_RUN.EXITCODE``);
+  - a built-in name (``LAST_RUN``, ``WORKSPACE``...) used as a target of VAR, READ or INTO;
+  - an unknown budget name, or a literal budget value of the wrong kind;
+  - two children of one PARALLEL block that set the same variable.
+Warnings (legal, probably a mistake):
+  - an unknown directive (with the closest known one);
+  - statements after an ``ASSERT false`` in the same block (they never run);
+  - ``{{`` in an interpolating heredoc that is not a ``{{ ref }}`` interpolation.
+
+The walk is iterative, so a tree of any depth is checked without recursion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from . import ast
+
+BUILTINS: dict[str, tuple[str, ...]] = {
+    "LAST_RUN": ("EXIT_CODE", "STDOUT", "STDERR", "EXECUTION_TIME", "COMMAND", "TIMED_OUT"),
+    "LAST_ERROR": ("MESSAGE", "KIND", "LINE"),
+    "LAST_PROMPT": ("TEXT", "PROMPT_TOKENS", "COMPLETION_TOKENS"),
+    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS"),
+    "LAST_REVIEW": ("APPROVED", "COMMENT"),
+    "WORKSPACE": (),
+    "TASK": ("DESCRIPTION",),
+    "STEP": ("DESCRIPTION",),
+}
+KNOWN_DIRECTIVES = ("persona", "model", "temperature", "top_k", "top_p", "max_tokens", "seed",
+                    "stop", "timeout", "shell", "output", "choose")
+BUDGETS = ("EXECUTION_TIME", "API_CALLS", "TOKENS")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")  # as runtime/budget.py
+_LOOSE_BRACES = re.compile(r"\{\{")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: ``severity`` is ``"error"`` or ``"warning"``; 1-based line and column."""
+
+    severity: str
+    line: int
+    column: int
+    message: str
+
+    def render(self, path: str = "<string>") -> str:
+        return f"{path}:{self.line}:{self.column}: {self.severity}: {self.message}"
+
+
+def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic]:
+    """Static diagnostics for ``program``, sorted by position.
+
+    ``known`` names variables set from outside the script (``tiss run --var NAME=...``).
+    """
+    found: list[Diagnostic] = []
+    nodes = list(_walk(program))
+    defined = set(known) | set(BUILTINS)
+    for node in nodes:
+        target = _target(node)
+        if target is not None:
+            defined.add(target)
+            if target in BUILTINS:
+                found.append(_error(node, f"{target} is built in and cannot be set; choose "
+                                          "another name"))
+    for node in nodes:
+        if isinstance(node, ast.Ref):
+            found.extend(_check_ref(node, defined))
+        elif isinstance(node, ast.Directive):
+            found.extend(_check_directive(node))
+        elif isinstance(node, ast.SetBudget):
+            found.extend(_check_budget(node))
+        elif isinstance(node, ast.Parallel):
+            found.extend(_check_parallel(node))
+        elif isinstance(node, ast.Write) and node.delimiter and not node.raw:
+            found.extend(_check_heredoc(node))
+        for body in _bodies(node):
+            found.extend(_check_unreachable(body))
+    found.sort(key=lambda d: (d.line, d.column, d.message))
+    return found
+
+
+def _error(node: ast.Node, message: str) -> Diagnostic:
+    return Diagnostic("error", node.line, node.column, message)
+
+
+def _warning(node: ast.Node, message: str) -> Diagnostic:
+    return Diagnostic("warning", node.line, node.column, message)
+
+
+def _walk(root: ast.Node) -> Iterator[ast.Node]:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        children = list(ast.iter_child_nodes(node))
+        stack.extend(reversed(children))
+
+
+def _bodies(node: ast.Node) -> Iterator[tuple]:
+    for name in ("body", "orelse", "handler"):
+        body = getattr(node, name, None)
+        if isinstance(body, tuple) and body:
+            yield body
+
+
+def _target(node: ast.Node) -> str | None:
+    if isinstance(node, ast.Var):
+        return node.name
+    if isinstance(node, ast.Read):
+        return node.variable
+    if isinstance(node, ast.PromptAgent):
+        return node.variable
+    return None
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_ref(node: ast.Ref, defined: set[str]) -> Iterator[Diagnostic]:
+    head = node.parts[0]
+    if head not in defined:
+        yield _error(node, f"undefined variable {head!r}: nothing in this script sets it (set it "
+                           "with VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var "
+                           f"{head}=...){_suggest(head, defined)}")
+        return
+    fields = BUILTINS.get(head)
+    if fields is not None and len(node.parts) > 1 and node.parts[1] not in fields:
+        have = ", ".join(fields) if fields else "no fields"
+        yield _error(node, f"{head} has no field {node.parts[1]!r} (it has {have})"
+                           f"{_suggest(node.parts[1], fields)}")
+
+
+def _check_directive(node: ast.Directive) -> Iterator[Diagnostic]:
+    if node.name not in KNOWN_DIRECTIVES:
+        yield _warning(node, f"unknown directive @{node.name}{_suggest(node.name, KNOWN_DIRECTIVES)}"
+                             f" (known: {', '.join('@' + d for d in KNOWN_DIRECTIVES)})")
+
+
+def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
+    if node.name not in BUDGETS:
+        yield _error(node, f"unknown budget {node.name!r}{_suggest(node.name, BUDGETS)} "
+                           f"(budgets: {', '.join(BUDGETS)}, TOKEN_COUNT for TOKENS)")
+        return
+    value = node.value
+    if isinstance(value, ast.Ref):
+        return  # known only when the script runs
+    if node.name == "EXECUTION_TIME":
+        ok = (isinstance(value, ast.Number) and value.value >= 0) or (
+            isinstance(value, ast.String) and value.is_literal and _DURATION.match(value.text))
+        if not ok:
+            yield _error(value, 'EXECUTION_TIME is a duration: seconds, or a string like "30s", '
+                                '"5m", "500ms"')
+    elif not (isinstance(value, ast.Number) and isinstance(value.value, int) and value.value >= 0):
+        yield _error(value, f"{node.name} is a count: a whole number, 0 or more")
+
+
+def _sets(node: ast.Node) -> dict[str, ast.Node]:
+    names: dict[str, ast.Node] = {}
+    for inner in _walk(node):
+        target = _target(inner)
+        if target is not None:
+            names.setdefault(target, inner)
+    return names
+
+
+def _check_parallel(node: ast.Parallel) -> Iterator[Diagnostic]:
+    owner: dict[str, ast.Node] = {}
+    for child in node.body:
+        for name, setter in _sets(child).items():
+            if name in owner:
+                yield _error(setter, f"two PARALLEL children set {name!r} (also at line "
+                                     f"{owner[name].line}); their results cannot be merged")
+            else:
+                owner[name] = setter
+
+
+def _check_heredoc(node: ast.Write) -> Iterator[Diagnostic]:
+    for part in node.content.parts:
+        if isinstance(part, str) and _LOOSE_BRACES.search(part):
+            yield _warning(node, "this heredoc has '{{' that is not an interpolation "
+                                 "({{ name }}); for literal braces use <<'"
+                                 f"{node.delimiter}'")
+            return
+
+
+def _check_unreachable(body: tuple) -> Iterator[Diagnostic]:
+    for i, stmt in enumerate(body[:-1]):
+        if isinstance(stmt, ast.Assert) and isinstance(stmt.condition, ast.Boolean) \
+                and stmt.condition.value is False:
+            yield _warning(body[i + 1], f"unreachable: the ASSERT false at line {stmt.line} "
+                                        "always fails before this runs")
+            return
