@@ -252,7 +252,9 @@ class BPETokenizer:
             return b"".join(map(self._bytes_of.__getitem__, ids))
         except (KeyError, TypeError):
             for position, token in enumerate(ids):
-                if token not in self._bytes_of:
+                try:
+                    self._bytes_of[token]
+                except (KeyError, TypeError):  # TypeError: unhashable, e.g. a nested list
                     break
             raise TokenizerError(
                 f"token id {token!r} at position {position} is not in the vocabulary "

@@ -222,10 +222,15 @@ def test_decode_unknown_id_is_a_clear_error(tok):
         tok.decode([65, 99999])
     with pytest.raises(TokenizerError, match="token id -1"):
         tok.decode([-1])
+    with pytest.raises(TokenizerError, match=r"token id \[1\] at position 0"):
+        tok.decode([[1]])
+    with pytest.raises(TokenizerError, match="token id 'a'"):
+        tok.decode_bytes(iter([1, "a"]))
 
 
 def test_decode_accepts_numpy_ids(tok):
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     ids = tok.encode("hello world")
     assert tok.decode(np.array(ids, dtype=np.int64)) == "hello world"
 
