@@ -70,6 +70,12 @@ class CommandError(ScriptFailure):
     kind = "CommandError"
 
 
+class WorkspaceError(TissRuntimeError):
+    """The workspace itself is unusable (missing, not a directory); a usage problem."""
+
+    exit_code = 2
+
+
 class SandboxUnavailable(TissRuntimeError):
     """`--sandbox workspace` was asked for but bubblewrap cannot be found; a usage problem."""
 

@@ -17,7 +17,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from runtime.errors import PathError
+from runtime.errors import PathError, WorkspaceError
 
 
 def _current_umask() -> int:
@@ -36,10 +36,10 @@ class Workspace:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         raw = os.fspath(root)
         if "\0" in raw:
-            raise PathError("the workspace path contains a NUL byte")
+            raise WorkspaceError("the workspace path contains a NUL byte")
         path = Path(raw).expanduser()
         if not path.is_dir():
-            raise PathError(
+            raise WorkspaceError(
                 f"workspace {raw!r} is not a directory; create it first or pass another --workspace"
             )
         self.root = Path(os.path.realpath(path))

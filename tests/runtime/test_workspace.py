@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from runtime.errors import PathError
+from runtime.errors import PathError, WorkspaceError
 from runtime.workspace import Workspace
 
 
@@ -160,5 +160,5 @@ def test_read_missing_and_directory(ws):
 
 
 def test_workspace_must_exist(tmp_path):
-    with pytest.raises(PathError, match="not a directory"):
+    with pytest.raises(WorkspaceError, match="not a directory"):
         Workspace(tmp_path / "missing")

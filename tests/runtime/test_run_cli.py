@@ -1,0 +1,195 @@
+"""`tiss run` end to end: exit statuses, reports, trace, dry run, Ctrl-C, sandbox, examples."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime import cli, shell
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.tiss"))
+
+
+@pytest.fixture
+def ws(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    return root
+
+
+def write_script(tmp_path, text, name="script.tiss"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def tiss(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
+    monkeypatch.delenv("TISS_MODEL", raising=False)
+    code = tiss("run", example, "--workspace", ws, "--model", "echo", "--yes")
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "PASSED" in out.out
+
+
+def test_examples_exist():
+    assert EXAMPLES, "examples/*.tiss is empty"
+
+
+def test_human_output_shows_steps_logs_failure_and_summary(tmp_path, ws, capsys):
+    script = write_script(
+        tmp_path,
+        'STEP "good" {\n  LOG "hello"\n}\nSTEP "bad" {\n  RUN "echo oops >&2; exit 2"\n'
+        '  ASSERT LAST_RUN.EXIT_CODE == 0\n}\nSTEP "later" { LOG "x" }\n',
+    )
+    assert tiss("run", script, "--workspace", ws) == 1
+    out = capsys.readouterr().out
+    assert "[ RUN  ] good" in out and "| hello" in out and "[  OK  ] good" in out
+    assert "[FAILED] bad" in out and "[ SKIP ] later" in out
+    assert f"{script}:6:3: error: assertion failed: LAST_RUN.EXIT_CODE == 0 (left is 2, right is 0)" in out
+    assert "\n      ASSERT LAST_RUN.EXIT_CODE == 0\n      ^\n" in out  # the line, a caret at column 3
+    assert "stderr of the last command (tail):\n    oops\n" in out
+    assert "FAILED: 1 passed, 1 failed, 1 skipped" in out
+    assert "\033[" not in out  # no colour when not a terminal
+
+
+def test_invalid_script_exits_2_with_position(tmp_path, ws, capsys):
+    script = write_script(tmp_path, 'STEP "x" {\n  ASSERT\n}\n')
+    assert tiss("run", script, "--workspace", ws) == 2
+    err = capsys.readouterr().err
+    assert f"{script}:2:" in err and "error" in err
+
+
+def test_missing_script_and_bad_var_exit_2(tmp_path, ws, capsys):
+    assert tiss("run", tmp_path / "nope.tiss", "--workspace", ws) == 2
+    assert "cannot read script" in capsys.readouterr().err
+    script = write_script(tmp_path, 'LOG "x"\n')
+    assert tiss("run", script, "--workspace", ws, "--var", "no-equals") == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert tiss("run", script, "--workspace", tmp_path / "missing-ws") == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_var_option_and_report_json(tmp_path, ws, capsys):
+    script = write_script(tmp_path, 'TASK "t"\nSTEP "s" {\n  ASSERT n == 3\n  LOG "{{ who }}"\n}\n')
+    assert tiss("run", script, "--workspace", ws, "--var", "n=3", "--var", "who=me", "--report", "json") == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["status"] == "passed" and report["exit_code"] == 0 and report["task"] == "t"
+    assert report["steps"][0]["description"] == "s" and report["logs"] == ["me"]
+    assert "[  OK  ] s" in captured.err  # progress moves to stderr
+
+
+def test_report_json_on_failure_has_line(tmp_path, ws, capsys):
+    script = write_script(tmp_path, 'STEP "s" {\n  ASSERT 1 == 2\n}\n')
+    assert tiss("run", script, "--workspace", ws, "--report", "json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["failure"]["line"] == 2 and report["steps"][0]["status"] == "failed"
+
+
+def test_trace_is_one_json_object_per_event(tmp_path, ws, capsys):
+    script = write_script(tmp_path, 'STEP "s" {\n  RUN "echo hi"\n  LOG "x"\n  PROMPT_AGENT "q"\n}\n')
+    trace = tmp_path / "trace.jsonl"
+    assert tiss("run", script, "--workspace", ws, "--trace", trace, "--model", "echo") == 0
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "run_start" and names[-1] == "run_end"
+    assert {"step_start", "step_end", "statement", "log", "prompt"} <= set(names)
+    run_event = next(e for e in events if e["event"] == "statement" and e["node"] == "Run")
+    assert run_event["exit_code"] == 0 and run_event["stdout"] == "hi\n" and run_event["line"] == 2
+    assert all("t" in e for e in events)
+
+
+def test_api_key_never_reaches_trace_or_output(tmp_path, ws, capsys, monkeypatch):
+    monkeypatch.setenv("TISS_API_KEY", "sk-very-secret")
+    script = write_script(tmp_path, 'RUN "env"\nLOG "{{ LAST_RUN.STDOUT }}"\n')
+    trace = tmp_path / "trace.jsonl"
+    assert tiss("run", script, "--workspace", ws, "--trace", trace, "--report", "json") == 0
+    captured = capsys.readouterr()
+    assert "sk-very-secret" not in captured.out + captured.err + trace.read_text()
+
+
+def test_dry_run_touches_nothing_and_prints_plan_and_estimate(tmp_path, ws, capsys):
+    script = write_script(
+        tmp_path,
+        '@max_tokens 10\nSTEP "s" {\n  WRITE "f.txt" "x"\n  RUN "touch ran"\n  PROMPT_AGENT "hello"\n}\n',
+    )
+    assert tiss("run", script, "--workspace", ws, "--dry-run", "--model", "echo") == 0
+    out = capsys.readouterr().out
+    assert os.listdir(ws) == []
+    assert 'WRITE "f.txt"' in out and 'RUN "touch ran"' in out
+    assert "estimate: 1 API call, 12 tokens" in out and "1 RUN without @timeout" in out
+
+
+def test_review_without_tty_fails_and_yes_approves(tmp_path, ws):
+    script = write_script(tmp_path, 'STEP "gate" {\n  REQUEST_REVIEW "go?"\n}\n')
+    base = [sys.executable, "-m", "runtime", "run", script, "--workspace", str(ws)]
+    proc = subprocess.run(base, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "rerun with --yes" in proc.stdout
+    proc = subprocess.run(base + ["--yes"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_kills_command_runs_teardown_exits_130(tmp_path, ws, signum):
+    script = write_script(
+        tmp_path,
+        'STEP "long" {\n  RUN "sleep 60 & echo $! > bg.pid; sleep 60"\n}\nSTEP "after" { LOG "x" }\n'
+        'TEARDOWN {\n  WRITE "teardown.txt" "ran"\n}\n',
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", script, "--workspace", str(ws)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (ws / "bg.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (ws / "bg.pid").exists(), proc.communicate(timeout=5)
+    time.sleep(0.2)
+    started = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - started < 5
+    assert (ws / "teardown.txt").read_text() == "ran"
+    assert "[ INT  ] long" in out and "[ SKIP ] after" in out
+    time.sleep(0.1)
+    assert _state(int((ws / "bg.pid").read_text())) in ("gone", "Z")
+
+
+def test_sandbox_missing_bwrap_exits_2(tmp_path, ws, capsys, monkeypatch):
+    monkeypatch.setattr(shell, "bwrap_path", lambda: None)
+    script = write_script(tmp_path, 'RUN "true"\n')
+    assert tiss("run", script, "--workspace", ws, "--sandbox", "workspace") == 2
+    assert "apt-get install bubblewrap" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shell.bwrap_path() is None, reason="bubblewrap (bwrap) is not installed")
+def test_sandbox_run_writes_workspace_only(tmp_path, ws, capsys):
+    script = write_script(
+        tmp_path,
+        'RUN "echo in > inside.txt; echo x > /var/tmp/tiss-sandbox-escape.txt"\n'
+        'ASSERT LAST_RUN.EXIT_CODE != 0\nASSERT FILE "inside.txt" EXISTS\n',
+    )
+    code = tiss("run", script, "--workspace", ws, "--sandbox", "workspace")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert not Path("/var/tmp/tiss-sandbox-escape.txt").exists()
