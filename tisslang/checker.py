@@ -34,8 +34,9 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "TASK": ("DESCRIPTION",),
     "STEP": ("DESCRIPTION",),
 }
-KNOWN_DIRECTIVES = ("persona", "model", "temperature", "top_k", "top_p", "max_tokens", "seed",
-                    "stop", "timeout", "shell", "output", "choose")
+# The spec's list, plus @min_p, which the model backends also read.
+KNOWN_DIRECTIVES = ("persona", "model", "temperature", "top_k", "top_p", "min_p", "max_tokens",
+                    "seed", "stop", "timeout", "shell", "output", "choose")
 BUDGETS = ("EXECUTION_TIME", "API_CALLS", "TOKENS")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")  # as runtime/budget.py
 _LOOSE_BRACES = re.compile(r"\{\{")
