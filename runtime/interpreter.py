@@ -225,7 +225,7 @@ class Interpreter:
                 container.append(step)
                 self.skip(stmt.body, step.children)
                 self.emit("step_end", kind=step.kind, description=step.description, line=step.line,
-                          status=status, duration=0.0, failure=None)
+                          status=status, duration=0.0, failure=None, started=False)
             elif isinstance(stmt, ast.Choose):
                 self.skip(stmt.options, container)
             elif isinstance(stmt, ast.Teardown):
@@ -382,7 +382,7 @@ class Interpreter:
             self.emit(
                 "step_end", kind=kind, description=step.description, line=step.line,
                 status=step.status, duration=round(step.duration, 6),
-                failure=step.failure.to_dict() if step.failure else None,
+                failure=step.failure.to_dict() if step.failure else None, started=True,
             )
         return step
 

@@ -79,12 +79,13 @@ class ProgressPrinter:
                 self._depth[thread] = depth + 1
             elif name == "step_end":
                 status = event["status"]
-                if status in (PASSED, FAILED, INTERRUPTED):
+                started = event.get("started", False)
+                if started:
                     depth = max(0, depth - 1)
                     self._depth[thread] = depth
                     pad = "  " * depth
                 label, colour = _LABELS.get(status, (f"[{status}]", "yellow"))
-                timing = f" ({_seconds(event['duration'])})" if status in (PASSED, FAILED, INTERRUPTED) else ""
+                timing = f" ({_seconds(event['duration'])})" if started else ""
                 self._write(f"{pad}{self.paint(label, colour)} {event['description']}{timing}")
                 failure = event.get("failure")
                 if failure and status in (FAILED, NOT_CHOSEN):
