@@ -81,8 +81,3 @@ class SandboxUnavailable(TissRuntimeError):
 
     exit_code = 2
 
-
-class Interrupted(TissRuntimeError):
-    """The user pressed Ctrl-C: running commands were killed, TEARDOWN still runs."""
-
-    exit_code = 130

@@ -46,7 +46,7 @@ def parse_vars(items: list[str] | None) -> dict[str, str]:
 
 def _parse_script(path: str) -> tuple[Any, str]:
     from tisslang.errors import TissSyntaxError
-    from tisslang.parser import parse
+    from tisslang import parse
 
     script = Path(path)
     try:

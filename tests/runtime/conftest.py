@@ -8,7 +8,7 @@ from runtime.backends import EchoBackend
 from runtime.review import Reviewer
 from runtime.session import RunOptions, Session
 from runtime.trace import Recorder
-from tisslang.parser import parse
+from tisslang import parse
 
 
 class Runner:

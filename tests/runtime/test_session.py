@@ -12,7 +12,7 @@ from runtime.result import FAILED, INTERRUPTED, PASSED
 from runtime.review import Reviewer
 from runtime.session import RunOptions, Session
 from runtime.trace import Recorder
-from tisslang.parser import parse
+from tisslang import parse
 
 
 @pytest.fixture

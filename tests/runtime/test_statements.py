@@ -210,3 +210,20 @@ def test_var_cannot_overwrite_builtin(run):
 def test_request_review_and_pause_with_yes(run):
     result = run('REQUEST_REVIEW "ship it?"\nASSERT LAST_REVIEW.APPROVED == true\nPAUSE "look"\n')
     assert result.status == PASSED, result.failure
+
+
+def test_unhandled_node_is_a_positioned_error(tmp_path):
+    from dataclasses import dataclass
+
+    from runtime.session import Session
+    from tisslang import ast
+
+    @dataclass(frozen=True)
+    class Teleport(ast.Node):
+        target: str
+
+    program = ast.Program(body=(ast.Step(ast.String.of("s"), (Teleport("mars", line=4, column=7),), line=3, column=1),))
+    result = Session(tmp_path).run(program, file="x.tiss")
+    assert result.failure.kind == "Unsupported"
+    assert (result.failure.line, result.failure.column) == (4, 7)
+    assert "Teleport" in result.failure.message
