@@ -159,7 +159,7 @@ class Interpreter:
                     f"the interpreter has no handler for {type(stmt).__name__} statements; "
                     "this is a bug in tiss, please report it"
                 )
-            if not ctx.in_teardown and not isinstance(stmt, (ast.Teardown,)):
+            if not ctx.in_teardown and not isinstance(stmt, ast.Teardown):
                 self.session.budgets.check_time()
             info = handler(stmt, ctx) or {}
         except ScriptFailure as exc:

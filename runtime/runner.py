@@ -89,9 +89,13 @@ def run_script(args: Any) -> int:
         from runtime.shell import sandbox_argv
 
         sandbox_argv(str(workspace.root))  # raises SandboxUnavailable (exit 2) when bwrap is missing
+    from runtime.backends.base import BackendError
     from runtime.backends.select import resolve_backend
 
-    backend = resolve_backend(args.model, args.model_name)
+    try:
+        backend = resolve_backend(args.model, args.model_name)
+    except BackendError as exc:  # a --model / TISS_MODEL that names nothing usable
+        raise UsageError(str(exc)) from None
     options = RunOptions(
         timeout=args.timeout,
         sandbox=args.sandbox,

@@ -193,3 +193,9 @@ def test_sandbox_run_writes_workspace_only(tmp_path, ws, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert not Path("/var/tmp/tiss-sandbox-escape.txt").exists()
+
+
+def test_unusable_model_spec_is_a_usage_error(tmp_path, ws, capsys):
+    script = write_script(tmp_path, 'LOG "x"\n')
+    assert tiss("run", script, "--workspace", ws, "--model", str(tmp_path / "no-checkpoint")) == 2
+    assert "no-checkpoint" in capsys.readouterr().err
