@@ -92,9 +92,16 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
         return at(line, column, f"{tok.type} without {owner}: {tok.type} goes right after the "
                                 f"closing }} of {owner} block")
 
-    opened = _open_brackets(parser, prepared.text, tok)
+    if tok.type == "COMPOP" and prepared.text.startswith("<<", tok.start_pos):
+        return at(tok.line, tok.column, _bad_character(prepared.text, tok.start_pos))
+
+    opened, misindented = _open_brackets(parser, prepared.text, tok)
     if tok.type == "$END" and opened:
         kind, line, column = opened[-1]
+        if kind == "{" and misindented:
+            # A `}` that closed a block at another block's indentation most likely belongs to
+            # that other block: the block missing its `}` is the one it was taken from.
+            line, column = misindented[0]
         if kind == "{":
             return at(line, column, f"this block is never closed: add a }} to close it (the "
                                     f"file ends at line {len(lines)})")
@@ -181,9 +188,12 @@ def _bad_character(text: str, pos: int) -> str:
     return f"unexpected character {ch!r}"
 
 
-def _open_brackets(parser: Lark, text: str, stop: Token) -> list[tuple[str, int, int]]:
-    """The ``{`` / ``[`` still open before ``stop``, innermost last, as (kind, line, column)."""
+def _open_brackets(parser: Lark, text: str, stop: Token):
+    """The ``{`` / ``[`` still open before ``stop``, innermost last, as (kind, line, column);
+    and the ``{`` (line, column) whose ``}`` sits, alone on its line, at another indentation."""
     opened: list[tuple[str, int, int]] = []
+    misindented: list[tuple[int, int]] = []
+    lines = text.split("\n")
     stop_pos = stop.start_pos if stop.type != "$END" and stop.start_pos is not None else len(text)
     try:
         for tok in parser.lex(text):
@@ -192,7 +202,15 @@ def _open_brackets(parser: Lark, text: str, stop: Token) -> list[tuple[str, int,
             if tok.type in ("LBRACE", "LSQB"):
                 opened.append((tok.value, tok.line, tok.column))
             elif tok.type in ("RBRACE", "RSQB") and opened:
-                opened.pop()
+                kind, line, column = opened.pop()
+                closing = lines[tok.line - 1]
+                if kind == "{" and tok.line != line and not closing[: tok.column - 1].strip() \
+                        and _indent(closing) != _indent(lines[line - 1]):
+                    misindented.append((line, column))
     except UnexpectedInput:
         pass
-    return opened
+    return opened, misindented
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))

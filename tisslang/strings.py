@@ -57,9 +57,8 @@ def decode_double(token: str, line: int, column: int) -> tuple[Part, ...]:
                 text = []
             start = column + 1 + m.start()  # +1: the opening quote
             parts.append(_ref(ref, line, start, column + 1 + m.end()))
-        elif escape[0] == "u":
-            code = int(escape[1:], 16)
-            text.append(chr(code))
+        elif len(escape) == 5:  # u + four hex digits
+            text.append(chr(int(escape[1:], 16)))
         elif escape in _SIMPLE_ESCAPES:
             text.append(_SIMPLE_ESCAPES[escape])
         else:
