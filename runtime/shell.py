@@ -196,14 +196,18 @@ def run_command(
                     selector.unregister(key.fileobj)
         if kill_deadline is None:
             # Both pipes closed before the shell was seen to exit: reap it, still within limits.
-            while proc.poll() is None:
+            while True:
+                try:
+                    proc.wait(timeout=_POLL)  # polls with short, growing sleeps
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 if cancel is not None and cancel.is_set():
                     cancelled = True
                 elif deadline is not None and time.monotonic() >= deadline:
                     timed_out = True
                 if cancelled or timed_out:
                     break
-                time.sleep(0.01)
             _kill_group(pgid)
     except BaseException:
         # Ctrl-C in the main thread (or anything else): the command must not outlive us.
