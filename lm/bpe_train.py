@@ -116,9 +116,11 @@ def _apply_merge(
 ) -> None:
     """Replace `pair` by `new` in every chunk that holds it, updating pair counts in place.
 
-    Most chunks hold the pair once; then only its two neighbours change, (x, a) -> (x, new) and
-    (b, y) -> (new, y). A chunk with several occurrences is recounted whole, which is simpler
-    than tracking overlaps such as ("a", "a") in "aaaa" and rare enough not to matter.
+    Only the neighbours of each occurrence change: (x, a) becomes (x, new) and (b, y) becomes
+    (new, y). Occurrences are visited left to right, as `str.replace` merges them, and when two
+    are adjacent the left neighbour of the second is the `new` made from the first, so "abab"
+    trades (b, a) for (new, new). The cost is O(occurrences) dictionary updates plus C-speed
+    scans, so even one enormous chunk (a long run of letters) trains quickly.
     """
     a, b = pair
     touched: set[str] = set()
@@ -128,33 +130,28 @@ def _apply_merge(
         if k < 0:
             continue  # stale index: an earlier merge consumed this occurrence
         n = counts[i]
-        end = k + 2
-        if w.find(pair, end) < 0:
-            words[i] = w[:k] + new + w[end:]
+        last = len(w) - 2
+        previous_end = -1
+        while k >= 0:
             if k:
-                x = w[k - 1]
+                x = new if k == previous_end else w[k - 1]
                 stats[x + a] -= n
                 q = x + new
                 stats[q] += n
                 where[q].add(i)
                 touched.add(q)
-            if end < len(w):
-                y = w[end]
+            if k < last:
+                y = w[k + 2]
                 stats[b + y] -= n
                 q = new + y
                 stats[q] += n
                 where[q].add(i)
                 touched.add(q)
-        else:
-            nw = w.replace(pair, new)
-            words[i] = nw
-            for q in map(add, w, w[1:]):
-                stats[q] -= n
-            for q in map(add, nw, nw[1:]):
-                stats[q] += n
-                if new in q:
-                    where[q].add(i)
-                    touched.add(q)
+            previous_end = k + 2
+            k = w.find(pair, previous_end)
+        words[i] = w.replace(pair, new)
     stats.pop(pair, None)
     for q in touched:
-        heapq.heappush(heap, (-stats[q], q))
+        count = stats[q]
+        if count > 0:  # adjacent occurrences can create a pair and cancel it again
+            heapq.heappush(heap, (-count, q))

@@ -120,15 +120,11 @@ def test_merges_on_tiny_text_checked_by_hand():
     assert tok.eot_id == 259
 
 
-def test_learn_merges_agrees_with_naive_recount():
-    """The incremental trainer equals the textbook one: recount all pairs before every merge."""
-    text = TRAIN_TEXT * 2 + "aaaa aaaaa abababab xxyxxyxxy"
-    counts = Counter(c.encode() for c in split(text))
-    fast = learn_merges(counts, 120).merges
-
-    words = {bytes(w): (list(w), n) for w, n in counts.items()}
-    naive = []
-    for new in range(256, 256 + 120):
+def naive_merges(counts: Counter[bytes], num_merges: int) -> list[tuple[int, int]]:
+    """The textbook trainer: recount every pair before each merge, merge left to right."""
+    words = {key: (list(key), n) for key, n in counts.items()}
+    merges = []
+    for new in range(256, 256 + num_merges):
         pairs: Counter[tuple[int, int]] = Counter()
         for seq, n in words.values():
             for p in zip(seq, seq[1:]):
@@ -136,7 +132,7 @@ def test_learn_merges_agrees_with_naive_recount():
         if not pairs:
             break
         best = min(pairs, key=lambda p: (-pairs[p], p))
-        naive.append(best)
+        merges.append(best)
         for key, (seq, n) in words.items():
             out, i = [], 0
             while i < len(seq):
@@ -147,7 +143,22 @@ def test_learn_merges_agrees_with_naive_recount():
                     out.append(seq[i])
                     i += 1
             words[key] = (out, n)
-    assert fast == naive
+    return merges
+
+
+def test_learn_merges_agrees_with_naive_recount():
+    """The incremental trainer equals the textbook one on real-looking text."""
+    text = TRAIN_TEXT * 2 + "aaaa aaaaa abababab xxyxxyxxy"
+    counts = Counter(c.encode() for c in split(text))
+    assert learn_merges(counts, 120).merges == naive_merges(counts, 120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="aab", min_size=1, max_size=30), min_size=1, max_size=8))
+def test_learn_merges_agrees_with_naive_recount_on_repetitive_words(words):
+    """Runs like "aaaa" and "abab" are where overlapping and adjacent occurrences live."""
+    counts = Counter(w.encode() for w in words)
+    assert learn_merges(counts, 40).merges == naive_merges(counts, 40)
 
 
 def test_training_is_deterministic_whatever_the_order():
@@ -357,3 +368,17 @@ def test_long_chunks_encode_in_reasonable_time(tok):
     ids = tok.encode(text)  # one 200 kB chunk; rescanning it per merge would take minutes
     assert time.perf_counter() - start < 10
     assert tok.decode(ids) == text
+
+
+def test_training_on_one_huge_chunk_is_fast():
+    import random
+    import time
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(50_000))  # one chunk
+    start = time.perf_counter()
+    tok = BPETokenizer().train([text], vocab_size=1000)
+    # per-occurrence updates: well under a second; recounting the chunk per merge took ~30 s
+    assert time.perf_counter() - start < 10
+    assert len(tok.merges) == 1000 - 257
+    assert tok.decode(tok.encode(text)) == text
