@@ -31,7 +31,7 @@ import resource, time, json
 from runtime.shell import run_command
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-r = run_command("head -c {n} /dev/zero", cwd={cwd!r})
+r = run_command("yes flood-line | head -c {n}", cwd={cwd!r})
 elapsed = time.perf_counter() - t
 grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 print(json.dumps({{"seconds": elapsed, "rss_growth_mib": grew / 1024, "kept": len(r.stdout),
@@ -42,7 +42,7 @@ _FLOOD_PEER = """
 import resource, time, json, subprocess
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
-r = subprocess.run(["/bin/sh", "-c", "head -c {n} /dev/zero"], cwd={cwd!r}, capture_output=True)
+r = subprocess.run(["/bin/sh", "-c", "yes flood-line | head -c {n}"], cwd={cwd!r}, capture_output=True)
 elapsed = time.perf_counter() - t
 grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 print(json.dumps({{"seconds": elapsed, "rss_growth_mib": grew / 1024, "kept": len(r.stdout),
