@@ -174,3 +174,16 @@ def test_cli_corpus_build(tmp_path, fake_stdlib, capsys):
     (precious / "x").write_text("x")
     assert cli.main(["corpus", "build", "--out", str(precious), "--no-pydoc"]) == 2
     assert "tiss: error:" in capsys.readouterr().err
+
+
+def test_committed_tiss_samples_parse_and_check_clean():
+    """The samples teach the model TissLang, so they must be valid TissLang."""
+    import tisslang
+
+    from lm.corpus import SAMPLES_DIR
+
+    scripts = sorted((SAMPLES_DIR / "tiss").glob("*.tiss"))
+    assert scripts
+    for script in scripts:
+        program = tisslang.parse_file(script)
+        assert tisslang.check(program) == [], script.name
