@@ -137,3 +137,58 @@ def test_bad_checkpoint_is_a_backend_error(tmp_path):
     (bad / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(BackendError, match="config.json"):
         LocalBackend(bad)
+
+
+# -- PROMPT_AGENT through the interpreter --------------------------------------------------------
+
+SCRIPT = '''TASK "ask the local model"
+SET_BUDGET TOKENS = 500
+@temperature 0
+@max_tokens 12
+STEP "ask" {
+    PROMPT_AGENT "the {{ subject }}" INTO answer
+    ASSERT LAST_PROMPT.COMPLETION_TOKENS == 12
+    WRITE "answer.txt" <<TEXT
+    {{ answer }}
+    TEXT
+}
+'''
+
+
+def run_script(source, backend, workspace, **variables):
+    import tisslang
+    from runtime import RunOptions, Session
+
+    session = Session(workspace, backend=backend, options=RunOptions(variables=variables))
+    result = session.run(tisslang.parse(source, "local.tiss"), file="local.tiss", source=source)
+    return session, result
+
+
+def test_prompt_agent_on_the_local_backend(backend, ckpt, tmp_path):
+    session, result = run_script(SCRIPT, backend, tmp_path, subject="quick")
+    assert result.status == "passed", [s.failure for s in result.steps for s in s.walk()]
+    model, tok = load(ckpt)
+    want = generate(model, tok, "the quick", 12, temperature=0)
+    assert session.variables["answer"] == want.text
+    assert (tmp_path / "answer.txt").read_text(encoding="utf-8") == want.text + "\n"
+
+
+def test_tokens_budget_refuses_a_call_that_does_not_fit(backend, tmp_path):
+    calls = []
+
+    class Counting:
+        name = backend.name
+
+        def count_tokens(self, text):
+            return backend.count_tokens(text)
+
+        def generate(self, prompt, settings):
+            calls.append(prompt)
+            return backend.generate(prompt, settings)
+
+    tight = SCRIPT.replace("TOKENS = 500", "TOKENS = 10")
+    _, result = run_script(tight, Counting(), tmp_path, subject="quick")
+    assert result.status == "failed"
+    failure = next(s.failure for s in result.steps for s in s.walk() if s.failure)
+    assert "TOKENS" in failure.message and failure.line == 6
+    assert calls == []  # refused before anything was sent
