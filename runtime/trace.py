@@ -7,11 +7,19 @@ serialises delivery under one lock, and every event carries `t`, seconds since t
 
 Event names and their main fields:
 
-- `run_start` {file, workspace}            - `run_end` {status, exit_code, duration}
-- `step_start` {kind, description, line}   - `step_end` {kind, description, line, status, duration, failure}
-- `statement` {node, line, column, status, duration, ...result fields}
-- `log` {message, line}                    - `prompt` {line, prompt_tokens, completion_tokens, duration, finish_reason}
-- `review` {kind, message, approved, comment}
+- `run_start` {file, workspace}            one per program a session executes
+- `program_end` {status, duration}         a program's statements are done (TEARDOWN not yet)
+- `run_end` {status, exit_code, duration}  after TEARDOWN, when the session closes
+- `step_start` {kind, description, line}
+- `step_end` {kind, description, line, status, duration, failure, started}  (`started` is false
+  for a step reported as skipped or not chosen without having run)
+- `statement` {node, line, column, status, duration, ...result fields, error on failure}
+- `log` {message, line, step}              - `caught` {line, kind, message} (TRY caught a failure)
+- `prompt` {line, backend, prompt_tokens, completion_tokens, duration, finish_reason}
+- `estimate` {line, API_CALLS, TOKENS, SECONDS, UNBOUNDED_RUNS}
+- `review` {kind, message, approved, comment, asked}
+
+Events from a PARALLEL child carry `thread`, the child's thread name.
 """
 
 from __future__ import annotations

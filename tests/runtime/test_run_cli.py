@@ -199,3 +199,76 @@ def test_unusable_model_spec_is_a_usage_error(tmp_path, ws, capsys):
     script = write_script(tmp_path, 'LOG "x"\n')
     assert tiss("run", script, "--workspace", ws, "--model", str(tmp_path / "no-checkpoint")) == 2
     assert "no-checkpoint" in capsys.readouterr().err
+
+
+def _read_until(fd, marker, timeout=20.0):
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer, code", [("y", 0), ("n", 1)])
+def test_review_on_a_terminal_asks_and_records_the_answer(tmp_path, ws, answer, code):
+    import pty
+
+    script = write_script(
+        tmp_path,
+        'STEP "gate" {\n  REQUEST_REVIEW "deploy to prod?"\n  LOG "comment={{ LAST_REVIEW.COMMENT }}"\n'
+        '  PAUSE "press enter"\n}\n',
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", script, "--workspace", str(ws)],
+        stdin=slave, stdout=subprocess.PIPE, stderr=slave, text=True,
+    )
+    os.close(slave)
+    try:
+        assert "Approve?" in _read_until(master, b"Approve?")
+        os.write(master, f"{answer}\n".encode())
+        assert "Comment" in _read_until(master, b"Comment")
+        os.write(master, b"all good\n")
+        if answer == "y":
+            assert "Press Enter" in _read_until(master, b"Press Enter")
+            os.write(master, b"\n")
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, out
+    if answer == "y":
+        assert "comment=all good" in out
+    else:
+        assert "review rejected" in out and "all good" in out
+
+
+def test_ctrl_c_during_parallel_kills_every_child_command(tmp_path, ws):
+    script = write_script(
+        tmp_path,
+        'PARALLEL {\n  RUN "sleep 60 & echo $! > a.pid; wait"\n  RUN "sleep 60 & echo $! > b.pid; wait"\n}\n'
+        'TEARDOWN { WRITE "teardown.txt" "ran" }\n',
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", script, "--workspace", str(ws)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not ((ws / "a.pid").exists() and (ws / "b.pid").exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, out + err
+    assert (ws / "teardown.txt").read_text() == "ran"
+    time.sleep(0.1)
+    for name in ("a.pid", "b.pid"):
+        assert _state(int((ws / name).read_text())) in ("gone", "Z")
