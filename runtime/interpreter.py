@@ -236,11 +236,14 @@ class Interpreter:
                     if isinstance(block, tuple):
                         self.skip(block, container)
 
-    def describe(self, node: ast.Node) -> str:
+    def describe(self, node: ast.Node, ctx: Context | None = None) -> str:
+        """A block's description, interpolated where its references are set (else as written)."""
         description = getattr(node, "description", None)
         if description is None:
             return type(node).__name__.lower()
         try:
+            if ctx is not None:
+                return self.text(description, ctx)
             return interpolate(description, lambda ref: self.session.root_lookup(ref))
         except ScriptFailure:
             return description.text
@@ -362,7 +365,7 @@ class Interpreter:
         *,
         failed_status: str = FAILED,
     ) -> StepResult:
-        step = StepResult(kind=kind, description=self.describe(node), line=node.line or None,
+        step = StepResult(kind=kind, description=self.describe(node, ctx), line=node.line or None,
                           column=node.column or None, status=PASSED)
         ctx.container.append(step)
         self.emit("step_start", kind=kind, description=step.description, line=step.line)
@@ -394,7 +397,7 @@ class Interpreter:
 
     def visit_Teardown(self, node: ast.Teardown, ctx: Context) -> dict[str, Any]:
         # TEARDOWN runs at the very end (the session collected it before the run began).
-        self.session.defer_teardown(node, ctx.directives)
+        self.session.defer_teardown(node)
         return {"deferred": True}
 
     def run_teardown(self, node: ast.Teardown, ctx: Context) -> None:
@@ -742,7 +745,7 @@ class Interpreter:
             except ScriptFailure as exc:
                 ctx.container.extend(steps)
                 failure = self.record_failure(exc, option, option_ctx)
-                reasons.append(f"{self.describe(option)!r} (line {failure.line}: {failure.message})")
+                reasons.append(f"{self.describe(option, option_ctx)!r} (line {failure.line}: {failure.message})")
                 continue
             except (KeyboardInterrupt, RunInterrupted):
                 ctx.container.extend(steps)
@@ -753,5 +756,5 @@ class Interpreter:
                 ctx.vars[name] = value
             ctx.last.update(option_ctx.last)
             self.skip(tuple(options[index + 1 :]), ctx.container, status=NOT_CHOSEN)
-            return {"chosen": self.describe(option)}
+            return {"chosen": self.describe(option, ctx)}
         raise NoOptionSucceeded(f"CHOOSE: none of its {len(options)} options succeeded: " + "; ".join(reasons))

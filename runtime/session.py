@@ -132,7 +132,8 @@ class Session:
         if self._result is not None:
             self._result.logs.append(message)
 
-    def defer_teardown(self, node: ast.Teardown, directives: Mapping[str, Any] | None = None) -> None:
+    def defer_teardown(self, node: ast.Teardown) -> None:
+        """Remember a TEARDOWN block for `close()`; the same block is remembered once."""
         if id(node) not in self._teardown_ids:
             self._teardown_ids.add(id(node))
             self._teardowns.append(node)

@@ -4,9 +4,8 @@ import io
 import threading
 import time
 
-import pytest
 
-from runtime.backends import Completion, EchoBackend, estimate_tokens
+from runtime.backends import Completion, estimate_tokens
 from runtime.result import FAILED, NOT_CHOSEN, PASSED, SKIPPED
 from runtime.review import Reviewer
 

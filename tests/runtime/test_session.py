@@ -9,7 +9,6 @@ import runtime
 from runtime.backends import EchoBackend
 from runtime.report import ProgressPrinter, format_report
 from runtime.result import FAILED, INTERRUPTED, PASSED
-from runtime.review import Reviewer
 from runtime.session import RunOptions, Session
 from runtime.trace import Recorder
 from tisslang import parse

@@ -2,7 +2,6 @@
 
 import os
 
-import pytest
 
 from runtime.result import FAILED, PASSED, SKIPPED
 
@@ -227,3 +226,10 @@ def test_unhandled_node_is_a_positioned_error(tmp_path):
     assert result.failure.kind == "Unsupported"
     assert (result.failure.line, result.failure.column) == (4, 7)
     assert "Teleport" in result.failure.message
+
+
+def test_step_descriptions_interpolate(run):
+    result = run('VAR n = 2\nSTEP "part {{ n }}" {\n  VAR m = 3\n  STEP "inner {{ m }}" { LOG "{{ STEP.DESCRIPTION }}" }\n}\n')
+    assert result.status == PASSED, result.failure
+    assert [s.description for s in result.all_steps()] == ["part 2", "inner 3"]
+    assert result.logs == ["inner 3"]
