@@ -227,7 +227,16 @@ class BPETokenizer:
                 f"allowed_special must be 'none', 'all', 'none_raise' or a set of special "
                 f"tokens, got {allowed!r}"
             )
-        allowed = set(allowed)
+        try:
+            names = set(allowed)
+        except TypeError:  # not iterable, or unhashable members
+            names = None
+        if names is None or not all(isinstance(t, str) for t in names):
+            raise TokenizerError(
+                "allowed_special must be 'none', 'all', 'none_raise' or a set of special-token "
+                f"strings, got {allowed!r}"
+            )
+        allowed = names
         unknown = sorted(str(t) for t in allowed - self.special_tokens.keys())
         if unknown:
             raise TokenizerError(

@@ -218,6 +218,9 @@ def test_bad_allowed_special(tok):
         tok.encode("x", allowed_special="some")
     with pytest.raises(TokenizerError, match="does not have"):
         tok.encode("x", allowed_special={"<|nope|>"})
+    for bad in (None, 3, [["x"]], {1}):
+        with pytest.raises(TokenizerError, match="allowed_special must be"):
+            tok.encode("x", allowed_special=bad)
 
 
 def test_decode_partial_utf8_uses_replacement_characters(tok):
