@@ -255,7 +255,8 @@ def build_corpus(
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` by the finished `tmp` with renames, so readers see old or new, whole."""
+    """Replace `out` by the finished `tmp` with two renames: `out` is never half written (for
+    an instant between the renames it is absent; the old build then sits at `.NAME.old`)."""
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
