@@ -12,8 +12,8 @@ chunks that contain the merged pair are touched:
   O(chunks touched), not O(vocabulary).
 
 A chunk is kept as a `str` whose code points are token ids (`chr(id)`), so a pair is a 2-char
-string, "does this chunk hold the pair" is `pair in chunk`, and merging is `str.replace`, all
-running in C. `str.replace` substitutes left to right without overlap, which is the standard
+string, finding its occurrences is `str.find` and merging is `str.replace`, all running in C;
+Python-level work is only the few neighbouring pair counts each occurrence changes. `str.replace` substitutes left to right without overlap, which is the standard
 BPE rule: merging ("a", "a") in "aaa" gives [aa, a].
 
 Ties between pairs with equal counts go to the smallest pair of ids, compared as (left, right),
