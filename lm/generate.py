@@ -186,7 +186,7 @@ class Stream:
 
         cache = self._infer.new_cache() if self._use_cache else None
         context = list(ids)
-        logits = self._prefill(context, cache)  # (V,)
+        logits = self._prefill(context, cache) if self._max_new else None  # (V,)
 
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         stops = _StopFilter(self._stops)

@@ -2,8 +2,9 @@
 
 `InferenceModel(model)` reads `model.config` and `model.params` (names and block math as in the
 architecture contract) and prepares what decoding wants: wq|wk|wv fused into one matrix with the
-attention scale folded into the query columns, w1|w3 fused into one, a contiguous output matrix
-and RoPE tables for every position of the context. `forward(ids, cache)` runs new positions
+attention scale folded into the query columns, w1|w3 fused into one, each RMSNorm weight folded
+into the rows of the matrix that follows it (`(x̂ * w) @ W == x̂ @ (w[:, None] * W)`), and RoPE
+tables for every position of the context. `forward(ids, cache)` runs new positions
 through the model, writing their keys and values into the cache at their absolute positions, and
 returns their logits; `step(token, cache)` is the one-token, batch-one fast path that decoding
 spends its time in, written to keep the number of NumPy calls per layer small.
@@ -46,10 +47,10 @@ class InferenceModel:
         self.dtype = emb.dtype
         self.tok_emb = np.ascontiguousarray(emb)  # (V, C)
         if getattr(cfg, "tie_embeddings", False):
-            self.lm_head = np.ascontiguousarray(emb.T)  # (C, V)
+            head = emb.T
         else:
-            self.lm_head = np.ascontiguousarray(params["lm_head"])  # (C, V)
-        self.final_norm = params["norm"].copy()  # (C,)
+            head = params["lm_head"]
+        self.lm_head = np.ascontiguousarray(params["norm"][:, None] * head, dtype=self.dtype)  # (C, V)
 
         scale = np.asarray(1.0 / math.sqrt(self.head_dim), dtype=self.dtype)
         self.layers = []
@@ -60,15 +61,13 @@ class InferenceModel:
             w13 = np.concatenate([params[p + "w1"], params[p + "w3"]], axis=1)
             self.layers.append(
                 (
-                    params[p + "attn_norm"].copy(),  # (C,)
-                    np.ascontiguousarray(wqkv, dtype=self.dtype),  # (C, 3C)
+                    np.ascontiguousarray(params[p + "attn_norm"][:, None] * wqkv, dtype=self.dtype),  # (C, 3C)
                     np.ascontiguousarray(params[p + "wo"]),  # (C, C)
-                    params[p + "ffn_norm"].copy(),  # (C,)
-                    np.ascontiguousarray(w13, dtype=self.dtype),  # (C, 2F)
+                    np.ascontiguousarray(params[p + "ffn_norm"][:, None] * w13, dtype=self.dtype),  # (C, 2F)
                     np.ascontiguousarray(params[p + "w2"]),  # (F, C)
                 )
             )
-        self.ffn_hidden = self.layers[0][5].shape[0] if self.layers else 0
+        self.ffn_hidden = self.layers[0][3].shape[0] if self.layers else 0
 
         # Rotate-half RoPE: out = x * cos + rotate_half(x) * sin, with
         # rotate_half(x) = concat(-x[D/2:], x[:D/2]) = x[perm] * sign; sign is folded into sin.
@@ -86,6 +85,7 @@ class InferenceModel:
         self._h = np.empty(self.d_model, dtype=self.dtype)  # (C,)
         self._qk = np.empty((2 * self.n_heads, self.head_dim), dtype=self.dtype)  # (2H, D)
         self._rot = np.empty((2 * self.n_heads, 2, self.head_dim // 2), dtype=self.dtype)  # (2H, 2, D/2)
+        self._act = np.empty(self.ffn_hidden, dtype=self.dtype)  # (F,)
         self._logits = np.empty(self.lm_head.shape[1], dtype=self.dtype)  # (V,)
 
     @property
@@ -114,12 +114,12 @@ class InferenceModel:
         half = D // 2
         cos = self.rope_cos[pos]  # (D,)
         sin2 = self.rope_sin[pos].reshape(2, half)  # (2, D/2)
-        x, h, qk, rot = self._x, self._h, self._qk, self._rot
+        x, h, qk, rot, act = self._x, self._h, self._qk, self._rot, self._act
+        F = act.shape[0]
         x[:] = self.tok_emb[token]  # (C,)
-        eps_c = self.eps
-        for li, (attn_norm, wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
-            np.multiply(x, attn_norm, out=h)
-            h *= 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps_c)
+        eps = self.eps
+        for li, (wqkv, wo, w13, w2) in enumerate(self.layers):
+            np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # RMSNorm, weight in wqkv
             qkv = h @ wqkv  # (3C,)
             q_k = qkv[: 2 * C].reshape(2 * H, D)  # (2H, D): q heads then k heads
             np.multiply(q_k, cos, out=qk)
@@ -137,20 +137,18 @@ class InferenceModel:
             att /= scores.sum(axis=2, keepdims=True)
             x += att.reshape(C) @ wo  # (C,)
 
-            np.multiply(x, ffn_norm, out=h)
-            h *= 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps_c)
+            np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # weight in w13
             gu = h @ w13  # (2F,)
-            F = gu.shape[0] // 2
             gate, up = gu[:F], gu[F:]
-            # silu(g) * u = g * u / (1 + exp(-g)), computed in place in the gate half.
-            act = np.exp(-gate)
+            # silu(g) * u = g * u / (1 + exp(-g)), in a reused buffer.
+            np.negative(gate, out=act)
+            np.exp(act, out=act)
             act += 1.0
-            np.divide(gate, act, out=gate)
-            gate *= up
-            x += gate @ w2  # (C,)
+            np.divide(gate, act, out=act)
+            act *= up
+            x += act @ w2  # (C,)
 
-        np.multiply(x, self.final_norm, out=h)
-        h *= 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps_c)
+        np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # weight in lm_head
         np.dot(h, self.lm_head, out=self._logits)  # (V,)
         return self._logits
 
@@ -178,8 +176,8 @@ class InferenceModel:
         # Query i (absolute start+i) may see keys 0 .. start+i.
         mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]  # (T, S)
         x = self.tok_emb[ids].astype(self.dtype)  # (B, T, C)
-        for li, (attn_norm, wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
-            h = self._rmsnorm(x, attn_norm)  # (B, T, C)
+        for li, (wqkv, wo, w13, w2) in enumerate(self.layers):
+            h = self._rmsnorm(x)  # (B, T, C)
             qkv = (h @ wqkv).reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, D)
             q = qkv[0] * cos + qkv[0][..., self.rope_perm] * sin  # (B, H, T, D)
             k = qkv[1] * cos + qkv[1][..., self.rope_perm] * sin  # (B, H, T, D)
@@ -195,13 +193,14 @@ class InferenceModel:
             att = (scores @ values).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
             x = x + att @ wo  # (B, T, C)
 
-            h = self._rmsnorm(x, ffn_norm)  # (B, T, C)
+            h = self._rmsnorm(x)  # (B, T, C)
             gu = h @ w13  # (B, T, 2F)
             F = gu.shape[-1] // 2
             gate, up = gu[..., :F], gu[..., F:]
             x = x + (gate / (1.0 + np.exp(-gate)) * up) @ w2  # (B, T, C)
-        return self._rmsnorm(x, self.final_norm) @ self.lm_head  # (B, T, V)
+        return self._rmsnorm(x) @ self.lm_head  # (B, T, V)
 
-    def _rmsnorm(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _rmsnorm(self, x: np.ndarray) -> np.ndarray:
+        """RMSNorm without its weight, which is folded into the next matrix."""
         ms = np.mean(x * x, axis=-1, keepdims=True)  # (B, T, 1)
-        return x / np.sqrt(ms + self.eps) * w  # (B, T, C)
+        return x / np.sqrt(ms + self.eps)  # (B, T, C)
