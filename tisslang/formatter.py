@@ -198,7 +198,7 @@ class _Writer:
         self.emit(depth, f"{head} <<'{delim}'" if node.raw else f"{head} <<{delim}", node.line)
         self.trailing_comment(node.line)
         for line in _heredoc_lines(node):
-            self.lines.append(INDENT * depth + line if line.strip() else line)
+            self.lines.append(INDENT * depth + line if line else line)
         self.lines.append(INDENT * depth + delim)
         if node.end_line:
             self.last_line = node.end_line

@@ -13,6 +13,7 @@ import difflib
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.lexer import LexerThread
 
 from .errors import TissSyntaxError
 from .source import Prepared
@@ -196,7 +197,9 @@ def _open_brackets(parser: Lark, text: str, stop: Token):
     lines = text.split("\n")
     stop_pos = stop.start_pos if stop.type != "$END" and stop.start_pos is not None else len(text)
     try:
-        for tok in parser.lex(text):
+        # The parser's own lexer: Lark.lex() would build (and validate) a new one every call.
+        lexer = LexerThread.from_text(parser.parser.lexer, text)
+        for tok in lexer.lex(None):
             if tok.start_pos >= stop_pos:
                 break
             if tok.type in ("LBRACE", "LSQB"):

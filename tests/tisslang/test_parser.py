@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tisslang import TissSyntaxError, parse
+from tisslang import TissSyntaxError, format, parse
 from tisslang.ast import (
     And, Assert, Boolean, Choose, Compare, Contains, Delete, Directive, EstimateCost, FileExists,
     If, IsEmpty, ListValue, Log, Matches, Mkdir, Not, Number, ObjectValue, Option, Or, Parallel,
@@ -86,6 +86,7 @@ def test_grammar_builds_in_strict_mode():
 ])
 def test_statement_trees(source, expected):
     assert one(source) == expected
+    assert parse(format(parse(source))) == parse(source)  # and the script round-trips
 
 
 def test_if_variants_give_one_tree():

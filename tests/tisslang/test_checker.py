@@ -1,0 +1,102 @@
+"""check(): static diagnostics with positions, severities and pinned messages."""
+
+from pathlib import Path
+
+import pytest
+
+from tisslang import check, parse
+from tisslang.checker import Diagnostic
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.tiss"))
+
+
+def diagnostics(source, **kwargs):
+    return [(d.severity, d.line, d.column, d.message) for d in check(parse(source), **kwargs)]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_check_clean(path):
+    assert check(parse(path.read_text(encoding="utf-8"))) == []
+
+
+def test_variables_set_anywhere_count_and_builtins_are_known():
+    source = (
+        'VAR a = 1\nREAD "f" AS b\nPROMPT_AGENT "p" INTO c\n'
+        'LOG "{{ a }} {{ b }} {{ c }} {{ LAST_RUN.STDOUT }} {{ WORKSPACE }} {{ TASK.DESCRIPTION }}"\n'
+        "ASSERT LAST_ERROR.KIND IS_EMPTY OR LAST_PROMPT.TEXT IS_EMPTY OR LAST_REVIEW.APPROVED\n"
+        "ASSERT LAST_ESTIMATE.TOKENS > 0 AND STEP.DESCRIPTION IS_NOT_EMPTY AND a.field == 1\n"
+    )
+    assert diagnostics(source) == []
+
+
+def test_undefined_variable_with_suggestion_and_known_names():
+    source = 'VAR count = 1\nASSERT cuont == 1\nLOG "{{ who }}"\n'
+    assert diagnostics(source) == [
+        ("error", 2, 8, "undefined variable 'cuont': nothing in this script sets it (set it with "
+                        "VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var cuont=...); did "
+                        "you mean 'count'?"),
+        ("error", 3, 6, "undefined variable 'who': nothing in this script sets it (set it with "
+                        "VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var who=...)"),
+    ]
+    assert diagnostics(source, known=["cuont", "who"]) == []
+
+
+def test_unknown_builtin_field():
+    assert diagnostics("ASSERT LAST_RUN.EXITCODE == 0") == [
+        ("error", 1, 8, "LAST_RUN has no field 'EXITCODE' (it has EXIT_CODE, STDOUT, STDERR, "
+                        "EXECUTION_TIME, COMMAND, TIMED_OUT); did you mean 'EXIT_CODE'?"),
+    ]
+
+
+def test_builtin_name_as_a_target():
+    assert diagnostics('VAR LAST_RUN = 1\nREAD "f" AS WORKSPACE\nPROMPT_AGENT "p" INTO STEP_X') == [
+        ("error", 1, 1, "LAST_RUN is built in and cannot be set; choose another name"),
+        ("error", 2, 1, "WORKSPACE is built in and cannot be set; choose another name"),
+    ]
+
+
+def test_unknown_directive_is_a_warning():
+    assert diagnostics('@modle "echo"\n@temperature 0.5') == [
+        ("warning", 1, 1, "unknown directive @modle; did you mean 'model'? (known: @persona, "
+                          "@model, @temperature, @top_k, @top_p, @min_p, @max_tokens, @seed, "
+                          "@stop, @timeout, @shell, @output, @choose)"),
+    ]
+
+
+def test_budget_names_and_values():
+    source = ('SET_BUDGET TOKEN = 5\nSET_BUDGET TOKEN_COUNT = 5\nSET_BUDGET EXECUTION_TIME = "5 min"\n'
+              'SET_BUDGET EXECUTION_TIME = "500ms"\nSET_BUDGET EXECUTION_TIME = 2.5\n'
+              "SET_BUDGET API_CALLS = 1.5\nVAR n = 3\nSET_BUDGET API_CALLS = n\n")
+    assert diagnostics(source) == [
+        ("error", 1, 1, "unknown budget 'TOKEN'; did you mean 'TOKENS'? (budgets: EXECUTION_TIME, "
+                        "API_CALLS, TOKENS, TOKEN_COUNT for TOKENS)"),
+        ("error", 3, 29, 'EXECUTION_TIME is a duration: seconds, or a string like "30s", "5m", '
+                         '"500ms"'),
+        ("error", 6, 24, "API_CALLS is a count: a whole number, 0 or more"),
+    ]
+
+
+def test_parallel_children_setting_one_variable():
+    source = 'PARALLEL {\n  STEP "a" { VAR x = 1 }\n  STEP "b" { READ "f" AS x }\n}\n'
+    assert diagnostics(source) == [
+        ("error", 3, 14, "two PARALLEL children set 'x' (also at line 2); their results cannot "
+                         "be merged"),
+    ]
+
+
+def test_unreachable_after_assert_false_and_loose_braces_in_heredoc():
+    source = 'STEP "s" {\n  ASSERT false\n  LOG "never"\n}\nWRITE "f" <<EOF\n{{ oops\nEOF\n'
+    assert diagnostics(source) == [
+        ("warning", 3, 3, "unreachable: the ASSERT false at line 2 always fails before this runs"),
+        ("warning", 5, 1, "this heredoc has '{{' that is not an interpolation ({{ name }}); for "
+                          "literal braces use <<'EOF'"),
+    ]
+
+
+def test_diagnostic_render():
+    assert Diagnostic("warning", 3, 7, "m").render("a.tiss") == "a.tiss:3:7: warning: m"
+
+
+def test_deep_trees_check_without_recursion():
+    source = "".join('STEP "s" {\n' for _ in range(200)) + "ASSERT x\n" + "}\n" * 200
+    assert [d.line for d in check(parse(source))] == [201]

@@ -1,0 +1,117 @@
+"""format(): canonical source that parses back to the same tree, keeps comments, is idempotent."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from tisslang import ast, format, parse
+from tisslang.formatter import FormatError
+
+from tiss_strategies import programs
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.tiss"))
+
+SCRIPTS = [
+    'RUN "a"; RUN "b"',
+    'STEP "quick" { RUN "make" }',
+    'IF a THEN { LOG "x" }\nELSE IF b { } ELSE { LOG "z" }',
+    'TRY { ASSERT false }\nCATCH { LOG "{{ LAST_ERROR.MESSAGE }}" }',
+    "CHOOSE { STEP 'a' { } ; OPTION \"b\" { RUN 'x' } }",
+    "SET_BUDGET TOKEN_COUNT = 5",
+    'SETUP { } ; TEARDOWN "t" { }',
+    "ASSERT NOT (a OR b) AND (c == 1) == true OR NOT NOT d",
+    "ASSERT (a AND b) AND c",
+    'VAR o = {"a b": [1, -2.5, 1e+30, true], c: {}, "RUN": x.y}',
+    'LOG "tab\\t quote\\" brace\\{ {{ x }} \\u0007"',
+    "ASSERT x MATCHES '^\\d{3}$'",
+    'WRITE "f" <<EOF\n    indented\n\n  {{ name }}\nEOF\n',
+    "WRITE \"f\" <<'RAW'\n  {{ not interpolated }}\n  RAW\n",
+    'STEP "s" {\n        WRITE "f" <<EOF\n        a\n          b\n        EOF\n}\n',
+    "@model 'echo'\n@flag\nTASK \"t\"",
+    "#TISS! A=1 B=two\nRUN \"x\"",
+]
+
+
+def round_trip(source):
+    program = parse(source)
+    text = format(program)
+    again = parse(text)
+    assert again == program, text
+    assert format(again) == text, "format is not idempotent"
+    return text
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_round_trip_and_are_already_formatted(path):
+    source = path.read_text(encoding="utf-8")
+    assert round_trip(source) == source
+
+
+@pytest.mark.parametrize("source", SCRIPTS)
+def test_scripts_round_trip(source):
+    round_trip(source)
+
+
+def test_canonical_layout_keeps_comments_and_one_blank_line():
+    source = (
+        "#TISS! Language=Shell\n"
+        "# leading comment\n"
+        "\n\n\n"
+        'STEP "a" { RUN "x" }   # after the step\n'
+        "# before b\n"
+        'STEP "b" {\n'
+        "  LOG 'y'\n"
+        "\n"
+        "  # at the end of b\n"
+        "}\n"
+        "IF c { } # if line\n"
+        "ELSE { RUN 'z' }\n"
+        "# trailing\n"
+    )
+    assert format(parse(source)) == (
+        "#TISS! Language=Shell\n"
+        "# leading comment\n"
+        "\n"
+        'STEP "a" {  # after the step\n'
+        '    RUN "x"\n'
+        "}\n"
+        "# before b\n"
+        'STEP "b" {\n'
+        '    LOG "y"\n'
+        "\n"
+        "    # at the end of b\n"
+        "}\n"
+        "IF c {  # if line\n"
+        "} ELSE {\n"
+        '    RUN "z"\n'
+        "}\n"
+        "# trailing\n"
+    )
+    round_trip(source)
+
+
+def test_hand_built_trees_format_without_positions():
+    program = ast.Program({}, (ast.Step(ast.String.of("s"), (ast.Run(ast.String(("echo ", ast.Ref(("x",))))),)),))
+    assert format(program) == 'STEP "s" {\n    RUN "echo {{ x }}"\n}\n'
+
+
+@pytest.mark.parametrize("node, message", [
+    (ast.Write(ast.String.of("f"), ast.String.of("no newline"), "EOF", False), "ends with a newline"),
+    (ast.Write(ast.String.of("f"), ast.String.of("EOF\n"), "EOF", False), "delimiter line"),
+    (ast.Var("RUN", ast.Number(1)), "cannot be a name"),
+    (ast.Var("x", ast.Number(float("nan"))), "no TissLang spelling"),
+    (ast.Assert(ast.And((ast.Ref(("a",)),))), "two or more operands"),
+])
+def test_trees_without_a_spelling_raise_format_error(node, message):
+    with pytest.raises(FormatError, match=message):
+        format(ast.Program({}, (node,)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_generated_programs_round_trip(program):
+    text = format(program)
+    parsed = parse(text)
+    assert parsed == program, text
+    assert format(parsed) == text

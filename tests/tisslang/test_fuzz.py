@@ -1,0 +1,62 @@
+"""Any input at all gives a Program or a positioned TissSyntaxError, never another exception."""
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tisslang import TissSyntaxError, parse
+
+EXAMPLES = [p.read_text(encoding="utf-8")
+            for p in sorted((Path(__file__).parents[2] / "examples").glob("*.tiss"))]
+# Pieces of syntax that make mutations interesting: openers, closers, keywords, quotes.
+FRAGMENTS = ["{", "}", "[", "]", "(", ")", '"', "'", "\\", "<<EOF", "<<'R'", "EOF", "\n", ";",
+             "#", "{{", "}}", " ELSE ", " CATCH ", "IF ", "NOT ", " AND ", "==", "=", "@x ",
+             "STEP ", "RUN ", "ASSERT ", "TASK ", "SETUP ", ",", ":", "-", ".", "\t", "\r", "\ufeff"]
+
+
+def parses_or_raises_positioned(source):
+    try:
+        parse(source, "fuzz.tiss")
+    except TissSyntaxError as error:
+        lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        assert 1 <= error.line <= len(lines) + 1, error
+        assert error.column >= 1, error
+        assert error.render().startswith(f"fuzz.tiss:{error.line}:{error.column}: error: ")
+
+
+@st.composite
+def mutated_examples(draw):
+    text = draw(st.sampled_from(EXAMPLES))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(text)))
+        action = draw(st.sampled_from(["insert", "delete", "replace", "duplicate"]))
+        if action == "insert":
+            text = text[:pos] + draw(st.sampled_from(FRAGMENTS)) + text[pos:]
+        elif action == "delete":
+            text = text[:pos] + text[pos + draw(st.integers(1, 20)):]
+        elif action == "replace":
+            text = text[:pos] + draw(st.sampled_from(FRAGMENTS)) + text[pos + 1:]
+        else:
+            end = min(len(text), pos + draw(st.integers(1, 40)))
+            text = text[:end] + text[pos:end] + text[end:]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_examples())
+def test_mutated_examples(source):
+    parses_or_raises_positioned(source)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_random_text(source):
+    parses_or_raises_positioned(source)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS + ["a", "1", "x.y", "true", "LOG ", "VAR "]),
+                max_size=30).map("".join))
+def test_random_token_soup(source):
+    parses_or_raises_positioned(source)
