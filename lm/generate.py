@@ -177,7 +177,8 @@ class Stream:
                 raise GenerationError("the prompt is empty and the tokenizer has no end-of-text token to start from")
             ids = [eot]  # documents start after an end-of-text token in training
         slides = 0
-        if len(ids) > ctx:
+        cut_prompt = len(ids) > ctx
+        if cut_prompt:
             ids = ids[-ctx:]
             slides += 1
         vocab = int(self._model.config.vocab_size)
@@ -232,12 +233,16 @@ class Stream:
             if text:
                 pieces.append(text)
                 yield text
-        note = None
-        if slides:
-            note = (
+        notes = []
+        if cut_prompt:
+            notes.append(f"the prompt of {prompt_tokens} tokens was cut to its last {ctx}, the context length")
+        if slides > cut_prompt:
+            n = slides - cut_prompt
+            notes.append(
                 f"the context of {ctx} tokens filled, so generation went on over a sliding window "
-                f"of the last {keep} tokens ({slides} time{'s' if slides != 1 else ''})"
+                f"of the last {keep} tokens ({n} time{'s' if n != 1 else ''})"
             )
+        note = "; ".join(notes) or None
         self.result = GenerationResult(
             text="".join(pieces),
             prompt_tokens=prompt_tokens,

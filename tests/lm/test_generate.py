@@ -287,3 +287,10 @@ def test_a_stream_is_single_use():
     list(s)
     with pytest.raises(LMError, match="once"):
         list(s)
+
+
+def test_prompt_longer_than_the_context_is_cut_and_said_so():
+    result = generate(make_model(ctx=32), ByteTokenizer(), "z" * 45, max_new_tokens=2, temperature=0)
+    assert result.prompt_tokens == 45 and result.completion_tokens == 2
+    assert result.window_slides == 1 and "cut to its last 32" in result.note
+    assert "sliding window" not in result.note
