@@ -290,7 +290,11 @@ def test_a_stream_is_single_use():
 
 
 def test_prompt_longer_than_the_context_is_cut_and_said_so():
-    result = generate(make_model(ctx=32), ByteTokenizer(), "z" * 45, max_new_tokens=2, temperature=0)
-    assert result.prompt_tokens == 45 and result.completion_tokens == 2
+    model, tok = make_model(ctx=32), ByteTokenizer()
+    result = generate(model, tok, "z" * 45, max_new_tokens=1, temperature=0)
+    assert result.prompt_tokens == 45 and result.completion_tokens == 1
     assert result.window_slides == 1 and "cut to its last 32" in result.note
     assert "sliding window" not in result.note
+    # a second token no longer fits beside the full context, so the window slides too
+    result = generate(model, tok, "z" * 45, max_new_tokens=2, temperature=0)
+    assert result.window_slides == 2 and "sliding window" in result.note and "(1 time)" in result.note
