@@ -11,8 +11,10 @@ its own `LAST_*`, merged back when it finishes.
 Failures are `ScriptFailure`s. `execute` gives each one the statement's position (unless it
 carries a more precise one) and a `Failure` record the first time it passes; the innermost
 STEP marks itself failed, every later STEP at each level is reported as skipped, and TRY catches.
-Ctrl-C arrives as `KeyboardInterrupt` in the main thread; worker threads notice the session's
-cancel event and raise `RunInterrupted`. Neither is a `ScriptFailure`, so TRY never catches them.
+Ctrl-C arrives as `KeyboardInterrupt` in the main thread; worker threads notice their
+context's cancel event and raise `RunInterrupted`. Neither is a `ScriptFailure`, so TRY never
+catches them. Each run of a program (and the TEARDOWN after it) has its own cancel event, so a
+straggling PARALLEL child of an interrupted program can never resume while TEARDOWN runs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 
 _STDERR_TAIL_LINES = 20
 _TRACE_TEXT_CAP = 4096  # characters of stdout/stderr a statement event carries
+_CHILD_POLL = 0.1  # seconds between checks while waiting for PARALLEL children
 
 
 class RunInterrupted(BaseException):
@@ -82,6 +85,7 @@ class Context:
     last: dict[str, Any]
     directives: dict[str, Any]
     container: list[StepResult]
+    cancel: threading.Event = field(default_factory=threading.Event)
     step: StepResult | None = None
     in_teardown: bool = False
 
@@ -92,6 +96,7 @@ class Context:
             last=self.last,
             directives=dict(self.directives),
             container=self.container,
+            cancel=self.cancel,
             step=self.step,
             in_teardown=self.in_teardown,
         )
@@ -107,6 +112,7 @@ class Context:
             last=dict(self.last),
             directives=dict(self.directives),
             container=container,
+            cancel=self.cancel,
             step=self.step,
             in_teardown=self.in_teardown,
         )
@@ -140,8 +146,8 @@ class Interpreter:
     def emit(self, event: str, /, **fields: Any) -> None:
         self.session.events.emit(event, **fields)
 
-    def check_cancel(self) -> None:
-        if self.session.cancel_event.is_set():
+    def check_cancel(self, ctx: Context) -> None:
+        if ctx.cancel.is_set():
             if threading.current_thread() is threading.main_thread():
                 raise KeyboardInterrupt
             raise RunInterrupted()
@@ -153,7 +159,7 @@ class Interpreter:
         )
         started = time.monotonic()
         try:
-            self.check_cancel()
+            self.check_cancel(ctx)
             if handler is None:
                 raise Unsupported(
                     f"the interpreter has no handler for {type(stmt).__name__} statements; "
@@ -521,7 +527,7 @@ class Interpreter:
             shell=shell,
             cap=session.options.output_cap,
             sandbox=session.options.sandbox,
-            cancel=session.cancel_event,
+            cancel=ctx.cancel,
         )
         ctx.last["LAST_RUN"] = {
             "EXIT_CODE": result.exit_code,
@@ -534,7 +540,7 @@ class Interpreter:
             "STDERR_TRUNCATED": result.stderr_truncated,
         }
         if result.cancelled:
-            self.check_cancel()
+            self.check_cancel(ctx)
             raise RunInterrupted()
         info = {
             "command": command,
@@ -643,7 +649,33 @@ class Interpreter:
 
     # -- concurrency and choice ----------------------------------------------------------------
 
-    def _run_isolated(self, node: ast.Node, ctx: Context, outcome: _Outcome) -> None:
+    def _run_child(self, outcome: _Outcome, done: threading.Event) -> None:
+        try:
+            self._run_isolated(outcome.node, outcome)
+        finally:
+            done.set()
+
+    @staticmethod
+    def _wait_for_children(done: list[threading.Event], ctx: Context) -> bool:
+        """Wait for every PARALLEL child; on Ctrl-C cancel them all, then still wait for them.
+
+        Events rather than `Thread.join`: on Python 3.11 a join interrupted by Ctrl-C can mark
+        a thread as stopped while it still runs, and the children must really be gone before
+        TEARDOWN starts. After a Ctrl-C, children stop within one poll of their command; a
+        child inside a model call stops when the call returns (bounded by its timeout).
+        """
+        interrupted = False
+        while True:
+            try:
+                pending = [event for event in done if not event.is_set()]
+                if not pending:
+                    return interrupted
+                pending[0].wait(_CHILD_POLL)
+            except KeyboardInterrupt:
+                interrupted = True
+                ctx.cancel.set()  # every child's command is killed at its next poll
+
+    def _run_isolated(self, node: ast.Node, outcome: _Outcome) -> None:
         try:
             self.execute(node, outcome.context)
         except ScriptFailure as exc:
@@ -668,28 +700,18 @@ class Interpreter:
         for child in children:
             steps: list[StepResult] = []
             outcomes.append(_Outcome(child, scope.isolated(steps), steps=steps))
-        threads = [
+        done = [threading.Event() for _ in outcomes]
+        for index, outcome in enumerate(outcomes):
             threading.Thread(
-                target=self._run_isolated, args=(o.node, scope, o),
-                name=f"parallel-{node.line}-{i}", daemon=True,
-            )
-            for i, o in enumerate(outcomes)
-        ]
-        for thread in threads:
-            thread.start()
-        interrupted = False
-        try:
-            for thread in threads:
-                thread.join()
-        except KeyboardInterrupt:
-            interrupted = True
-            self.session.cancel_event.set()
-            for thread in threads:
-                thread.join()
+                target=self._run_child, args=(outcome, done[index]),
+                name=f"parallel-{node.line}-{index}", daemon=True,
+            ).start()
+        interrupted = self._wait_for_children(done, ctx)
         for outcome in outcomes:
             ctx.container.extend(outcome.steps)
         if interrupted or any(o.interrupted for o in outcomes):
-            self.check_cancel()
+            ctx.cancel.set()
+            self.check_cancel(ctx)
             raise RunInterrupted()
         self._merge(node, ctx, outcomes)
         failed = [o for o in outcomes if o.failure is not None]

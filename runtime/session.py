@@ -76,7 +76,7 @@ class Session:
         self.events = EventBus(listeners)
         self.reviewer = reviewer or Reviewer(assume_yes=self.options.assume_yes)
         self.budgets = Budgets()
-        self.cancel_event = threading.Event()
+        self._cancel = threading.Event()
         self.task_description: str | None = None
         self.file: str | None = None
         self._source_lines: list[str] = []
@@ -105,7 +105,13 @@ class Session:
         return MappingProxyType(self._directives)
 
     def _root_context(self, container: list) -> Context:
-        return Context(vars=self._vars, last=self._last, directives=self._directives, container=container)
+        return Context(vars=self._vars, last=self._last, directives=self._directives,
+                       container=container, cancel=self._cancel)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """The cancel event of what runs now (each program and each TEARDOWN gets a fresh one)."""
+        return self._cancel
 
     def root_lookup(self, ref: ast.Ref) -> Any:
         return self.interpreter.lookup(ref, self._root_context([]))
@@ -139,7 +145,8 @@ class Session:
             self._teardowns.append(node)
 
     def cancel(self) -> None:
-        self.cancel_event.set()
+        """Stop what runs now: its commands are killed and it ends as `interrupted`."""
+        self._cancel.set()
 
     # -- running -------------------------------------------------------------------------------
 
@@ -167,7 +174,7 @@ class Session:
         self._collect_teardowns(program.body)
         self._task_of(program.body)
         result.task = self.task_description
-        self.cancel_event.clear()
+        self._cancel = threading.Event()
         self.events.emit("run_start", file=file, workspace=str(self.workspace.root))
         started = time.monotonic()
         try:
@@ -178,8 +185,9 @@ class Session:
                 exc, program, self._root_context(result.steps)
             )
         except (KeyboardInterrupt, RunInterrupted):
-            # Stop every thread and command of this run; TEARDOWN gets a clean slate in close().
-            self.cancel_event.set()
+            # Stop every thread and command of this program for good; TEARDOWN and later
+            # programs get a fresh event, so nothing of this one can resume under them.
+            self._cancel.set()
             result.status = INTERRUPTED
         finally:
             result.duration = time.monotonic() - started
@@ -194,7 +202,7 @@ class Session:
             return result
         self._closed = True
         self._result = result
-        self.cancel_event.clear()
+        self._cancel = threading.Event()
         started = time.monotonic()
         teardowns, self._teardowns = self._teardowns, []
         for node in teardowns:
