@@ -77,9 +77,8 @@ class Node:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``{"type": ClassName, ...fields, ...positions}``."""
         out: dict[str, Any] = {"type": type(self).__name__}
-        for f in fields(self):
-            if f.name not in _POSITION_FIELDS:
-                out[f.name] = _plain(getattr(self, f.name))
+        for name in field_names(type(self)):
+            out[name] = _plain(getattr(self, name))
         for name in _POSITION_FIELDS:
             out[name] = getattr(self, name)
         return out
@@ -103,20 +102,32 @@ def to_json(node: Node, indent: int | None = 2) -> str:
     return node.to_json(indent=indent)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The non-position field names of a node class, in order (cached: walks call it a lot)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in fields(cls) if f.name not in _POSITION_FIELDS)
+        _FIELD_NAMES[cls] = names
+    return names
+
+
 def iter_child_nodes(node: Node) -> Iterator[Node]:
     """The direct child nodes of ``node``, in field order (like ``ast.iter_child_nodes``)."""
-    for f in fields(node):
-        if f.name in _POSITION_FIELDS:
-            continue
-        yield from _nodes_in(getattr(node, f.name))
-
-
-def _nodes_in(value: Any) -> Iterator[Node]:
-    if isinstance(value, Node):
-        yield value
-    elif isinstance(value, tuple):
-        for item in value:
-            yield from _nodes_in(item)
+    for name in field_names(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, Node):
+            yield value
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, Node):
+                    yield item
+                elif isinstance(item, tuple):  # ObjectValue entries: (key, value)
+                    for inner in item:
+                        if isinstance(inner, Node):
+                            yield inner
 
 
 class NodeVisitor:

@@ -29,7 +29,7 @@ OTHER_KEYWORDS = ("AS", "INTO", "OPTION", "RECURSIVE", "ELSE", "CATCH", "FILE", 
 KEYWORDS = frozenset(STATEMENT_KEYWORDS + OPERATOR_KEYWORDS + OTHER_KEYWORDS)
 _KEYWORD_TYPES = frozenset(k.upper() for k in KEYWORDS)
 
-_OPERAND_STARTS = {"DQ_STRING", "SQ_STRING", "NUMBER", "DOTTED", "TRUE", "FALSE", "LSQB", "LPAR"}
+_OPERAND_STARTS = {"STRING", "NUMBER", "DOTTED", "TRUE", "FALSE", "LSQB", "LPAR"}
 _EXPRESSION_LEADS = {"ASSERT", "IF", "COMPOP", "AND", "OR", "NOT", "CONTAINS", "MATCHES", "FILE",
                      "LPAR"}
 _NAME_EXAMPLES = {
@@ -46,8 +46,8 @@ _STRING_EXAMPLES = {
     "PAUSE": 'PAUSE "why"', "MKDIR": 'MKDIR "path"', "DELETE": 'DELETE "path"',
 }
 _DESCRIPTIONS = {
-    "_SEP": "end of line", "$END": "end of file", "DQ_STRING": "a string",
-    "SQ_STRING": "a string", "NUMBER": "a number", "DOTTED": "a name",
+    "_SEP": "end of line", "$END": "end of file", "STRING": "a string",
+    "NUMBER": "a number", "DOTTED": "a name",
     "DIRECTIVE": "a directive (@name)", "HEREDOC": "a heredoc (<<EOF)",
     "COMPOP": "a comparison (== != < <= > >=)", "LBRACE": "'{'", "RBRACE": "'}'",
     "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','",
@@ -64,7 +64,7 @@ def _describe_token(tok: Token) -> str:
         return describe(tok.type)
     if tok.type in ("ELSE", "CATCH"):
         return tok.type
-    if tok.type in ("DQ_STRING", "SQ_STRING"):
+    if tok.type == "STRING":
         return "a string"
     return repr(tok.value)
 
@@ -140,12 +140,12 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
         return at(tok.line, tok.column, message)
     if expected == {"EXISTS"}:
         return at(tok.line, tok.column, 'incomplete expression: write FILE "path" EXISTS')
-    if prev_type == "EQUAL" or (expected >= {"DQ_STRING", "NUMBER", "LSQB"} and
+    if prev_type == "EQUAL" or (expected >= {"STRING", "NUMBER", "LSQB"} and
                                 prev_type in ("EQUAL", "DIRECTIVE")):
         return at(tok.line, tok.column, f"expected a value (a string, number, true/false, "
                                         f"list, object or name), found {_describe_token(tok)}")
 
-    if expected and expected <= {"DQ_STRING", "SQ_STRING"} and prev_type:
+    if expected == {"STRING"} and prev_type:
         example = _STRING_EXAMPLES.get(prev_type)
         hint = f", as in {example}" if example else ""
         return at(tok.line, tok.column, f"{prev_type} needs a quoted string here{hint}")

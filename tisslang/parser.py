@@ -28,6 +28,8 @@ MAX_DEPTH = 256
 inside Python's recursion limit below it."""
 
 BUDGET_ALIASES = {"TOKEN_COUNT": "TOKENS"}
+# Nodes with no nested structure worth walking (a String's refs are one level below it).
+_LEAVES = (ast.String, ast.Ref, ast.Number, ast.Boolean)
 
 # Per-parse state for the shared transformer (one Lark instance per process, parses may run in
 # several threads at once).
@@ -70,20 +72,34 @@ class _Builder(Transformer):
 
     # --- terminals (called when the token is shifted) ---
 
-    def DQ_STRING(self, tok: Token) -> ast.String:
-        try:
-            parts = decode_double(tok.value, tok.line, tok.column)
-        except StringError as exc:
-            raise TissSyntaxError(
-                _state.filename, tok.line, tok.column + exc.offset, exc.message,
-                source_line=_state.lines[tok.line - 1],
-            ) from None
+    def STRING(self, tok: Token) -> ast.String:
+        value = tok.value
+        if value[0] == "'":
+            parts = decode_single(value)
+        else:
+            try:
+                parts = decode_double(value, tok.line, tok.column)
+            except StringError as exc:
+                raise TissSyntaxError(
+                    _state.filename, tok.line, tok.column + exc.offset, exc.message,
+                    source_line=_state.lines[tok.line - 1],
+                ) from None
         return ast.String(parts, line=tok.line, column=tok.column,
                           end_line=tok.end_line, end_column=tok.end_column)
 
-    def SQ_STRING(self, tok: Token) -> ast.String:
-        return ast.String(decode_single(tok.value), line=tok.line, column=tok.column,
+    def NUMBER(self, tok: Token) -> ast.Number:
+        text = tok.value
+        value = float(text) if ("." in text or "e" in text or "E" in text) else int(text)
+        return ast.Number(value, line=tok.line, column=tok.column,
                           end_line=tok.end_line, end_column=tok.end_column)
+
+    def TRUE(self, tok: Token) -> ast.Boolean:
+        return ast.Boolean(True, line=tok.line, column=tok.column,
+                           end_line=tok.end_line, end_column=tok.end_column)
+
+    def FALSE(self, tok: Token) -> ast.Boolean:
+        return ast.Boolean(False, line=tok.line, column=tok.column,
+                           end_line=tok.end_line, end_column=tok.end_column)
 
     def HEREDOC(self, tok: Token) -> Heredoc:
         heredoc = _state.heredocs.get((tok.line, tok.column))
@@ -185,18 +201,6 @@ class _Builder(Transformer):
         return ast.Directive(c[0].value[1:], value, **_span(c[0], c[-1]))
 
     # --- values ---
-
-    def number(self, c: list) -> ast.Number:
-        tok = c[0]
-        text = tok.value
-        value = float(text) if ("." in text or "e" in text or "E" in text) else int(text)
-        return ast.Number(value, **_span(tok, tok))
-
-    def true(self, c: list) -> ast.Boolean:
-        return ast.Boolean(True, **_span(c[0], c[0]))
-
-    def false(self, c: list) -> ast.Boolean:
-        return ast.Boolean(False, **_span(c[0], c[0]))
 
     def ref(self, c: list) -> ast.Ref:
         tok = c[0]
@@ -328,8 +332,8 @@ def _check_structure(body: tuple, lines: list[str], filename: str) -> None:
             kind = "SETUP" if isinstance(node, ast.Setup) else "TEARDOWN"
             raise fail(node, f"{kind} belongs at the top level of the script (or directly "
                              "inside the TASK block), not inside another block")
-        if isinstance(node, ast.String):
+        if isinstance(node, _LEAVES):
             continue
+        child_where = "task" if isinstance(node, ast.Task) else "block"
         for child in ast.iter_child_nodes(node):
-            child_where = "task" if isinstance(node, ast.Task) else "block"
             stack.append((child, depth + 1, child_where))
