@@ -15,18 +15,53 @@ from __future__ import annotations
 import numpy as np
 
 
+class Buffers:
+    """Named arrays a layer reuses from one call to the next instead of allocating afresh.
+
+    Fresh large arrays cost page faults on first touch, which in training costs as much as the
+    arithmetic; reusing them removes that. With no store (the default) every request is a new
+    array, so a layer used on its own has no hidden state. The model gives each layer a store
+    for its forward caches and one store shared by all layers for backward temporaries (a
+    backward's temporaries are dead once it returns), so the arrays a `forward` or `backward`
+    returns stay valid only until the next call of the same kind.
+    """
+
+    __slots__ = ("store", "prefix")
+
+    def __init__(self, store: dict | None = None, prefix: str = "") -> None:
+        self.store, self.prefix = store, prefix
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        if self.store is None:
+            return np.empty(shape, dtype=dtype)
+        key = self.prefix + name
+        buf = self.store.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.store[key] = np.empty(shape, dtype=dtype)
+        return buf
+
+
 class Embedding:
     """Token ids to vectors: a row lookup; the backward scatters rows back with `np.add.at`."""
 
     def __init__(self, weight: np.ndarray, grad: np.ndarray) -> None:
         self.weight, self.grad = weight, grad  # (V, C)
+        self.fwd = Buffers()
 
     def forward(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.weight[ids], ids  # (B, T, C)
+        out = self.fwd("out", ids.shape + self.weight.shape[1:], self.weight.dtype)  # (B, T, C)
+        np.take(self.weight, ids, axis=0, out=out)
+        return out, ids
 
     def backward(self, dout: np.ndarray, ids: np.ndarray) -> None:
-        # Repeated ids must accumulate, which fancy-index `+=` would not do.
-        np.add.at(self.grad, ids.reshape(-1), dout.reshape(-1, dout.shape[-1]))  # (N,) <- (N, C)
+        # Repeated ids must accumulate, which fancy-index `+=` would not do: sort the rows by id
+        # and sum each run (np.add.at does the same but row by row, several times slower).
+        flat = ids.reshape(-1)  # (N,)
+        order = np.argsort(flat, kind="stable")
+        sorted_ids = flat[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # (U,)
+        sums = np.add.reduceat(dout.reshape(-1, dout.shape[-1])[order], starts, axis=0)  # (U, C)
+        self.grad[sorted_ids[starts]] += sums
 
 
 class RMSNorm:
@@ -34,6 +69,7 @@ class RMSNorm:
 
     def __init__(self, weight: np.ndarray, grad: np.ndarray, eps: float) -> None:
         self.weight, self.grad, self.eps = weight, grad, eps  # (C,)
+        self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         C = x.shape[-1]
@@ -42,14 +78,15 @@ class RMSNorm:
         ms += self.eps
         rstd = np.sqrt(ms, out=ms)
         np.reciprocal(rstd, out=rstd)  # (B, T, 1)
-        xn = x * rstd  # (B, T, C)
-        return xn * self.weight, (xn, rstd)
+        xn = np.multiply(x, rstd, out=self.fwd("xn", x.shape, x.dtype))  # (B, T, C)
+        out = np.multiply(xn, self.weight, out=self.fwd("out", x.shape, x.dtype))
+        return out, (xn, rstd)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         xn, rstd = cache
         C = xn.shape[-1]
         self.grad += np.einsum("nc,nc->c", dout.reshape(-1, C), xn.reshape(-1, C))  # (C,)
-        dxn = dout * self.weight  # (B, T, C)
+        dxn = np.multiply(dout, self.weight, out=self.tmp("dx", dout.shape, dout.dtype))  # (B, T, C)
         # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
         proj = np.einsum("...c,...c->...", dxn, xn)[..., None]  # (B, T, 1)
         proj *= 1.0 / C
@@ -71,31 +108,40 @@ def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[n
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
-def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Rotate each pair (x1, x2) by its angle: (x1·c − x2·s, x2·c + x1·s). x is (B, H, T, D)."""
+def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None,
+                 tmp: np.ndarray | None = None) -> np.ndarray:
+    """Rotate each pair (x1, x2) by its angle: (x1·c − x2·s, x2·c + x1·s). x is (B, H, T, D).
+
+    `out` (like x) and `tmp` (like x's half) are optional preallocated buffers.
+    """
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2)
     if out is None:
         out = np.empty(x.shape, dtype=x.dtype)
+    if tmp is None:
+        tmp = np.empty(x1.shape, dtype=x.dtype)
     o1, o2 = out[..., :half], out[..., half:]
     np.multiply(x1, cos, out=o1)
-    o1 -= x2 * sin
+    o1 -= np.multiply(x2, sin, out=tmp)
     np.multiply(x2, cos, out=o2)
-    o2 += x1 * sin
+    o2 += np.multiply(x1, sin, out=tmp)
     return out  # (B, H, T, D)
 
 
-def rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None,
+                  tmp: np.ndarray | None = None) -> np.ndarray:
     """The transpose of the rotation, i.e. rotation by the opposite angle."""
     half = dout.shape[-1] // 2
     d1, d2 = dout[..., :half], dout[..., half:]
     if out is None:
         out = np.empty(dout.shape, dtype=dout.dtype)
+    if tmp is None:
+        tmp = np.empty(d1.shape, dtype=dout.dtype)
     o1, o2 = out[..., :half], out[..., half:]
     np.multiply(d1, cos, out=o1)
-    o1 += d2 * sin
+    o1 += np.multiply(d2, sin, out=tmp)
     np.multiply(d2, cos, out=o2)
-    o2 -= d1 * sin
+    o2 -= np.multiply(d1, sin, out=tmp)
     return out
 
 
@@ -103,8 +149,8 @@ class CausalSelfAttention:
     """Multi-head causal self-attention with RoPE on q and k, scale 1/sqrt(D).
 
     The three input projections run as one (N, C) @ (C, 3C) product over the concatenated
-    weights, and the head split is a strided view, so no layout copies enter the hot path
-    beyond RoPE's output.
+    weights, and heads are split and merged through strided views (BLAS takes them as they
+    are), so the only layout work is RoPE writing q and k.
     """
 
     def __init__(
@@ -117,51 +163,58 @@ class CausalSelfAttention:
         self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
         self.n_heads = n_heads
         self.cos, self.sin = cos, sin  # (max_T, D/2)
+        self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         B, T, C = x.shape
         H = self.n_heads
-        D = C // H
-        x2 = x.reshape(B * T, C)  # (N, C)
-        w_qkv = np.concatenate((self.wq, self.wk, self.wv), axis=1)  # (C, 3C)
-        qkv = (x2 @ w_qkv).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
+        D, N, dt, f = C // H, B * T, x.dtype, self.fwd
+        x2 = x.reshape(N, C)  # (N, C)
+        w_qkv = np.concatenate((self.wq, self.wk, self.wv), axis=1, out=f("w_qkv", (C, 3 * C), dt))  # (C, 3C)
+        qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
         cos, sin = self.cos[:T], self.sin[:T]  # (T, D/2)
-        q = rope_forward(qkv[:, :, 0].transpose(0, 2, 1, 3), cos, sin)  # (B, H, T, D)
-        k = rope_forward(qkv[:, :, 1].transpose(0, 2, 1, 3), cos, sin)  # (B, H, T, D)
-        v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view, BLAS-friendly
-        att = q @ k.transpose(0, 1, 3, 2)  # (B, H, T, T)
+        tmp = self.tmp("rope", (B, H, T, D // 2), dt)
+        q = rope_forward(qkv[:, :, 0].transpose(0, 2, 1, 3), cos, sin, f("q", (B, H, T, D), dt), tmp)  # (B, H, T, D)
+        k = rope_forward(qkv[:, :, 1].transpose(0, 2, 1, 3), cos, sin, f("k", (B, H, T, D), dt), tmp)  # (B, H, T, D)
+        v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
+        att = np.matmul(q, k.transpose(0, 1, 3, 2), out=f("att", (B, H, T, T), dt))  # (B, H, T, T)
         att *= 1.0 / np.sqrt(D)
         _causal_softmax_(att)
-        y = np.empty((B, T, H, D), dtype=x.dtype)
+        y = f("y", (B, T, H, D), dt)
         np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # heads written straight into (B, T, H, D)
-        y2 = y.reshape(B * T, C)  # (N, C)
-        out = (y2 @ self.wo).reshape(B, T, C)  # (B, T, C)
+        y2 = y.reshape(N, C)  # (N, C)
+        out = np.matmul(y2, self.wo, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
         return out, (x2, w_qkv, q, k, v, att, y2)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         x2, w_qkv, q, k, v, att, y2 = cache
         B, H, T, D = q.shape
-        C = H * D
-        dout2 = dout.reshape(B * T, C)  # (N, C)
-        self.go += y2.T @ dout2  # (C, C)
-        dy = (dout2 @ self.wo.T).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-        dqkv = np.empty((B, T, 3, H, D), dtype=dout.dtype)
+        C, N, dt, t = H * D, B * T, dout.dtype, self.tmp
+        dout2 = dout.reshape(N, C)  # (N, C)
+        self.go += np.matmul(y2.T, dout2, out=t("dwo", (C, C), dt))  # (C, C)
+        dy = np.matmul(dout2, self.wo.T, out=t("dy", (N, C), dt))
+        dy = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
+        dqkv = t("dqkv", (B, T, 3, H, D), dt)
         np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[:, :, 2].transpose(0, 2, 1, 3))  # dv
-        datt = dy @ v.transpose(0, 1, 3, 2)  # (B, H, T, T)
+        datt = np.matmul(dy, v.transpose(0, 1, 3, 2), out=t("datt", (B, H, T, T), dt))  # (B, H, T, T)
         # softmax backward: ds = p * (dp - sum(dp * p)); masked entries have p = 0 and stay 0.
         rowdot = np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1)
         datt -= rowdot
         datt *= att
         datt *= 1.0 / np.sqrt(D)
         cos, sin = self.cos[:T], self.sin[:T]
-        rope_backward(datt @ k, cos, sin, out=dqkv[:, :, 0].transpose(0, 2, 1, 3))  # dq
-        rope_backward(datt.transpose(0, 1, 3, 2) @ q, cos, sin, out=dqkv[:, :, 1].transpose(0, 2, 1, 3))
-        dqkv2 = dqkv.reshape(B * T, 3 * C)  # (N, 3C)
-        dw = x2.T @ dqkv2  # (C, 3C)
+        pre = t("pre_rope", (B, H, T, D), dt)
+        rtmp = t("rope", (B, H, T, D // 2), dt)
+        np.matmul(datt, k, out=pre)
+        rope_backward(pre, cos, sin, dqkv[:, :, 0].transpose(0, 2, 1, 3), rtmp)  # dq
+        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre)
+        rope_backward(pre, cos, sin, dqkv[:, :, 1].transpose(0, 2, 1, 3), rtmp)  # dk
+        dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
+        dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C)
         self.gq += dw[:, :C]
         self.gk += dw[:, C : 2 * C]
         self.gv += dw[:, 2 * C :]
-        return (dqkv2 @ w_qkv.T).reshape(B, T, C)  # (B, T, C)
+        return np.matmul(dqkv2, w_qkv.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
 
 
 _MASKS: dict[tuple[int, str], np.ndarray] = {}
@@ -195,33 +248,35 @@ class SwiGLU:
     ) -> None:
         self.w1, self.w3, self.w2 = w1, w3, w2  # (C, F), (C, F), (F, C)
         self.g1, self.g3, self.g2 = g1, g3, g2
+        self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         B, T, C = x.shape
-        F = self.w1.shape[1]
-        x2 = x.reshape(B * T, C)  # (N, C)
-        w13 = np.concatenate((self.w1, self.w3), axis=1)  # (C, 2F)
-        ab = x2 @ w13  # (N, 2F)
+        F, N, dt, f = self.w1.shape[1], B * T, x.dtype, self.fwd
+        x2 = x.reshape(N, C)  # (N, C)
+        w13 = np.concatenate((self.w1, self.w3), axis=1, out=f("w13", (C, 2 * F), dt))  # (C, 2F)
+        ab = np.matmul(x2, w13, out=f("ab", (N, 2 * F), dt))  # (N, 2F)
         a, b = ab[:, :F], ab[:, F:]  # (N, F) gate and value
-        sig = np.negative(a)  # (N, F)
+        sig = np.negative(a, out=f("sig", (N, F), dt))  # (N, F)
         with np.errstate(over="ignore"):  # exp overflow gives sigmoid 0, which is right
             np.exp(sig, out=sig)
         sig += 1.0
         np.reciprocal(sig, out=sig)
-        h = a * sig  # silu(a)
+        h = np.multiply(a, sig, out=f("h", (N, F), dt))  # silu(a)
         h *= b  # (N, F)
-        out = (h @ self.w2).reshape(B, T, C)  # (B, T, C)
+        out = np.matmul(h, self.w2, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
         return out, (x2, w13, ab, sig, h)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         x2, w13, ab, sig, h = cache
         N, F = h.shape
         B, T, C = dout.shape
+        dt, t = dout.dtype, self.tmp
         dout2 = dout.reshape(N, C)
-        self.g2 += h.T @ dout2  # (F, C)
-        dh = dout2 @ self.w2.T  # (N, F)
+        self.g2 += np.matmul(h.T, dout2, out=t("dw2", (F, C), dt))  # (F, C)
+        dh = np.matmul(dout2, self.w2.T, out=t("dh", (N, F), dt))  # (N, F)
         a, b = ab[:, :F], ab[:, F:]
-        dab = np.empty((N, 2 * F), dtype=dout.dtype)
+        dab = t("dab", (N, 2 * F), dt)
         da, db = dab[:, :F], dab[:, F:]
         np.multiply(a, sig, out=db)  # silu(a)
         db *= dh  # d/db = dh * silu(a)
@@ -232,10 +287,10 @@ class SwiGLU:
         da *= sig
         da *= b
         da *= dh
-        dw = x2.T @ dab  # (C, 2F)
+        dw = np.matmul(x2.T, dab, out=t("dw13", (C, 2 * F), dt))  # (C, 2F)
         self.g1 += dw[:, :F]
         self.g3 += dw[:, F:]
-        return (dab @ w13.T).reshape(B, T, C)  # (B, T, C)
+        return np.matmul(dab, w13.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
 
 
 class Block:
@@ -243,11 +298,12 @@ class Block:
 
     def __init__(self, attn_norm: RMSNorm, attn: CausalSelfAttention, ffn_norm: RMSNorm, ffn: SwiGLU) -> None:
         self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+        self.fwd = Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         h, c_n1 = self.attn_norm.forward(x)
         a, c_attn = self.attn.forward(h)
-        x = x + a  # (B, T, C) a new array: x is still referenced by the caller
+        x = np.add(x, a, out=self.fwd("mid", x.shape, x.dtype))  # (B, T, C) residual stream
         h, c_n2 = self.ffn_norm.forward(x)
         f, c_ffn = self.ffn.forward(h)
         f += x
@@ -268,6 +324,7 @@ class OutputHead:
     def __init__(self, weight: np.ndarray, grad: np.ndarray, transposed: bool = False) -> None:
         # For a tied head, weight/grad are tok_emb and its gradient (V, C), used transposed.
         self.weight, self.grad, self.transposed = weight, grad, transposed
+        self.fwd, self.tmp = Buffers(), Buffers()
 
     def _w(self) -> np.ndarray:
         return self.weight.T if self.transposed else self.weight  # (C, V)
@@ -275,14 +332,17 @@ class OutputHead:
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         B, T, C = x.shape
         x2 = x.reshape(B * T, C)  # (N, C)
-        return (x2 @ self._w()).reshape(B, T, -1), x2  # (B, T, V)
+        W = self._w()
+        logits = np.matmul(x2, W, out=self.fwd("logits", (B * T, W.shape[1]), x.dtype))  # (N, V)
+        return logits.reshape(B, T, -1), x2  # (B, T, V)
 
     def backward(self, dout: np.ndarray, x2: np.ndarray) -> np.ndarray:
         N, C = x2.shape
         d2 = dout.reshape(N, -1)  # (N, V)
+        dt = dout.dtype
         if self.transposed:
-            self.grad += d2.T @ x2  # (V, C)
+            self.grad += np.matmul(d2.T, x2, out=self.tmp("dw", self.grad.shape, dt))  # (V, C)
         else:
-            self.grad += x2.T @ d2  # (C, V)
+            self.grad += np.matmul(x2.T, d2, out=self.tmp("dw", self.grad.shape, dt))  # (C, V)
         B = dout.shape[0]
-        return (d2 @ self._w().T).reshape(B, -1, C)  # (B, T, C)
+        return np.matmul(d2, self._w().T, out=self.tmp("dx", (N, C), dt)).reshape(B, -1, C)  # (B, T, C)

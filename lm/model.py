@@ -17,7 +17,7 @@ import numpy as np
 
 from lm.config import ModelConfig
 from lm.errors import LMError
-from lm.layers import Block, CausalSelfAttention, Embedding, OutputHead, RMSNorm, SwiGLU, rope_tables
+from lm.layers import Block, Buffers, CausalSelfAttention, Embedding, OutputHead, RMSNorm, SwiGLU, rope_tables
 from lm.loss import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 
 
@@ -113,6 +113,24 @@ class Transformer:
             self.head = OutputHead(P["tok_emb"], G["tok_emb"], transposed=True)
         else:
             self.head = OutputHead(P["lm_head"], G["lm_head"])
+        # Activation buffers are reused from step to step (see layers.Buffers): each layer keeps
+        # its own forward caches; backward temporaries are shared by all layers of one role.
+        scratch: dict = {}
+
+        def bind(layer, role: str) -> None:
+            layer.fwd = Buffers({})
+            if hasattr(layer, "tmp"):
+                layer.tmp = Buffers(scratch, prefix=role + ".")
+
+        bind(self.embedding, "embedding")
+        for block in self.blocks:
+            bind(block, "block")
+            bind(block.attn_norm, "attn_norm")
+            bind(block.attn, "attn")
+            bind(block.ffn_norm, "ffn_norm")
+            bind(block.ffn, "ffn")
+        bind(self.final_norm, "final_norm")
+        bind(self.head, "head")
 
     # -- forward / backward ---------------------------------------------------------------------
 
@@ -149,9 +167,9 @@ class Transformer:
         self.embedding.backward(dx, caches[0])
 
     def forward(self, ids) -> np.ndarray:
-        """Logits `[B, T, V]` for int token ids `[B, T]`."""
+        """Logits `[B, T, V]` for int token ids `[B, T]` (a new array, the caller's to keep)."""
         logits, _ = self._forward(self._check_ids(ids))
-        return logits
+        return logits.copy()  # the model's logits buffer is reused by the next call
 
     def loss(self, ids, targets, ignore_index: int | None = IGNORE_INDEX) -> float:
         """Mean cross-entropy of the next-token targets, forward only."""
