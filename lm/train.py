@@ -174,7 +174,10 @@ def train(
     rng = np.random.default_rng(settings.seed)
     _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
                  f"{data.info['train_tokens']:,} training / {data.info['val_tokens']:,} validation tokens")
-    (run / METRICS_FILE).touch()
+    try:
+        (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
+    except OSError as exc:
+        raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
     return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, stream, callback)
 
 

@@ -123,3 +123,22 @@ def test_config_round_trips_through_a_dict():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_reused_buffers_never_leak_between_calls():
+    # Different batch shapes in turn, and a kept forward() result, must all match a fresh model.
+    cfg = tiny_config()
+    model = Transformer(cfg, seed=6)
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 13, size=(2, 8))
+    b = rng.integers(0, 13, size=(3, 5))
+    logits_a = model.forward(a)
+    loss_b, grads_b = model.loss_and_grads(b, b)
+    grads_b = {k: g.copy() for k, g in grads_b.items()}
+    model.loss_and_grads(a, a)
+    np.testing.assert_array_equal(model.forward(a), logits_a)  # the kept array was not overwritten
+    fresh = Transformer(cfg, seed=6)
+    loss_fresh, grads_fresh = fresh.loss_and_grads(b, b)
+    assert loss_b == loss_fresh
+    for k in grads_b:
+        np.testing.assert_array_equal(grads_b[k], grads_fresh[k], err_msg=k)
