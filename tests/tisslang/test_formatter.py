@@ -115,3 +115,11 @@ def test_generated_programs_round_trip(program):
     parsed = parse(text)
     assert parsed == program, text
     assert format(parsed) == text
+
+
+def test_every_tiss_block_in_the_reference_parses_and_round_trips():
+    doc = (Path(__file__).parents[2] / "docs" / "tisslang.md").read_text(encoding="utf-8")
+    blocks = doc.split("```tiss\n")[1:]
+    assert len(blocks) >= 8
+    for block in blocks:
+        round_trip(block.split("```", 1)[0])
