@@ -22,16 +22,18 @@ def grammar_text() -> str:
 def build_parser(transformer=None, *, strict: bool = False) -> Lark:
     """A fresh LALR parser; with ``transformer`` its callbacks build the AST during the parse.
 
-    ``propagate_positions`` is off on purpose: the transformer builds frozen nodes from token
-    positions itself (named keyword terminals keep every token), which is both exact and faster
-    than Lark's meta bookkeeping.
+    Without a transformer the result is a Lark tree with ``propagate_positions`` (``meta.line``
+    and friends on every subtree), for tools that want Lark trees. With the AST builder it is
+    off: Lark only propagates positions onto ``Tree`` results, and the builder makes its frozen
+    nodes from the tokens' own positions instead (keywords are named terminals, so every token
+    reaches it), which is exact and skips a wrapper call per reduction.
     """
     return Lark(
         grammar_text(),
         parser="lalr",
         lexer="basic",
         transformer=transformer,
-        propagate_positions=False,
+        propagate_positions=transformer is None,
         maybe_placeholders=False,
         strict=strict,
     )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tisslang import ast, format, parse
 from tisslang.formatter import FormatError
@@ -123,3 +124,39 @@ def test_every_tiss_block_in_the_reference_parses_and_round_trips():
     assert len(blocks) >= 8
     for block in blocks:
         round_trip(block.split("```", 1)[0])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.lists(st.tuples(st.integers(0, 10**6), st.booleans(), st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=8)),
+    max_size=6))
+def test_comments_anywhere_survive_formatting(program, comments):
+    """Comments added on their own lines or at line ends come back, all of them, in order."""
+    lines = format(program).split("\n")
+    body_lines = set()  # heredoc bodies: a '#' there is text, not a comment
+    for node in ast_walk(parse("\n".join(lines))):
+        if isinstance(node, ast.Write) and node.delimiter is not None:
+            body_lines.update(range(node.line + 1, node.end_line + 1))
+    first = 2 if lines[0].startswith("#TISS!") else 1
+    for position, at_end, text in comments:
+        index = first - 1 + position % max(1, len(lines) - first)
+        lineno = index + 1
+        if at_end and lineno not in body_lines and lines[index].strip():
+            lines[index] += "  #" + text
+        elif lineno not in body_lines and (lineno - 1) not in body_lines or lineno == first:
+            lines.insert(index, "#" + text)
+            body_lines = {n + 1 if n >= lineno else n for n in body_lines}
+    source = "\n".join(lines)
+    parsed = parse(source)
+    text = format(parsed)
+    again = parse(text)
+    assert again == parsed, text
+    assert format(again) == text
+
+
+def ast_walk(node):
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(ast.iter_child_nodes(current))
