@@ -13,8 +13,8 @@ costs: the fair comparison, since importing torch alone costs hundreds of MB.
 
 The PyTorch peer is the same architecture written the usual way: nn.Linear without bias,
 torch.nn.RMSNorm, rotate-half RoPE, F.scaled_dot_product_attention(is_causal=True), SwiGLU,
-F.cross_entropy, clip_grad_norm_, torch.optim.AdamW (its default implementation), float32, as
-many threads as NumPy's BLAS uses.
+F.cross_entropy, clip_grad_norm_, torch.optim.AdamW (its default implementation), float32, and
+the same thread count as NumPy's BLAS (`--threads`, default all CPUs).
 
 Run: `python benchmarks/train.py` (torch optional: without it only NumPy's figures are printed).
 """
@@ -159,8 +159,10 @@ def run_torch() -> None:
                               "torch": torch.__version__, "threads": torch.get_num_threads()})
 
 
-def _child(side: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--side", side], capture_output=True, text=True)
+def _child(side: str, threads: int) -> dict:
+    env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, __file__, "--side", side], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{side} benchmark failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -176,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="BLAS / intra-op threads for both sides (default: all CPUs)")
     args = parser.parse_args()
     if args.side == "numpy":
         return run_numpy()
@@ -185,7 +189,7 @@ def main() -> None:
     rounds: dict[str, list[dict]] = {"numpy": [], "torch": []}
     for _ in range(args.rounds):
         for side in ("numpy", "torch") if has_torch else ("numpy",):
-            rounds[side].append(_child(side))
+            rounds[side].append(_child(side, args.threads))
 
     def best(side: str) -> dict | None:
         if not rounds[side]:
@@ -200,7 +204,7 @@ def main() -> None:
         "benchmark": "train",
         "config": {"vocab": VOCAB, "d_model": D, "n_layers": LAYERS, "n_heads": HEADS, "ffn_hidden": FFN,
                    "seq_len": SEQ, "batch": BATCH, "warmup_steps": WARMUP, "timed_steps": STEPS,
-                   "rounds": args.rounds},
+                   "rounds": args.rounds, "threads": args.threads},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "loadavg_1min": os.getloadavg()[0]},
         "numpy": ours,

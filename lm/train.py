@@ -14,6 +14,11 @@ schedule). Ctrl-C finishes the current step, saves a checkpoint and then raises
 KeyboardInterrupt; a harder kill loses only the steps since the last save.
 
 `lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
+
+Speed: the matrix products run on NumPy's BLAS, which uses every CPU by default. On a machine
+busy with other work, BLAS threads waiting for each other can make a step several times slower;
+there `OPENBLAS_NUM_THREADS=1 tiss train ...` is often the fastest setting (measured here: about
+3.5x faster with two CPUs shared by other jobs).
 """
 
 from __future__ import annotations
@@ -141,6 +146,8 @@ def train(
         raise TypeError(f"train() got unknown options {sorted(unknown)}")
     given = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
+        if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
+            raise TrainError("--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out")
         return _resume(Path(resume), given, stream, callback)
     if corpus is None or out is None:
         raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
