@@ -78,7 +78,15 @@ class Node:
         """A JSON-ready dict: ``{"type": ClassName, ...fields, ...positions}``."""
         out: dict[str, Any] = {"type": type(self).__name__}
         for name in field_names(type(self)):
-            out[name] = _plain(getattr(self, name))
+            value = getattr(self, name)
+            # Nodes and tuples of nodes are handled inline: two frames per tree level, so the
+            # deepest tree the parser accepts stays far from the recursion limit.
+            if isinstance(value, Node):
+                out[name] = value.to_dict()
+            elif isinstance(value, tuple):
+                out[name] = [v.to_dict() if isinstance(v, Node) else _plain(v) for v in value]
+            else:
+                out[name] = _plain(value)
         for name in _POSITION_FIELDS:
             out[name] = getattr(self, name)
         return out

@@ -89,31 +89,47 @@ class _Writer:
             self.next_comment += 1
 
     # --- statements ---
+    #
+    # Blocks are not formatted by recursion: a handler emits its own first line and returns the
+    # work that follows (its body's statements, then its closing line) as (function, args) items,
+    # which ``statements`` runs from an explicit stack. Any depth formats in constant stack.
 
     def statements(self, body: tuple, depth: int) -> None:
-        for stmt in body:
-            self.statement(stmt, depth)
+        stack = [(self.statement, (stmt, depth)) for stmt in reversed(body)]
+        while stack:
+            function, args = stack.pop()
+            more = function(*args)
+            if more:
+                stack.extend(reversed(more))
 
-    def block(self, head: str, node: ast.Node, body: tuple, depth: int) -> None:
-        """``head {``, the body one level deeper, ``}``."""
-        self.flush_comments(node.line, depth)
-        self.emit(depth, head + " {", node.line)
-        self.trailing_comment(node.line)
-        self.block_body(body, depth, node.end_line)
-        self.emit(depth, "}", node.end_line, gap=False)
-        self.trailing_comment(node.end_line)
-
-    def block_body(self, body: tuple, depth: int, end_line: int) -> None:
-        self.block_start = True
-        self.statements(body, depth + 1)
-        self.flush_comments(end_line, depth + 1)
-        self.block_start = False
-
-    def statement(self, node: ast.Node, depth: int) -> None:
+    def statement(self, node: ast.Node, depth: int) -> list | None:
         method = getattr(self, "s_" + type(node).__name__, None)
         if method is None:
             raise FormatError(f"{type(node).__name__} is not a statement")
-        method(node, depth)
+        return method(node, depth)
+
+    def block(self, head: str, node: ast.Node, body: tuple, depth: int) -> list:
+        """``head {``, then (as work items) the body one level deeper and ``}``."""
+        self.flush_comments(node.line, depth)
+        self.emit(depth, head + " {", node.line)
+        self.trailing_comment(node.line)
+        return self.body_items(body, depth, node.end_line) + [(self.close, (depth, node.end_line))]
+
+    def body_items(self, body: tuple, depth: int, end_line: int) -> list:
+        return [(self.begin_body, ()),
+                *((self.statement, (stmt, depth + 1)) for stmt in body),
+                (self.end_body, (depth, end_line))]
+
+    def begin_body(self) -> None:
+        self.block_start = True
+
+    def end_body(self, depth: int, end_line: int) -> None:
+        self.flush_comments(end_line, depth + 1)
+        self.block_start = False
+
+    def close(self, depth: int, end_line: int, text: str = "}") -> None:
+        self.emit(depth, text, end_line, gap=False)
+        self.trailing_comment(end_line)
 
     def simple(self, node: ast.Node, depth: int, text: str) -> None:
         self.flush_comments(node.line, depth)
@@ -122,68 +138,74 @@ class _Writer:
         if node.end_line:
             self.last_line = node.end_line
 
-    def s_Task(self, node: ast.Task, depth: int) -> None:
+    def s_Task(self, node: ast.Task, depth: int) -> list | None:
         head = "TASK " + _string(node.description)
         if node.body is None:
             self.simple(node, depth, head)
-        else:
-            self.block(head, node, node.body, depth)
+            return None
+        return self.block(head, node, node.body, depth)
 
-    def s_Setup(self, node: ast.Setup, depth: int) -> None:
+    def s_Setup(self, node: ast.Setup, depth: int) -> list:
         head = "SETUP" + (" " + _string(node.description) if node.description else "")
-        self.block(head, node, node.body, depth)
+        return self.block(head, node, node.body, depth)
 
-    def s_Teardown(self, node: ast.Teardown, depth: int) -> None:
+    def s_Teardown(self, node: ast.Teardown, depth: int) -> list:
         head = "TEARDOWN" + (" " + _string(node.description) if node.description else "")
-        self.block(head, node, node.body, depth)
+        return self.block(head, node, node.body, depth)
 
-    def s_Step(self, node: ast.Step, depth: int) -> None:
-        self.block("STEP " + _string(node.description), node, node.body, depth)
+    def s_Step(self, node: ast.Step, depth: int) -> list:
+        return self.block("STEP " + _string(node.description), node, node.body, depth)
 
-    def s_Option(self, node: ast.Option, depth: int) -> None:
-        self.block("OPTION " + _string(node.description), node, node.body, depth)
+    def s_Option(self, node: ast.Option, depth: int) -> list:
+        return self.block("OPTION " + _string(node.description), node, node.body, depth)
 
-    def s_Parallel(self, node: ast.Parallel, depth: int) -> None:
-        self.block("PARALLEL", node, node.body, depth)
+    def s_Parallel(self, node: ast.Parallel, depth: int) -> list:
+        return self.block("PARALLEL", node, node.body, depth)
 
-    def s_EstimateCost(self, node: ast.EstimateCost, depth: int) -> None:
-        self.block("ESTIMATE_COST", node, node.body, depth)
+    def s_EstimateCost(self, node: ast.EstimateCost, depth: int) -> list:
+        return self.block("ESTIMATE_COST", node, node.body, depth)
 
-    def s_Choose(self, node: ast.Choose, depth: int) -> None:
-        self.block("CHOOSE", node, node.options, depth)
+    def s_Choose(self, node: ast.Choose, depth: int) -> list:
+        for option in node.options:
+            if not isinstance(option, ast.Option):
+                raise FormatError(f"CHOOSE holds Option nodes, not {type(option).__name__}")
+        return self.block("CHOOSE", node, node.options, depth)
 
-    def s_If(self, node: ast.If, depth: int) -> None:
-        head = "IF " + expression(node.condition)
+    def s_If(self, node: ast.If, depth: int) -> list:
         self.flush_comments(node.line, depth)
-        self.emit(depth, head + " {", node.line)
+        self.emit(depth, "IF " + expression(node.condition) + " {", node.line)
         self.trailing_comment(node.line)
+        items: list = []
         current = node
         while True:  # an ELSE IF chain is a loop here, however long it is
-            self.block_body(current.body, depth, _else_line(current))
+            items += self.body_items(current.body, depth, _else_line(current))
             orelse = current.orelse
             if len(orelse) == 1 and isinstance(orelse[0], ast.If):
                 current = orelse[0]
-                self.emit(depth, "} ELSE IF " + expression(current.condition) + " {")
-                self.trailing_comment(current.line)
+                items.append((self.else_if, (depth, current)))
                 continue
             if orelse:
-                self.emit(depth, "} ELSE {")
-                self.block_body(orelse, depth, node.end_line)
+                items.append((self.emit, (depth, "} ELSE {")))
+                items += self.body_items(orelse, depth, node.end_line)
             break
-        self.emit(depth, "}", node.end_line, gap=False)
-        self.trailing_comment(node.end_line)
+        items.append((self.close, (depth, node.end_line)))
+        return items
 
-    def s_Try(self, node: ast.Try, depth: int) -> None:
+    def else_if(self, depth: int, node: ast.If) -> None:
+        self.emit(depth, "} ELSE IF " + expression(node.condition) + " {")
+        self.trailing_comment(node.line)
+
+    def s_Try(self, node: ast.Try, depth: int) -> list:
         self.flush_comments(node.line, depth)
         self.emit(depth, "TRY {", node.line)
         self.trailing_comment(node.line)
         handler_line = node.handler[0].line if node.handler else 0
-        self.block_body(node.body, depth, handler_line or node.end_line)
+        items = self.body_items(node.body, depth, handler_line or node.end_line)
         if node.handler is not None:
-            self.emit(depth, "} CATCH {")
-            self.block_body(node.handler, depth, node.end_line)
-        self.emit(depth, "}", node.end_line, gap=False)
-        self.trailing_comment(node.end_line)
+            items.append((self.emit, (depth, "} CATCH {")))
+            items += self.body_items(node.handler, depth, node.end_line)
+        items.append((self.close, (depth, node.end_line)))
+        return items
 
     def s_Run(self, node: ast.Run, depth: int) -> None:
         self.simple(node, depth, "RUN " + _string(node.command))

@@ -23,9 +23,11 @@ from .grammar import build_parser
 from .source import Heredoc, prepare
 from .strings import StringError, decode_double, decode_single
 
-MAX_DEPTH = 256
-"""Deepest allowed nesting of nodes; every tool that walks the tree recursively stays well
-inside Python's recursion limit below it."""
+MAX_DEPTH = 100
+"""Deepest allowed nesting of blocks, conditions and lists (leaves -- strings, references,
+numbers, booleans -- do not count). Real scripts nest a handful of levels; the limit keeps every
+tool that walks a tree recursively (equality, repr, to_dict, an interpreter's visitor) far from
+Python's recursion limit, the way CPython's parser limits nested parentheses."""
 
 BUDGET_ALIASES = {"TOKEN_COUNT": "TOKENS"}
 # Nodes with no nested structure worth walking (a String's refs are one level below it).
@@ -281,7 +283,7 @@ def parse(source: str, filename: str = "<string>") -> ast.Program:
 
         raise explain(exc, prepared, filename, _parser()) from None
     finally:
-        _state.heredocs = None
+        _state.heredocs = _state.lines = None  # do not keep the last source alive
     _check_structure(body, prepared.lines, filename)
     last_line = len(prepared.lines)
     return ast.Program(prepared.header, body, prepared.comments, line=1, column=1,
@@ -323,6 +325,8 @@ def _check_structure(body: tuple, lines: list[str], filename: str) -> None:
     stack: list[tuple[object, int, str]] = [(stmt, 1, "top") for stmt in body]
     while stack:
         node, depth, where = stack.pop()
+        if isinstance(node, _LEAVES):
+            continue
         if depth > MAX_DEPTH:
             raise fail(node, f"nesting is deeper than {MAX_DEPTH} levels; split this into "
                              "separate steps or simpler conditions")
@@ -332,8 +336,6 @@ def _check_structure(body: tuple, lines: list[str], filename: str) -> None:
             kind = "SETUP" if isinstance(node, ast.Setup) else "TEARDOWN"
             raise fail(node, f"{kind} belongs at the top level of the script (or directly "
                              "inside the TASK block), not inside another block")
-        if isinstance(node, _LEAVES):
-            continue
         child_where = "task" if isinstance(node, ast.Task) else "block"
         for child in ast.iter_child_nodes(node):
             stack.append((child, depth + 1, child_where))

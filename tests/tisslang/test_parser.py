@@ -181,25 +181,38 @@ def test_positions_are_out_of_equality():
     assert parse('RUN "a"').body == parse('\n\n    RUN "a"').body
 
 
-def test_a_tree_of_200_levels_parses_without_recursion_error():
-    depth = 200
-    source = "".join(f'STEP "s{i}" {{\n' for i in range(depth)) + "}\n" * depth
-    tree = parse(source).body[0]
-    for _ in range(depth - 1):
-        tree = tree.body[0]
-    assert tree == Step(S(f"s{depth - 1}"), ())
+def test_200_levels_of_nesting_give_a_positioned_error_never_a_recursion_error():
+    from tisslang.parser import MAX_DEPTH
+
+    deep_steps = "".join(f'STEP "s{i}" {{\n' for i in range(200)) + "}\n" * 200
+    deep_not = "ASSERT " + "NOT " * 200 + "a"
+    deep_list = "VAR x = " + "[" * 200 + "]" * 200
+    deep_else = "IF a { }" + "".join(f" ELSE IF b{i} {{ }}" for i in range(200))
+    for source, line, column in [(deep_steps, MAX_DEPTH + 1, 1), (deep_not, 1, 8 + 4 * (MAX_DEPTH - 1)),
+                                 (deep_list, 1, 8 + MAX_DEPTH), (deep_else, 1, None)]:
+        with pytest.raises(TissSyntaxError) as info:
+            parse(source)
+        assert info.value.message == (f"nesting is deeper than {MAX_DEPTH} levels; split this "
+                                      "into separate steps or simpler conditions")
+        assert info.value.line == line
+        if column is not None:
+            assert info.value.column == column
+    # Parentheses make no nodes: any number of them is fine.
     assert cond("(" * 200 + "a" + ")" * 200) == R("a")
-    nested_not = cond("NOT " * 200 + "a")
-    assert isinstance(nested_not, Not)
-    nested_list = one("VAR x = " + "[" * 200 + "]" * 200).value
-    assert isinstance(nested_list, ListValue)
-    # Deeper than the limit is a positioned error, never a RecursionError.
-    with pytest.raises(TissSyntaxError, match="nesting is deeper than"):
-        parse("".join('STEP "s" {\n' for _ in range(300)) + "}\n" * 300)
+
+
+def test_nesting_up_to_the_limit_gives_a_tree():
+    from tisslang.parser import MAX_DEPTH
+
+    source = "".join(f'STEP "s{i}" {{\n' for i in range(MAX_DEPTH)) + "}\n" * MAX_DEPTH
+    tree = parse(source).body[0]
+    for _ in range(MAX_DEPTH - 1):
+        tree = tree.body[0]
+    assert tree == Step(S(f"s{MAX_DEPTH - 1}"), ())
 
 
 def test_long_else_if_chains_and_flat_and_chains():
-    chain = "IF a { }" + "".join(f" ELSE IF b{i} {{ }}" for i in range(150))
+    chain = "IF a { }" + "".join(f" ELSE IF b{i} {{ }}" for i in range(90))
     assert isinstance(one(chain), If)
     assert len(cond(" AND ".join(f"v{i}" for i in range(2000))).operands) == 2000
 
@@ -225,3 +238,29 @@ def test_to_dict_and_to_json():
     import tisslang
 
     assert json.loads(tisslang.to_json(program)) == data
+
+
+def test_every_tool_handles_the_deepest_tree_the_parser_accepts():
+    import json
+
+    from tisslang import NodeVisitor, check
+    from tisslang.parser import MAX_DEPTH
+
+    levels = MAX_DEPTH - 6  # below the last STEP: ASSERT and five NOTs
+    source = "".join('STEP "s" {\n' for _ in range(levels)) + "ASSERT " + "NOT " * 5 + "x\n"
+    source += "}\n" * levels
+    program = parse(source)
+    assert parse(format(program)) == program
+    assert json.loads(program.to_json())["type"] == "Program"
+    assert len(check(program)) == 1  # x is undefined
+
+    class Count(NodeVisitor):
+        steps = 0
+
+        def visit_Step(self, node):
+            self.steps += 1
+            self.generic_visit(node)
+
+    counter = Count()
+    counter.visit(program)
+    assert counter.steps == levels
