@@ -47,6 +47,7 @@ def create_parser() -> argparse.ArgumentParser:
     _add_tokenizer(subparsers)
     _add_corpus(subparsers)
     _add_train(subparsers)
+    _add_repl(subparsers)
     return parser
 
 
@@ -307,6 +308,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_every=args.save_every, seed=args.seed,
     )
     return EXIT_OK
+
+
+def _add_repl(subparsers) -> None:
+    p = subparsers.add_parser(
+        "repl",
+        help="try TissLang one entry at a time in a persistent session",
+        description="An interactive TissLang session: multi-line entries, highlighting, completion, "
+        "history; :help lists the meta-commands. With stdin not a terminal it runs the entries it "
+        "reads and exits with the status `tiss run` would give.",
+    )
+    p.add_argument("--workspace", metavar="DIR", help="the directory entries work in (default: .)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds each RUN may take (default 600; @timeout and budgets may lower it)")
+    p.add_argument("--yes", action="store_true", help="approve every REQUEST_REVIEW and PAUSE without asking")
+    p.add_argument("--model", metavar="SPEC",
+                   help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
+    p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
+    p.set_defaults(func=cmd_repl)
+
+
+def cmd_repl(args: argparse.Namespace) -> int:
+    from runtime.repl.main import run_repl
+
+    return run_repl(args)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,81 @@
+"""The REPL's key bindings, from one factory (as in ptpython's `key_bindings.py`).
+
+- Enter submits the entry when it is complete (`validator.entry_ready`) and the cursor is at
+  its end or the entry is one line (as after the validator moved the cursor to an error);
+  otherwise it inserts a newline that keeps the line's indentation, one level more after an
+  opening `{`. With the completion menu open, Enter takes the selected completion.
+- Esc Enter (Alt-Enter) submits wherever the cursor is (the validator still checks it).
+- `}` typed on a blank line dedents it one level first.
+- Ctrl-C clears the input (the prompt stays); Ctrl-D on an empty input leaves (the default).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.filters import Condition, has_completions, has_focus
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.enums import DEFAULT_BUFFER
+
+from runtime.repl.validator import entry_ready
+
+INDENT = "    "
+
+
+def newline_with_indent(buffer: Buffer) -> None:
+    """Insert a newline that continues the current line's indentation (+1 level after `{`)."""
+    line = buffer.document.current_line_before_cursor
+    indent = line[: len(line) - len(line.lstrip())]
+    if line.rstrip().endswith("{"):
+        indent += INDENT
+    buffer.insert_text("\n" + indent)
+
+
+def create_key_bindings(ready: Callable[[str], bool] = entry_ready) -> KeyBindings:
+    """Key bindings for the TissLang prompt; `ready(text)` says whether Enter submits."""
+    bindings = KeyBindings()
+    focused = has_focus(DEFAULT_BUFFER)
+    completion_selected = Condition(
+        lambda: has_completions() and _current_buffer().complete_state.current_completion is not None
+    )
+
+    @bindings.add("enter", filter=focused & completion_selected)
+    def _take_completion(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        buffer.apply_completion(buffer.complete_state.current_completion)
+
+    @bindings.add("enter", filter=focused & ~completion_selected)
+    def _enter(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        text = buffer.text
+        at_end = not buffer.document.text_after_cursor.strip()
+        if not text.strip() or ((at_end or "\n" not in text) and ready(text)):
+            # validate_and_handle keeps the entry open, cursor on the error, if it won't parse.
+            buffer.validate_and_handle()
+        else:
+            newline_with_indent(buffer)
+
+    @bindings.add("escape", "enter", filter=focused)
+    def _submit(event: KeyPressEvent) -> None:
+        event.current_buffer.validate_and_handle()
+
+    @bindings.add("}", filter=focused)
+    def _close_block(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        before = buffer.document.current_line_before_cursor
+        if before and not before.strip():
+            buffer.delete_before_cursor(min(len(INDENT), len(before)))
+        buffer.insert_text("}")
+
+    @bindings.add("c-c", filter=focused)
+    def _clear(event: KeyPressEvent) -> None:
+        event.current_buffer.reset()
+
+    return bindings
+
+
+def _current_buffer() -> Buffer:
+    from prompt_toolkit.application.current import get_app
+
+    return get_app().current_buffer

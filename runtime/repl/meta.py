@@ -1,0 +1,87 @@
+"""REPL meta-commands: `:help`, `:vars`, `:last`, `:ast`, `:load`, `:save`, `:reset`, `:quit`.
+
+An entry whose first non-blank character is `:` is a meta-command, never TissLang (no TissLang
+statement starts with a colon). Parsing is separate from running so the validator can refuse an
+unknown command before it is submitted.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from runtime.errors import TissRuntimeError
+
+
+@dataclass(frozen=True)
+class MetaSpec:
+    name: str
+    argument: str | None  # the argument's name in help; None when it takes none
+    optional: bool
+    summary: str
+
+
+META_COMMANDS = {
+    spec.name: spec
+    for spec in (
+        MetaSpec("help", None, False, "show this help"),
+        MetaSpec("vars", None, False, "list the session's variables and their values"),
+        MetaSpec("last", None, False, "the last command's exit code, output and time"),
+        MetaSpec("ast", "ENTRY", True, "show the syntax tree of ENTRY (default: the last entry)"),
+        MetaSpec("load", "FILE", False, "run a .tiss script into this session"),
+        MetaSpec("save", "FILE", False, "write this session's successful entries as a script"),
+        MetaSpec("reset", None, False, "forget variables, directives, budgets and entries"),
+        MetaSpec("quit", None, False, "leave the REPL (Ctrl-D does too)"),
+    )
+}
+ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
+
+
+class MetaCommandError(TissRuntimeError):
+    """A meta-command the REPL does not know, or one missing its argument."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class MetaCommand:
+    name: str
+    argument: str  # "" when none was given
+
+
+def is_meta(text: str) -> bool:
+    return text.lstrip().startswith(":")
+
+
+def parse_meta(text: str) -> MetaCommand:
+    """`:name [argument]` → MetaCommand; raises `MetaCommandError` with what to type instead."""
+    body = text.strip()[1:]
+    name, _, argument = body.partition(" ")
+    if "\n" in name:
+        name, _, rest = name.partition("\n")
+        argument = (rest + " " + argument).strip()
+    name = ALIASES.get(name, name)
+    argument = argument.strip()
+    spec = META_COMMANDS.get(name)
+    if spec is None:
+        close = difflib.get_close_matches(name, list(META_COMMANDS) + list(ALIASES), n=1)
+        hint = f"; did you mean :{ALIASES.get(close[0], close[0])}?" if close else ""
+        raise MetaCommandError(f"unknown command :{name}{hint} (:help lists the commands)")
+    if spec.argument is None and argument:
+        raise MetaCommandError(f":{name} takes no argument")
+    if spec.argument is not None and not spec.optional and not argument:
+        raise MetaCommandError(f":{name} needs {spec.argument}: :{name} {spec.argument}")
+    return MetaCommand(name, argument)
+
+
+def help_text() -> str:
+    lines = ["Enter TissLang statements; Enter runs an entry once it is complete.", ""]
+    for spec in META_COMMANDS.values():
+        usage = f":{spec.name}" + (f" [{spec.argument}]" if spec.optional else f" {spec.argument}" if spec.argument else "")
+        lines.append(f"  {usage:<14} {spec.summary}")
+    lines += [
+        "",
+        "Keys: Tab completes; Esc Enter submits from anywhere in the entry; Ctrl-C clears the",
+        "input or stops a running command; Ctrl-D on an empty line quits.",
+    ]
+    return "\n".join(lines)
