@@ -163,6 +163,10 @@ class CausalSelfAttention:
         self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
         self.n_heads = n_heads
         self.cos, self.sin = cos, sin  # (max_T, D/2)
+        # q is rotated with tables pre-multiplied by 1/sqrt(D): the scores come out scaled,
+        # which saves a pass over the (B, H, T, T) scores in forward and in backward.
+        scale = 1.0 / np.sqrt(2 * cos.shape[1])
+        self.cos_q, self.sin_q = cos * cos.dtype.type(scale), sin * sin.dtype.type(scale)
         self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -172,13 +176,12 @@ class CausalSelfAttention:
         x2 = x.reshape(N, C)  # (N, C)
         w_qkv = np.concatenate((self.wq, self.wk, self.wv), axis=1, out=f("w_qkv", (C, 3 * C), dt))  # (C, 3C)
         qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
-        cos, sin = self.cos[:T], self.sin[:T]  # (T, D/2)
         tmp = self.tmp("rope", (B, H, T, D // 2), dt)
-        q = rope_forward(qkv[:, :, 0].transpose(0, 2, 1, 3), cos, sin, f("q", (B, H, T, D), dt), tmp)  # (B, H, T, D)
-        k = rope_forward(qkv[:, :, 1].transpose(0, 2, 1, 3), cos, sin, f("k", (B, H, T, D), dt), tmp)  # (B, H, T, D)
+        q_src, k_src = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
+        q = rope_forward(q_src, self.cos_q[:T], self.sin_q[:T], f("q", (B, H, T, D), dt), tmp)  # (B, H, T, D) scaled
+        k = rope_forward(k_src, self.cos[:T], self.sin[:T], f("k", (B, H, T, D), dt), tmp)  # (B, H, T, D)
         v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
         att = np.matmul(q, k.transpose(0, 1, 3, 2), out=f("att", (B, H, T, T), dt))  # (B, H, T, T)
-        att *= 1.0 / np.sqrt(D)
         _causal_softmax_(att)
         y = f("y", (B, T, H, D), dt)
         np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # heads written straight into (B, T, H, D)
@@ -200,15 +203,13 @@ class CausalSelfAttention:
         # softmax backward: ds = p * (dp - sum(dp * p)); masked entries have p = 0 and stay 0.
         rowdot = np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1)
         datt -= rowdot
-        datt *= att
-        datt *= 1.0 / np.sqrt(D)
-        cos, sin = self.cos[:T], self.sin[:T]
+        datt *= att  # gradient of the scaled scores q_s @ k^T
         pre = t("pre_rope", (B, H, T, D), dt)
         rtmp = t("rope", (B, H, T, D // 2), dt)
-        np.matmul(datt, k, out=pre)
-        rope_backward(pre, cos, sin, dqkv[:, :, 0].transpose(0, 2, 1, 3), rtmp)  # dq
-        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre)
-        rope_backward(pre, cos, sin, dqkv[:, :, 1].transpose(0, 2, 1, 3), rtmp)  # dk
+        np.matmul(datt, k, out=pre)  # d q_s; the scaled tables apply 1/sqrt(D) on the way back
+        rope_backward(pre, self.cos_q[:T], self.sin_q[:T], dqkv[:, :, 0].transpose(0, 2, 1, 3), rtmp)  # dq
+        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre)  # q is already scaled
+        rope_backward(pre, self.cos[:T], self.sin[:T], dqkv[:, :, 1].transpose(0, 2, 1, 3), rtmp)  # dk
         dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
         dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C)
         self.gq += dw[:, :C]
@@ -236,7 +237,8 @@ def _causal_softmax_(att: np.ndarray) -> None:
     att += _causal_mask(att.shape[-1], att.dtype)
     att -= att.max(axis=-1, keepdims=True)
     np.exp(att, out=att)
-    att /= att.sum(axis=-1, keepdims=True)
+    total = att.sum(axis=-1, keepdims=True)  # (..., T, 1)
+    att *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
 
 
 class SwiGLU:

@@ -42,15 +42,21 @@ def cross_entropy_forward(
     n_valid = int(valid.sum())
     losses = np.log(total[:, 0].astype(np.float64)) - picked  # (N,)
     loss = float(losses[valid].sum() / n_valid) if n_valid else 0.0
-    probs /= total
-    return loss, (probs, t_safe, valid, n_valid, logits.shape)
+    # The normalisation by `total` is left to the backward, where it merges with the scaling.
+    return loss, (probs, total, t_safe, valid, n_valid, logits.shape)
 
 
 def cross_entropy_backward(dloss: float, cache: tuple) -> np.ndarray:
-    """Gradient of `dloss * loss` with respect to the logits; consumes (overwrites) the cache."""
-    probs, t_safe, valid, n_valid, shape = cache
-    probs[np.arange(probs.shape[0]), t_safe] -= 1.0
-    if n_valid < probs.shape[0]:
-        probs[~valid] = 0.0
-    probs *= dloss / max(n_valid, 1)
-    return probs.reshape(shape)  # (..., V)
+    """Gradient of `dloss * loss` with respect to the logits; consumes (overwrites) the cache.
+
+    d loss / d logits = (softmax - onehot(target)) / n_valid for each counted row.
+    """
+    exps, total, t_safe, valid, n_valid, shape = cache
+    scale = dloss / max(n_valid, 1)
+    row_scale = np.reciprocal(total, out=total)  # (N, 1)
+    row_scale *= scale
+    exps *= row_scale  # softmax * scale in one pass
+    exps[np.arange(exps.shape[0]), t_safe] -= scale
+    if n_valid < exps.shape[0]:
+        exps[~valid] = 0.0
+    return exps.reshape(shape)  # (..., V)
