@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedInput
 
 from . import ast
 from .errors import TissFileError, TissSyntaxError
-from .grammar import build_parser
+from .grammar import load_parser
 from .source import Heredoc, prepare
 from .strings import StringError, decode_double, decode_single
 
@@ -265,7 +265,7 @@ class _Builder(Transformer):
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return build_parser(_Builder())
+    return load_parser(_Builder())
 
 
 def parse(source: str, filename: str = "<string>") -> ast.Program:

@@ -264,3 +264,22 @@ def test_every_tool_handles_the_deepest_tree_the_parser_accepts():
     counter = Count()
     counter.visit(program)
     assert counter.steps == levels
+
+
+def test_the_grammar_cache_round_trips_and_survives_damage(tmp_path, monkeypatch):
+    from tisslang import grammar
+    from tisslang.parser import _Builder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TISS_NO_CACHE", raising=False)
+    source = 'STEP "s" {\n    ASSERT a >= 1 AND "x{{ y }}" CONTAINS \'\\d\'\n}\n'
+    fresh = grammar.load_parser(_Builder())  # builds and saves
+    (cached_file,) = (tmp_path / "quantatissu").iterdir()
+    cached = grammar.load_parser(_Builder())  # loads
+    assert cached is not fresh
+    assert cached.parse(source) == fresh.parse(source) == parse(source).body
+    cached_file.write_bytes(b"not a pickle")
+    assert grammar.load_parser(_Builder()).parse(source) == parse(source).body
+    assert [p.name for p in (tmp_path / "quantatissu").iterdir()] == [cached_file.name]
+    monkeypatch.setenv("TISS_NO_CACHE", "1")
+    assert grammar._cache_path() is None
