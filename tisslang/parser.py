@@ -4,7 +4,7 @@ Three stages: ``source.prepare`` normalises newlines and cuts heredoc bodies out
 parser (``grammar.py``) runs with ``_Builder`` as its inline transformer, so frozen AST nodes are
 built on each reduction with no intermediate parse tree; a final walk checks what the grammar
 cannot say (nesting depth, where TASK/SETUP/TEARDOWN may stand). Lark's exceptions never escape:
-``errors_friendly.explain`` turns them into a ``TissSyntaxError`` with a message for people.
+``friendly.explain`` turns them into a ``TissSyntaxError`` with a message for people.
 """
 
 from __future__ import annotations
@@ -322,7 +322,8 @@ def _check_structure(body: tuple, lines: list[str], filename: str) -> None:
                                  f"{task.line}); describe the extra work with STEP")
             task = stmt
     # Iterative walk: the tree may be as deep as the input, the Python stack is not.
-    stack: list[tuple[object, int, str]] = [(stmt, 1, "top") for stmt in body]
+    # Reversed pushes, so the first problem in the source is the one reported.
+    stack: list[tuple[object, int, str]] = [(stmt, 1, "top") for stmt in reversed(body)]
     while stack:
         node, depth, where = stack.pop()
         if isinstance(node, _LEAVES):
@@ -337,5 +338,5 @@ def _check_structure(body: tuple, lines: list[str], filename: str) -> None:
             raise fail(node, f"{kind} belongs at the top level of the script (or directly "
                              "inside the TASK block), not inside another block")
         child_where = "task" if isinstance(node, ast.Task) else "block"
-        for child in ast.iter_child_nodes(node):
-            stack.append((child, depth + 1, child_where))
+        children = [(child, depth + 1, child_where) for child in ast.iter_child_nodes(node)]
+        stack.extend(reversed(children))
