@@ -111,3 +111,27 @@ def test_cosine_schedule_by_hand():
     assert cosine_lr(110, 10, 110, 1.0, 0.1) == pytest.approx(0.1)
     assert cosine_lr(500, 10, 110, 1.0, 0.1) == pytest.approx(0.1)  # r clamps at 1
     assert cosine_lr(0, 0, 1, 2.0, 0.0) == pytest.approx(2.0)  # no warmup, total-warmup clamps at 1
+
+
+def test_adamw_large_parameters_blocked_and_threaded_match_the_formula():
+    # Over a million elements, so the blocked, multi-threaded path runs; checked against the
+    # textbook update written out directly.
+    from lm import optim
+
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(1100, 1000))
+    b = rng.normal(size=1000)
+    assert W.size + b.size >= optim._PARALLEL_MIN
+    ref_W, ref_b = W.copy(), b.copy()
+    mW, vW, mb, vb = (np.zeros_like(a) for a in (W, W, b, b))
+    opt = AdamW({"W": W, "b": b}, lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for t in range(1, 4):
+        gW, gb = rng.normal(size=W.shape), rng.normal(size=b.shape)
+        opt.step({"W": gW, "b": gb})
+        ref_W *= 1 - 0.01 * 0.1
+        for ref, m, v, g in ((ref_W, mW, vW, gW), (ref_b, mb, vb, gb)):
+            m[...] = 0.9 * m + 0.1 * g
+            v[...] = 0.95 * v + 0.05 * g * g
+            ref -= 0.01 / (1 - 0.9**t) * m / (np.sqrt(v) / np.sqrt(1 - 0.95**t) + 1e-8)
+    np.testing.assert_allclose(W, ref_W, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-12, atol=1e-14)
