@@ -1,0 +1,212 @@
+"""Decoding speed of the NumPy model with and without the KV cache, beside PyTorch eager.
+
+Configuration of the training benchmark: vocab 2048, d_model 256, 4 layers, 4 heads, ffn 688;
+batch 1, a 16-token prompt, greedy decoding of 128 and 512 new tokens. Prints one JSON object:
+
+- numpy_cached_tok_s / numpy_uncached_tok_s: decode tokens/s after the prompt (prefill excluded),
+  with the cache (`InferenceModel.step`) and without it (`Transformer.forward` over the whole
+  sequence for every token, which is what `generate(use_kv_cache=False)` does);
+- torch_cached_tok_s: the same architecture in PyTorch eager (inference_mode, preallocated KV
+  cache filled in place, fused qkv and w1|w3 like ours, scaled_dot_product_attention), with the
+  same weights; torch_max_abs_logit_diff checks that both compute the same function;
+- per_token_us: median time of the tokens around the 16th and the 512th generated token (minimum
+  over repetitions, to see through other processes on a shared machine) and their ratio.
+
+Run: `python benchmarks/generate.py [--threads N]` (torch optional; without it the torch fields
+are null). Both libraries get the same number of threads (default 1: batch-one decoding is a
+chain of small calls, and on a shared machine a second BLAS thread mostly waits for a busy core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+# BLAS reads its thread count when NumPy is first imported, so parse it before that import.
+_args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_args.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for both sides (1)")
+ARGS = _args.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+from lm.config import ModelConfig  # noqa: E402
+from lm.inference import InferenceModel  # noqa: E402
+from lm.model import Transformer  # noqa: E402
+
+CONFIG = ModelConfig(vocab_size=2048, d_model=256, n_layers=4, n_heads=4, ffn_hidden=688, max_seq_len=1024)
+PROMPT_LEN = 16
+LENGTHS = (128, 512)
+REPEATS = 3
+
+
+def numpy_cached(infer: InferenceModel, prompt: np.ndarray, n_new: int) -> tuple[float, list[float], list[int]]:
+    """Seconds for n_new greedy tokens after the prompt, per-token times, and the tokens."""
+    cache = infer.new_cache()
+    logits = infer.forward(prompt[None], cache)[0, -1]
+    token = int(np.argmax(logits))
+    out, times = [token], []
+    start = time.perf_counter()
+    for _ in range(n_new - 1):
+        t = time.perf_counter()
+        token = int(np.argmax(infer.step(token, cache)))
+        times.append(time.perf_counter() - t)
+        out.append(token)
+    return time.perf_counter() - start, times, out
+
+
+def numpy_uncached(model: Transformer, prompt: np.ndarray, n_new: int) -> tuple[float, list[int]]:
+    ids = list(prompt)
+    token = int(np.argmax(model.forward(np.array([ids]))[0, -1]))
+    out = [token]
+    start = time.perf_counter()
+    for _ in range(n_new - 1):
+        ids.append(token)
+        token = int(np.argmax(model.forward(np.array([ids]))[0, -1]))
+        out.append(token)
+    return time.perf_counter() - start, out
+
+
+def build_torch(model: Transformer):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(ARGS.threads)
+    cfg = model.config
+    H, D, C = cfg.n_heads, cfg.head_dim, cfg.d_model
+    P = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.params.items()}
+    layers = []
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        layers.append(
+            (
+                P[p + "attn_norm"],
+                torch.cat([P[p + "wq"], P[p + "wk"], P[p + "wv"]], 1).contiguous(),
+                P[p + "wo"],
+                P[p + "ffn_norm"],
+                torch.cat([P[p + "w1"], P[p + "w3"]], 1).contiguous(),
+                P[p + "w2"],
+            )
+        )
+    half = D // 2
+    inv = cfg.rope_theta ** (-torch.arange(half, dtype=torch.float64) * 2 / D)
+    ang = torch.arange(cfg.max_seq_len, dtype=torch.float64)[:, None] * inv[None]
+    cos = torch.cat([ang.cos(), ang.cos()], 1).float()
+    sin = torch.cat([ang.sin(), ang.sin()], 1).float()
+    emb, norm, head = P["tok_emb"], P["norm"], P["lm_head"]
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps) * w
+
+    def rot(x):
+        return torch.cat([-x[..., half:], x[..., :half]], -1)
+
+    class Cache:
+        def __init__(self):
+            self.k = torch.zeros(cfg.n_layers, 1, H, cfg.max_seq_len, D)
+            self.v = torch.zeros(cfg.n_layers, 1, H, cfg.max_seq_len, D)
+            self.n = 0
+
+    def forward(ids, cache):  # ids (1, T) -> logits (1, T, V)
+        T = ids.shape[1]
+        s, e = cache.n, cache.n + T
+        c, sn = cos[s:e], sin[s:e]
+        x = emb[ids]
+        for li, (an, wqkv, wo, fn, w13, w2) in enumerate(layers):
+            q, k, v = (rms(x, an) @ wqkv).view(1, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            q = q * c + rot(q) * sn
+            k = k * c + rot(k) * sn
+            cache.k[li, :, :, s:e] = k
+            cache.v[li, :, :, s:e] = v
+            att = F.scaled_dot_product_attention(
+                q, cache.k[li, :, :, :e], cache.v[li, :, :, :e], is_causal=(T > 1 and s == 0)
+            )
+            x = x + att.transpose(1, 2).reshape(1, T, C) @ wo
+            g, u = (rms(x, fn) @ w13).chunk(2, -1)
+            x = x + (F.silu(g) * u) @ w2
+        cache.n = e
+        return rms(x, norm) @ head
+
+    return torch, forward, Cache
+
+
+def torch_cached(torch, forward, Cache, prompt: np.ndarray, n_new: int) -> tuple[float, list[int], np.ndarray]:
+    with torch.inference_mode():
+        cache = Cache()
+        logits = forward(torch.from_numpy(prompt)[None], cache)
+        first = logits[0].numpy().copy()
+        token = int(logits[0, -1].argmax())
+        out = [token]
+        start = time.perf_counter()
+        for _ in range(n_new - 1):
+            token = int(forward(torch.tensor([[token]]), cache)[0, -1].argmax())
+            out.append(token)
+        return time.perf_counter() - start, out, first
+
+
+def main() -> None:
+    model = Transformer(CONFIG, seed=0)
+    # Trained-looking weights: spread enough that greedy decoding is not a chain of near-ties.
+    rng = np.random.default_rng(1)
+    for p in model.params.values():
+        if p.ndim == 2:
+            p[...] = rng.normal(0.0, 1.0 / math.sqrt(p.shape[0]), size=p.shape)
+    infer = InferenceModel(model)
+    prompt = rng.integers(0, CONFIG.vocab_size, size=PROMPT_LEN)
+
+    result: dict = {
+        "config": {**CONFIG.to_dict(), "batch": 1, "prompt_tokens": PROMPT_LEN},
+        "machine": {"cpus": os.cpu_count(), "threads": ARGS.threads, "python": platform.python_version(),
+                    "numpy": np.__version__},
+    }
+    numpy_cached(infer, prompt, 32)  # warm-up: page in weights, fill BLAS buffers
+    per_token = None
+    for n in LENGTHS:
+        best, times_all, tokens = math.inf, [], None
+        for _ in range(REPEATS):
+            secs, times, tokens = numpy_cached(infer, prompt, n)
+            best = min(best, secs)
+            times_all.append(times)
+        result[f"numpy_cached_tok_s_{n}"] = round((n - 1) / best, 1)
+        if n == 512:
+            # times[i] is the (i + 2)-th generated token: the first comes from the prefill.
+            t = np.min(np.array(times_all), axis=0)
+            early, late = float(np.median(t[8:22])), float(np.median(t[-14:]))
+            per_token = {"token_16_us": round(early * 1e6, 1), "token_512_us": round(late * 1e6, 1),
+                         "ratio_512_vs_16": round(late / early, 3)}
+        secs, plain = numpy_uncached(model, prompt, n)
+        result[f"numpy_uncached_tok_s_{n}"] = round((n - 1) / secs, 1)
+        result[f"cache_speedup_{n}"] = round(result[f"numpy_cached_tok_s_{n}"] / result[f"numpy_uncached_tok_s_{n}"], 2)
+        result[f"greedy_tokens_equal_with_and_without_cache_{n}"] = plain == tokens
+    result["per_token_us"] = per_token
+
+    try:
+        torch, forward, Cache = build_torch(model)
+    except ImportError:
+        result["torch"] = None
+    else:
+        torch_cached(torch, forward, Cache, prompt, 32)  # warm-up
+        result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+        for n in LENGTHS:
+            best, tokens, first = math.inf, None, None
+            for _ in range(REPEATS):
+                secs, tokens, first = torch_cached(torch, forward, Cache, prompt, n)
+                best = min(best, secs)
+            result[f"torch_cached_tok_s_{n}"] = round((n - 1) / best, 1)
+            result[f"ratio_numpy_vs_torch_cached_{n}"] = round(
+                result[f"numpy_cached_tok_s_{n}"] / result[f"torch_cached_tok_s_{n}"], 2
+            )
+            result[f"greedy_tokens_equal_numpy_vs_torch_{n}"] = tokens == numpy_cached(infer, prompt, n)[2]
+        ref = model.forward(prompt[None])[0]
+        result["torch_max_abs_logit_diff"] = float(np.abs(first - ref).max())
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
