@@ -1,10 +1,22 @@
 """The workspace: the one directory a script may touch, and the file operations inside it.
 
-Every path a script names (WRITE, READ, MKDIR, DELETE, `FILE ... EXISTS`) goes through
-`Workspace.resolve`, which refuses NUL bytes, `..` components that climb out, absolute paths
-outside the root, and symlinks in any component that lead out. The check runs on the fully
-resolved path (`os.path.realpath`), so the operation then acts on exactly the path that was
-checked. WRITE is atomic: a temporary file next to the target, fsync, rename, then fsync of the
+Every path a script names (WRITE, READ, MKDIR, DELETE, `FILE ... EXISTS`) is first checked as
+text (NUL bytes, an empty path, absolute paths outside the root, `..` that climbs out), then
+walked one component at a time from a file descriptor on the root: each directory is opened
+with `O_NOFOLLOW` relative to the one before (`dir_fd`), and the final operation (open, create,
+rename, unlink, rmdir) is done relative to the descriptor of its parent. Symlinks are resolved
+by this walk, not by the kernel: a link is read with `readlink`, its target is walked the same
+way, and a target that leaves the root is refused.
+
+The guarantee: no file statement reads, creates, replaces or removes anything outside the
+workspace, even while other processes (a PARALLEL RUN, say) swap directories for symlinks
+during the operation. A component swapped after it was checked is never followed by the kernel,
+because every open of it says `O_NOFOLLOW` and every later step goes through the descriptor
+already held. (A process that *moves a whole directory* of the workspace elsewhere while an
+operation holds it can still redirect that one operation; under `--sandbox workspace` commands
+cannot do that, because the workspace is its own mount and renames out of it fail.)
+
+WRITE is atomic: a temporary file next to the target, fsync, rename, then fsync of the
 directory, so a crash leaves either the old or the new content, never half of it.
 """
 
@@ -12,10 +24,14 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
+import shlex
 import shutil
 import stat
-import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from runtime.errors import PathError, WorkspaceError
 
@@ -28,6 +44,26 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+_MAX_LINKS = 40  # symlinks followed in one path before giving up, as the kernel does (ELOOP)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_TEXT = 256 * 1024 * 1024  # bytes READ loads into a variable
+
+
+@dataclass
+class _Target:
+    """Where a walk ended: a descriptor on the parent directory and the last name in it."""
+
+    parent: int  # an open directory descriptor inside the workspace (closed by the walk's owner)
+    name: str  # "" when the path names the workspace root itself
+    shown: str  # the path relative to the root, for messages
+
+
+class _Missing(Exception):
+    """A directory along the path does not exist (and the walk was not asked to create it)."""
+
+
+class _ThroughFile(PathError):
+    """A component used as a directory is a file (for FILE ... EXISTS: the path does not exist)."""
 
 
 class Workspace:
@@ -39,8 +75,10 @@ class Workspace:
             raise WorkspaceError("the workspace path contains a NUL byte")
         path = Path(raw).expanduser()
         if not path.is_dir():
+            what = "does not exist" if not path.exists() else "is not a directory"
             raise WorkspaceError(
-                f"workspace {raw!r} is not a directory; create it first or pass another --workspace"
+                f"workspace {raw!r} {what}; create it first (mkdir -p {shlex.quote(raw)}) "
+                "or pass another --workspace"
             )
         self.root = Path(os.path.realpath(path))
 
@@ -74,36 +112,113 @@ class Workspace:
             )
         return joined
 
-    def resolve(self, path: str) -> Path:
-        """The real path `path` names, refused unless it stays inside the workspace.
+    def _components(self, path: str) -> list[str]:
+        rel = os.path.relpath(self._lexical(path), str(self.root))
+        return [] if rel == "." else rel.split(os.sep)
 
-        The last component need not exist (WRITE creates it); symlinks are followed in every
-        component that does exist, so a link anywhere along the way that leads out is refused.
+    def _escape(self, path: str, target: str) -> PathError:
+        return PathError(
+            f"path {path!r} leads out of the workspace through a symlink (to {target!r}); "
+            "symlinks may only point inside the workspace"
+        )
+
+    @contextmanager
+    def _walk(self, path: str, *, follow_last: bool, create: bool = False) -> Iterator[_Target]:
+        """Walk `path` from the root without letting the kernel follow any symlink.
+
+        Yields the parent directory's descriptor and the last name. `follow_last` resolves a
+        symlink in the last position too (READ, WRITE, MKDIR); DELETE acts on the link itself.
+        `create` makes missing directories along the way (WRITE, MKDIR); otherwise a missing
+        one raises `_Missing`. Every descriptor opened here is closed when the block ends.
         """
-        joined = self._lexical(path)
-        real = os.path.realpath(joined)
-        if not self._inside(real):
+        pending = self._components(path)
+        pending.reverse()  # a stack: the next component is at the end
+        try:
+            stack = [os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+        except OSError as exc:
             raise PathError(
-                f"path {path!r} leads out of the workspace through a symlink (to {real!r}); "
-                "symlinks may only point inside the workspace"
-            )
-        return Path(real)
+                f"the workspace {str(self.root)!r} cannot be opened ({exc.strerror}); "
+                "did a command remove or replace it?"
+            ) from None
+        names: list[str] = []  # the directories in `stack` below the root, for messages
+        links = 0
+        link_shown = ""  # where the last symlink followed pointed, for messages
+        try:
+            while True:
+                if not pending:
+                    yield _Target(stack[-1], "", os.sep.join(names) or ".")
+                    return
+                part = pending.pop()
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if len(stack) == 1:  # only a symlink's target can get here (see _lexical)
+                        raise self._escape(path, link_shown)
+                    os.close(stack.pop())
+                    names.pop()
+                    continue
+                last = not pending
+                if last and not follow_last:
+                    yield _Target(stack[-1], part, os.sep.join([*names, part]))
+                    return
+                target = self._readlink(stack[-1], part)
+                if target is not None:
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise PathError(f"path {path!r} has too many levels of symlinks (a loop?)")
+                    link_shown = os.path.normpath(os.path.join(str(self.root), *names, target))
+                    if os.path.isabs(target):
+                        real = os.path.normpath(target)
+                        if not self._inside(real):
+                            raise self._escape(path, target)
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                        names.clear()
+                        rel = os.path.relpath(real, str(self.root))
+                        target = "" if rel == "." else rel
+                    pending.extend(reversed(target.split("/")))
+                    continue
+                if last:
+                    yield _Target(stack[-1], part, os.sep.join([*names, part]))
+                    return
+                stack.append(self._open_dir(stack[-1], part, path, create))
+                names.append(part)
+        finally:
+            for fd in stack:
+                os.close(fd)
 
-    def _resolve_parent(self, path: str) -> Path:
-        """The real parent directory with the last component kept as named (not followed).
+    @staticmethod
+    def _readlink(parent: int, name: str) -> str | None:
+        """The target of `name` if it is a symlink; None if it is anything else or missing."""
+        try:
+            return os.readlink(name, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise PathError(f"cannot look at {name!r}: {exc.strerror}") from None
 
-        DELETE acts on a symlink itself, never on its target, so only the parent is resolved.
-        """
-        joined = self._lexical(path)
-        if joined == str(self.root):
-            return self.root
-        parent = os.path.realpath(os.path.dirname(joined))
-        if not self._inside(parent):
-            raise PathError(
-                f"path {path!r} leads out of the workspace through a symlink (to {parent!r}); "
-                "symlinks may only point inside the workspace"
-            )
-        return Path(parent) / os.path.basename(joined)
+    @staticmethod
+    def _open_dir(parent: int, name: str, path: str, create: bool) -> int:
+        for _ in range(3):  # a directory created or swapped under us: look again, a few times
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise _Missing() from None
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass
+            except NotADirectoryError:
+                raise _ThroughFile(f"{path!r} goes through {name!r}, which is a file, not a directory") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # became a symlink after we looked: refuse, do not follow
+                    raise PathError(
+                        f"{path!r} changed while tiss was using it ({name!r} became a symlink); "
+                        "do not change the workspace while a statement uses it"
+                    ) from None
+                raise PathError(f"cannot open {name!r} in {path!r}: {exc.strerror}") from None
+        raise PathError(f"{path!r} keeps changing while tiss creates it; try again")
 
     def display(self, real: Path) -> str:
         """A path relative to the workspace, for messages."""
@@ -116,98 +231,174 @@ class Workspace:
     # -- operations --------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return self.resolve(path).exists()
+        try:
+            with self._walk(path, follow_last=True) as target:
+                if not target.name:
+                    return True
+                os.stat(target.name, dir_fd=target.parent, follow_symlinks=False)
+                return True
+        except (_Missing, _ThroughFile, FileNotFoundError):
+            return False
 
     def read_text(self, path: str) -> str:
-        target = self.resolve(path)
-        if target.is_dir():
-            raise PathError(f"cannot READ {path!r}: it is a directory")
         try:
-            data = target.read_bytes()
+            with self._walk(path, follow_last=True) as target:
+                if not target.name:
+                    raise PathError(f"cannot READ {path!r}: it is a directory (the workspace itself)")
+                data = self._read_file(path, target)
+        except _Missing:
+            raise PathError(f"cannot READ {path!r}: no such file in the workspace") from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PathError(
+                f"cannot READ {path!r}: it is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}); READ loads text files only, use RUN (e.g. base64 or iconv) for other data"
+            ) from None
+
+    @staticmethod
+    def _read_file(path: str, target: _Target) -> bytes:
+        try:
+            # O_NONBLOCK: a FIFO must not hang READ; it is refused below as not a regular file.
+            fd = os.open(target.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=target.parent)
         except FileNotFoundError:
             raise PathError(f"cannot READ {path!r}: no such file in the workspace") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PathError(
+                    f"cannot READ {path!r}: it became a symlink while tiss was reading it; "
+                    "do not change the workspace while a statement uses it"
+                ) from None
             raise PathError(f"cannot READ {path!r}: {exc.strerror}") from None
-        # Text files are UTF-8; undecodable bytes become U+FFFD rather than aborting the script.
-        return data.decode("utf-8", errors="replace")
-
-    def write_text(self, path: str, content: str) -> Path:
-        """Atomically replace (or create) the file at `path`, creating parent directories."""
-        target = self.resolve(path)
-        if target == self.root or target.is_dir():
-            raise PathError(f"cannot WRITE {path!r}: it is a directory")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise PathError(f"cannot WRITE {path!r}: a parent is a file, not a directory") from None
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise PathError(f"cannot READ {path!r}: it is a directory")
+            if not stat.S_ISREG(info.st_mode):
+                raise PathError(f"cannot READ {path!r}: it is not a regular file (a device, FIFO or socket)")
+            if info.st_size > _MAX_TEXT:
+                raise PathError(
+                    f"cannot READ {path!r}: it is {info.st_size} bytes, more than READ loads "
+                    f"({_MAX_TEXT} bytes); process it with RUN instead"
+                )
+            os.set_blocking(fd, True)
+            chunks = []
+            size = 0
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > _MAX_TEXT:  # it grew while we read
+                    raise PathError(f"cannot READ {path!r}: it grew beyond {_MAX_TEXT} bytes while being read")
+                chunks.append(chunk)
+            return b"".join(chunks)
         except OSError as exc:
-            raise PathError(f"cannot WRITE {path!r}: {exc.strerror}") from None
-        # mkdir may have followed a symlink created meanwhile; check the real parent again.
-        if not self._inside(os.path.realpath(target.parent)):
-            raise PathError(f"path {path!r} leads out of the workspace through a symlink")
-        try:
-            mode = stat.S_IMODE(target.stat().st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
-        data = content.encode("utf-8")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, mode)
-            os.replace(tmp_name, target)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        self._fsync_dir(target.parent)
-        return target
-
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        # The rename is durable only once the directory entry is; some filesystems refuse this.
-        try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
+            raise PathError(f"cannot READ {path!r}: {exc.strerror}") from None
         finally:
             os.close(fd)
 
-    def mkdir(self, path: str) -> Path:
-        target = self.resolve(path)
+    def write_text(self, path: str, content: str) -> Path:
+        """Atomically replace (or create) the file at `path`, creating parent directories."""
+        if path.endswith(("/", os.sep + ".")) or path.rstrip("/").endswith(("/.", "/..")):
+            raise PathError(f"cannot WRITE {path!r}: a path ending in '/' names a directory; drop the slash")
+        data = content.encode("utf-8")
         try:
-            target.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise PathError(f"cannot MKDIR {path!r}: a file of that name exists") from None
+            with self._walk(path, follow_last=True, create=True) as target:
+                if not target.name:
+                    raise PathError(f"cannot WRITE {path!r}: it is a directory (the workspace itself)")
+                self._replace(path, target, data)
+                return self.root / target.shown
+        except _Missing:  # not raised with create=True; kept for completeness of the contract
+            raise PathError(f"cannot WRITE {path!r}: a parent directory is missing") from None
+
+    def _replace(self, path: str, target: _Target, data: bytes) -> None:
+        try:
+            info = os.stat(target.name, dir_fd=target.parent, follow_symlinks=False)
+        except FileNotFoundError:
+            mode = 0o666 & ~_UMASK
         except OSError as exc:
-            raise PathError(f"cannot MKDIR {path!r}: {exc.strerror}") from None
-        return target
+            raise PathError(f"cannot WRITE {path!r}: {exc.strerror}") from None
+        else:
+            if stat.S_ISDIR(info.st_mode):
+                raise PathError(f"cannot WRITE {path!r}: it is a directory")
+            mode = stat.S_IMODE(info.st_mode)
+        tmp = f".{target.name[:80]}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=target.parent)
+        except OSError as exc:
+            raise PathError(f"cannot WRITE {path!r}: {exc.strerror}") from None
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            # rename replaces the name itself: a symlink swapped in meanwhile is replaced, not followed.
+            os.replace(tmp, target.name, src_dir_fd=target.parent, dst_dir_fd=target.parent)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp, dir_fd=target.parent)
+            except FileNotFoundError:
+                pass
+            if isinstance(exc, OSError):  # a full disk, a read-only file system...
+                raise PathError(f"cannot WRITE {path!r}: {exc.strerror or exc}") from None
+            raise
+        try:
+            os.fsync(target.parent)  # the rename is durable only once the directory entry is
+        except OSError:
+            pass
+
+    def mkdir(self, path: str) -> Path:
+        try:
+            with self._walk(path, follow_last=True, create=True) as target:
+                if target.name:
+                    try:
+                        os.mkdir(target.name, 0o777, dir_fd=target.parent)
+                    except FileExistsError:
+                        info = os.stat(target.name, dir_fd=target.parent, follow_symlinks=False)
+                        if not stat.S_ISDIR(info.st_mode):
+                            raise PathError(f"cannot MKDIR {path!r}: a file of that name exists") from None
+                    except OSError as exc:
+                        raise PathError(f"cannot MKDIR {path!r}: {exc.strerror}") from None
+                return self.root / target.shown
+        except _Missing:
+            raise PathError(f"cannot MKDIR {path!r}: a parent directory is missing") from None
 
     def delete(self, path: str, *, recursive: bool = False) -> Path:
         """Delete a file, a symlink (never its target) or a directory (`recursive` for a tree)."""
-        target = self._resolve_parent(path)
-        if target == self.root:
+        if self._lexical(path) == str(self.root):
             raise PathError(f"cannot DELETE {path!r}: it is the workspace itself")
+        missing = PathError(f"cannot DELETE {path!r}: no such file or directory in the workspace")
         try:
-            info = target.lstat()
+            with self._walk(path, follow_last=False) as target:
+                if not target.name:
+                    raise PathError(f"cannot DELETE {path!r}: it is the workspace itself")
+                self._remove(path, target, recursive, missing)
+                return self.root / target.shown
+        except _Missing:
+            raise missing from None
+
+    @staticmethod
+    def _remove(path: str, target: _Target, recursive: bool, missing: PathError) -> None:
+        try:
+            info = os.stat(target.name, dir_fd=target.parent, follow_symlinks=False)
         except FileNotFoundError:
-            raise PathError(f"cannot DELETE {path!r}: no such file or directory in the workspace") from None
+            raise missing from None
         try:
             if stat.S_ISDIR(info.st_mode):
                 if recursive:
-                    # rmtree never follows symlinks inside the tree; it unlinks them.
-                    shutil.rmtree(target)
+                    # fd-based rmtree: never follows symlinks inside the tree, unlinks them.
+                    shutil.rmtree(target.name, dir_fd=target.parent)
                 else:
                     try:
-                        target.rmdir()
+                        os.rmdir(target.name, dir_fd=target.parent)
                     except OSError as exc:
                         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                             raise PathError(
@@ -216,9 +407,10 @@ class Workspace:
                             ) from None
                         raise
             else:
-                target.unlink()
+                os.unlink(target.name, dir_fd=target.parent)
         except PathError:
             raise
+        except FileNotFoundError:
+            raise missing from None
         except OSError as exc:
             raise PathError(f"cannot DELETE {path!r}: {exc.strerror}") from None
-        return target

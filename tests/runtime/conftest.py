@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from runtime.backends import EchoBackend
@@ -45,3 +47,29 @@ def run(tmp_path):
     root = tmp_path / "ws"
     root.mkdir()
     return Runner(root)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of `pid` from /proc ("R", "S", "Z", ...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def wait_until_dead(pid: int, timeout: float = 10.0) -> str:
+    """Poll until `pid` is gone or a zombie and return its state; a SIGKILLed process takes a
+    moment to die on a loaded machine (it shows "R" while the kernel tears it down)."""
+    deadline = time.monotonic() + timeout
+    state = process_state(pid)
+    while state not in ("gone", "Z") and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state = process_state(pid)
+    return state
+
+
+@pytest.fixture
+def dead():
+    """`dead(pid)` is true once `pid` has died (waiting up to 10 s for a killed one to go)."""
+    return lambda pid, timeout=10.0: wait_until_dead(pid, timeout) in ("gone", "Z")

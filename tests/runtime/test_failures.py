@@ -103,15 +103,9 @@ def test_nul_byte_in_path_is_refused(run):
     assert result.failure.kind == "PathError" and "NUL" in result.failure.message
 
 
-def test_timeout_leaves_no_process_behind(run):
+def test_timeout_leaves_no_process_behind(run, dead):
     result = run(
         'STEP "spawn" {\n  @timeout "500ms"\n  RUN "sleep 60 & echo $! > pid; sleep 60"\n}\n'
     )
     assert result.failure.kind == "Timeout"
-    pid = int((run.root / "pid").read_text())
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z")
+    assert dead(int((run.root / "pid").read_text()))

@@ -16,23 +16,6 @@ from runtime.errors import CommandError, SandboxUnavailable
 from runtime.shell import run_command
 
 
-def _live_pids_in_group(pgid: int) -> list[int]:
-    """Processes (not zombies) whose process group is `pgid`, read from /proc."""
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            live.append(int(entry))
-    return live
-
-
 def test_captures_both_streams_and_exit_code(tmp_path):
     result = run_command("echo out; echo err >&2; exit 3", cwd=str(tmp_path))
     assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
@@ -55,7 +38,7 @@ def test_api_key_is_not_passed_to_commands(tmp_path, monkeypatch):
     assert run_command('echo "[$TISS_API_KEY]"', cwd=str(tmp_path)).stdout == "[]\n"
 
 
-def test_timeout_kills_whole_group_and_leaves_nothing(tmp_path):
+def test_timeout_kills_whole_group_and_leaves_nothing(tmp_path, dead):
     marker = tmp_path / "pid"
     started = time.monotonic()
     result = run_command(
@@ -64,27 +47,16 @@ def test_timeout_kills_whole_group_and_leaves_nothing(tmp_path):
     elapsed = time.monotonic() - started
     assert result.timed_out and result.exit_code == 137 and "never" not in result.stdout
     assert elapsed < 3
-    grandchild = int(marker.read_text())
-    time.sleep(0.1)
-    assert _live_pids_in_group(os.getpgid(grandchild) if _alive(grandchild) else grandchild) == []
+    assert dead(int(marker.read_text()))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def test_background_children_do_not_outlive_the_command(tmp_path):
+def test_background_children_do_not_outlive_the_command(tmp_path, dead):
     marker = tmp_path / "pid"
     started = time.monotonic()
     result = run_command(f"sh -c 'echo $$ > {marker}; exec sleep 30' & sleep 0.2; echo done", cwd=str(tmp_path))
     assert result.stdout == "done\n" and result.exit_code == 0
     assert time.monotonic() - started < 3
-    time.sleep(0.1)
-    assert not _alive(int(marker.read_text()))
+    assert dead(int(marker.read_text()))
 
 
 def test_cancel_event_kills_command(tmp_path):

@@ -41,7 +41,7 @@ def test_write_failure_leaves_old_content_and_no_temp(ws, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(PathError, match="No space left"):
         ws.write_text("keep.txt", "new")
     assert target.read_text() == "old"
     assert sorted(os.listdir(ws.root)) == ["keep.txt"]
@@ -160,5 +160,111 @@ def test_read_missing_and_directory(ws):
 
 
 def test_workspace_must_exist(tmp_path):
-    with pytest.raises(WorkspaceError, match="not a directory"):
+    with pytest.raises(WorkspaceError, match="does not exist; create it first"):
         Workspace(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkspaceError, match="is not a directory"):
+        Workspace(tmp_path / "file")
+
+
+def test_write_to_a_path_ending_in_slash_is_refused(ws):
+    for path in ("newfile/", "d/.", "d/sub/"):
+        with pytest.raises(PathError, match="names a directory"):
+            ws.write_text(path, "x")
+    assert os.listdir(ws.root) == []
+
+
+def test_read_refuses_binary_fifo_and_the_root(ws):
+    (ws.root / "bin").write_bytes(b"ok\xff\x00")
+    with pytest.raises(PathError, match=r"not UTF-8 text \(byte 0xff at offset 2\)"):
+        ws.read_text("bin")
+    os.mkfifo(ws.root / "fifo")
+    with pytest.raises(PathError, match="not a regular file"):
+        ws.read_text("fifo")  # must not hang waiting for a writer
+    with pytest.raises(PathError, match="directory"):
+        ws.read_text(".")
+
+
+def test_through_a_file_is_a_clear_error_and_does_not_exist(ws):
+    ws.write_text("f", "x")
+    with pytest.raises(PathError, match="'f', which is a file"):
+        ws.write_text("f/g.txt", "x")
+    with pytest.raises(PathError, match="'f', which is a file"):
+        ws.read_text("f/g.txt")
+    assert ws.exists("f") and not ws.exists("f/g.txt") and not ws.exists("missing/g.txt")
+
+
+def test_links_inside_are_followed_physically_and_loops_are_refused(ws):
+    ws.write_text("a/b/c/file", "deep")
+    os.symlink("a/b/c", ws.root / "short")
+    os.symlink("short/..", ws.root / "up")  # physically a/b, as the kernel resolves it
+    assert ws.read_text("up/c/file") == "deep"
+    os.symlink(str(ws.root / "a"), ws.root / "absolute")  # an absolute link inside is fine
+    assert ws.read_text("absolute/b/c/file") == "deep"
+    os.symlink("loop2", ws.root / "loop1")
+    os.symlink("loop1", ws.root / "loop2")
+    with pytest.raises(PathError, match="too many levels of symlinks"):
+        ws.read_text("loop1/x")
+    os.symlink("../..", ws.root / "a/out")  # ws/a/../.. is the workspace's parent
+    with pytest.raises(PathError, match="leads out of the workspace through a symlink"):
+        ws.read_text("a/out/x")
+
+
+def test_delete_with_trailing_slash_removes_the_link_not_the_target(ws, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+    os.symlink(outside, ws.root / "link")
+    ws.delete("link/", recursive=True)
+    assert not os.path.lexists(ws.root / "link") and (outside / "keep").read_text() == "k"
+
+
+def test_directory_swapped_for_a_symlink_mid_operation_cannot_escape(ws, tmp_path, monkeypatch):
+    """The race, made deterministic: right after the walk has checked and opened `d`, `d` is
+    replaced by a symlink to a directory outside. The operation goes on through the descriptor
+    it holds, so it lands in the real directory (now named `real`), never outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    opened = Workspace._open_dir
+
+    def open_then_swap(parent, name, path, create):
+        fd = opened(parent, name, path, create)
+        if name == "d" and not os.path.islink(ws.root / "d"):
+            os.rename(ws.root / "d", ws.root / "real")
+            os.symlink(outside, ws.root / "d")
+        return fd
+
+    monkeypatch.setattr(Workspace, "_open_dir", staticmethod(open_then_swap))
+    (ws.root / "d").mkdir()
+    for op in (lambda: ws.write_text("d/f.txt", "x"), lambda: ws.mkdir("d/sub")):
+        op()
+        os.unlink(ws.root / "d")
+        os.rename(ws.root / "real", ws.root / "d")
+    assert os.listdir(outside) == []
+    assert sorted(os.listdir(ws.root / "d")) == ["f.txt", "sub"]
+
+
+def test_last_component_swapped_for_a_symlink_is_replaced_not_followed(ws, tmp_path, monkeypatch):
+    """After the walk saw that `f` is not a symlink, `f` becomes one (to a file outside). WRITE
+    renames over the link itself; READ's open refuses it; the outside file is never touched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    readlink = Workspace._readlink
+
+    def look_then_swap(parent, name):
+        target = readlink(parent, name)
+        if name == "f" and target is None:
+            try:
+                os.unlink(ws.root / "f")
+            except FileNotFoundError:
+                pass
+            os.symlink(outside / "secret", ws.root / "f")
+        return target
+
+    monkeypatch.setattr(Workspace, "_readlink", staticmethod(look_then_swap))
+    ws.write_text("f", "mine")
+    assert not os.path.islink(ws.root / "f") and (ws.root / "f").read_text() == "mine"
+    with pytest.raises(PathError, match="became a symlink"):
+        ws.read_text("f")
+    assert (outside / "secret").read_text() == "s" and os.listdir(outside) == ["secret"]
