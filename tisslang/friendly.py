@@ -64,8 +64,8 @@ def _describe_token(tok: Token) -> str:
         return describe(tok.type)
     if tok.type in ("ELSE", "CATCH"):
         return tok.type
-    if tok.type == "STRING":
-        return "a string"
+    if tok.type == "STRING":  # already quoted; long ones shortened
+        return tok.value if len(tok.value) <= 24 else tok.value[:20] + "..." + tok.value[0]
     return repr(tok.value)
 
 
@@ -110,6 +110,12 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
     if tok.type == "RBRACE" and not any(kind == "{" for kind, _, _ in opened):
         return at(tok.line, tok.column, "stray }: there is no open block here to close")
 
+    if opened and opened[-1][0] == "[" and "RSQB" in expected and tok.type != "$END" \
+            and not expected & _OPERAND_STARTS:
+        # LALR merges lookaheads across contexts, so `expected` may list things a list cannot
+        # hold here; the open `[` says where we are.
+        return at(tok.line, tok.column, f"unexpected {_describe_token(tok)} in a list: separate "
+                                        "the items with ',' and close the list with ']'")
     if prev_type in _NAME_EXAMPLES and "DOTTED" in expected:
         if tok.type in _KEYWORD_TYPES:
             return at(tok.line, tok.column, f"{tok.value!r} is a reserved keyword and cannot be "
@@ -145,13 +151,22 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
         return at(tok.line, tok.column, f"expected a value (a string, number, true/false, "
                                         f"list, object or name), found {_describe_token(tok)}")
 
+    if tok.type == "DOTTED":
+        words = [e for e in expected if e in _KEYWORD_TYPES]
+        close = difflib.get_close_matches(tok.value.upper(), words, n=1, cutoff=0.6)
+        if close:
+            return at(tok.line, tok.column, f"unknown word {tok.value!r}; did you mean "
+                                            f"{close[0]!r}?")
+    if "LBRACE" in expected and tok.type in ("_SEP", "$END"):
+        return at(tok.line, tok.column, "expected { to open a block on this line")
+    if expected & set(STATEMENT_KEYWORDS) and tok.type not in _KEYWORD_TYPES:
+        return at(tok.line, tok.column, f"expected a statement (a keyword such as RUN, STEP, "
+                                        f"ASSERT or VAR), found {_describe_token(tok)}")
     if expected == {"STRING"} and prev_type:
         example = _STRING_EXAMPLES.get(prev_type)
         hint = f", as in {example}" if example else ""
         return at(tok.line, tok.column, f"{prev_type} needs a quoted string here{hint}")
-    if "LBRACE" in expected and tok.type in ("_SEP", "$END"):
-        return at(tok.line, tok.column, "expected { to open a block on this line")
-    if "_SEP" in expected and tok.type != "_SEP":
+    if "_SEP" in expected and expected & {"RBRACE", "$END"} and tok.type != "_SEP":
         return at(tok.line, tok.column, f"unexpected {_describe_token(tok)} after a complete "
                                         "statement: put one statement per line, or separate "
                                         "them with ;")
@@ -184,6 +199,8 @@ def _bad_character(text: str, pos: int) -> str:
         return "a heredoc opens with <<NAME or <<'NAME' (a letter or _ right after <<)"
     if ch == "!":
         return "unexpected '!': did you mean != ?"
+    if ch == "@":
+        return 'a directive is @ and its name with no space between, as in @model "echo"'
     if ch in "&|":
         return f"unexpected {ch!r}: write AND / OR"
     return f"unexpected character {ch!r}"

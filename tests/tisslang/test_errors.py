@@ -82,6 +82,14 @@ CASES = [
     ('WRITE "f" << EOF\nEOF\n', 1, 11,
      "a heredoc opens with <<NAME or <<'NAME' (a letter or _ right after <<)"),
     ('ASSERT a ! b\n', 1, 10, "unexpected '!': did you mean != ?"),
+    ('DELETE "x" RECURSIV\n', 1, 12, "unknown word 'RECURSIV'; did you mean 'RECURSIVE'?"),
+    ('"just a string"\n', 1, 1, 'expected a statement (a keyword such as RUN, STEP, ASSERT or '
+                                'VAR), found "just a string"'),
+    ('VAR x = [1 2]\n', 1, 12, "unexpected '2' in a list: separate the items with ',' and close "
+                              "the list with ']'"),
+    ('@ model "x"\n', 1, 1, 'a directive is @ and its name with no space between, as in '
+                            '@model "echo"'),
+    ('IF x {\n} ELSE\n{\n}\n', 2, 7, "expected { to open a block on this line"),
     ('TASK "a"\nTASK "b"\n', 2, 1, "a second TASK: a script has one TASK (the first is at line 1);"
                                    " describe the extra work with STEP"),
     ('STEP "x" {\n  TASK "y"\n}\n', 2, 3,
