@@ -138,6 +138,37 @@ def iter_child_nodes(node: Node) -> Iterator[Node]:
                             yield inner
 
 
+def dump(node: Node, width: int = 96, indent: str = "    ") -> str:
+    """A readable multi-line view of a tree (what ``tiss parse`` prints without ``--json``).
+
+    A node that fits in ``width`` columns prints as its ``repr``; a bigger one prints one field
+    per line, its statement lists one statement per line, each with its ``line:col``.
+    """
+    lines: list[str] = []
+
+    def put(value: Any, prefix: str, level: int, where: str = "") -> None:
+        pad = indent * level
+        text = repr(value)
+        if len(pad) + len(prefix) + len(text) + len(where) <= width or not isinstance(
+                value, (Node, tuple)) or not value:
+            lines.append(f"{pad}{prefix}{text},{where}" if level else f"{prefix}{text}{where}")
+            return
+        if isinstance(value, tuple):
+            lines.append(f"{pad}{prefix}(")
+            for item in value:
+                put(item, "", level + 1, f"  # {item.line}:{item.column}"
+                    if isinstance(item, Node) and item.line else "")
+            lines.append(f"{pad}),")
+            return
+        lines.append(f"{pad}{prefix}{type(value).__name__}({where}")
+        for name in field_names(type(value)):
+            put(getattr(value, name), f"{name}=", level + 1)
+        lines.append(f"{pad})" + ("," if level else ""))
+
+    put(node, "", 0)
+    return "\n".join(lines)
+
+
 class NodeVisitor:
     """Walks a tree calling ``visit_<ClassName>(node)``; ``generic_visit`` visits the children."""
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from .ast import dump
 from .checker import check
 from .errors import TissError, TissFileError, TissSyntaxError
 from .formatter import format as format_program
@@ -28,16 +29,10 @@ def _report(exc: TissError, err: TextIO) -> None:
 
 
 def parse_command(path: str, *, as_json: bool = False, out: TextIO | None = None) -> int:
-    """Print the tree of one script (``repr`` per top-level statement, or JSON)."""
+    """Print the tree of one script: readable (``ast.dump``) or JSON."""
     out = out or sys.stdout
     program = parse_file(path)  # errors propagate: the CLI prints them and exits 2
-    if as_json:
-        print(program.to_json(indent=2), file=out)
-    else:
-        if program.header:
-            print(f"header {program.header!r}", file=out)
-        for stmt in program.body:
-            print(repr(stmt), file=out)
+    print(program.to_json(indent=2) if as_json else dump(program), file=out)
     return EXIT_OK
 
 

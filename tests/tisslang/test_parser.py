@@ -283,3 +283,17 @@ def test_the_grammar_cache_round_trips_and_survives_damage(tmp_path, monkeypatch
     assert [p.name for p in (tmp_path / "quantatissu").iterdir()] == [cached_file.name]
     monkeypatch.setenv("TISS_NO_CACHE", "1")
     assert grammar._cache_path() is None
+
+
+@pytest.mark.parametrize("width", [20, 96, 1000])
+def test_dump_is_readable_python_that_rebuilds_the_tree(width):
+    import tisslang.ast as tree_module
+    from tisslang.ast import dump
+
+    source = ('#TISS! A=1\n# note\nSTEP "s" {\n    IF a == 1 AND NOT b { VAR o = {k: [1, "x{{ y }}"]} }'
+              ' ELSE { WRITE "f" <<EOF\n    body\n    EOF\n    }\n}\n')
+    program = parse(source)
+    text = dump(program, width=width)
+    assert eval(text, vars(tree_module)) == program  # noqa: S307 - our own output, a test
+    if width == 96:
+        assert "    body=(\n        Step(  # 3:1\n" in text
