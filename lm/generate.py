@@ -27,6 +27,7 @@ Letters: V vocabulary size.
 from __future__ import annotations
 
 import codecs
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -360,11 +361,20 @@ def generate_to_console(
     err = sys.stderr if err is None else err
     model, tokenizer = load() if checkpoint is None else load(checkpoint)
     s = stream(model, tokenizer, prompt, max_new_tokens, **settings)
-    for piece in s:
-        out.write(piece)
+    try:
+        for piece in s:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
         out.flush()
-    out.write("\n")
-    out.flush()
+    except BrokenPipeError:
+        # The reader went away (`tiss generate ... | head`): stop generating, and point stdout at
+        # /dev/null so the interpreter's last flush does not report the closed pipe.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return s.result
     r = s.result
     if stats:
         decode_s = r.seconds - (r.first_token_seconds or 0.0)

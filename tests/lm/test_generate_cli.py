@@ -108,3 +108,16 @@ def test_real_process_streams_utf8(ckpt):
     model, tok = load(ckpt)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == generate(model, tok, "日本", 12, temperature=0).text + "\n"
+
+
+def test_closed_pipe_stops_quietly(ckpt):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "generate", "--checkpoint", str(ckpt), "--prompt", "the",
+         "--max-new-tokens", "2000", "--temperature", "1", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.read(1)
+    proc.stdout.close()  # like `| head -c 1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
