@@ -5,7 +5,11 @@ group), with stdin from /dev/null. Both output pipes are drained incrementally b
 loop; each stream keeps at most `cap` bytes and drops the rest while still reading (so the child
 never blocks on a full pipe and a flood of output costs no memory beyond the cap). On timeout,
 on cancellation (Ctrl-C, a failed budget) and after the shell itself exits, the whole process
-group is killed, so nothing the command started outlives its RUN.
+group is killed, so nothing the command started outlives its RUN. A process that left the group
+(`setsid`, a daemon's double fork) is found by a marker: every RUN's environment carries
+`TISS_RUN_ID=<random>`, and the processes whose environment holds it are killed too. Only a
+process that also clears its environment escapes that; `--sandbox workspace` (its own PID
+namespace, torn down with the command) catches even those.
 
 With `sandbox="workspace"` the command runs inside bubblewrap: read-only root, the workspace
 writable, a private /tmp, no network, its own PID namespace.
@@ -14,6 +18,7 @@ writable, a private /tmp, no network, its own PID namespace.
 from __future__ import annotations
 
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -108,11 +113,50 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _child_env() -> dict[str, str]:
+_MARKER = "TISS_RUN_ID"
+
+
+def _child_env(run_id: str) -> dict[str, str]:
     env = dict(os.environ)
     for name in _SECRET_ENV:
         env.pop(name, None)
+    env[_MARKER] = run_id
     return env
+
+
+def _marked_pids(run_id: str) -> list[int]:
+    """Processes of ours whose environment carries this RUN's marker (read from /proc)."""
+    needle = f"\0{_MARKER}={run_id}\0".encode()
+    found = []
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: the process group kill is all there is
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                data = handle.read()
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in b"\0" + data:
+            found.append(int(entry))
+    return found
+
+
+def _kill_marked(run_id: str) -> None:
+    """Kill every process that still carries the marker; look again in case one forked."""
+    for _ in range(5):
+        pids = _marked_pids(run_id)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def run_command(
@@ -144,6 +188,7 @@ def run_command(
 
     started = time.monotonic()
     deadline = None if timeout is None else started + max(0.0, timeout)
+    run_id = secrets.token_hex(8)
     try:
         proc = subprocess.Popen(
             argv,
@@ -152,7 +197,7 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env=_child_env(),
+            env=_child_env(run_id),
             close_fds=True,
         )
     except OSError as exc:
@@ -179,6 +224,7 @@ def run_command(
                 # otherwise a background child holding the pipe would keep RUN waiting.
                 if cancelled or timed_out or proc.poll() is not None:
                     _kill_group(pgid)
+                    _kill_marked(run_id)  # also those that left the group and hold the pipe
                     kill_deadline = now + _DRAIN_GRACE
             elif now >= kill_deadline:
                 break  # a process outside the group holds the pipe; stop waiting for it
@@ -212,6 +258,7 @@ def run_command(
     except BaseException:
         # Ctrl-C in the main thread (or anything else): the command must not outlive us.
         _kill_group(pgid)
+        _kill_marked(run_id)
         proc.wait()
         raise
     finally:
@@ -219,6 +266,7 @@ def run_command(
         proc.stdout.close()
         proc.stderr.close()
     exit_code = proc.wait()
+    _kill_marked(run_id)  # whatever left the process group (setsid, daemons) goes too
     if exit_code < 0:  # killed by a signal: report it as a shell would (128 + signal number)
         exit_code = 128 - exit_code
     return CommandResult(

@@ -141,3 +141,34 @@ def test_sandbox_confines_writes_tmp_and_network(tmp_path):
         assert lines[2:] == ["lo"]  # no network but loopback
     finally:
         shutil.rmtree(outside_dir)
+
+
+def test_processes_that_leave_the_group_are_killed_too(tmp_path, dead):
+    # setsid puts a child in a new session (and group): the group kill misses it, the
+    # TISS_RUN_ID marker in its environment does not. The second holds stdout open.
+    started = time.monotonic()
+    result = run_command(
+        "setsid sh -c 'echo $$ > a.pid; exec sleep 30' >/dev/null 2>&1 &"
+        " setsid sh -c 'echo $$ > b.pid; exec sleep 30' &"
+        " while [ ! -s a.pid ] || [ ! -s b.pid ]; do sleep 0.01; done; echo done",
+        cwd=str(tmp_path),
+    )
+    assert result.stdout == "done\n" and result.exit_code == 0
+    assert time.monotonic() - started < 5  # not held up by the orphan keeping the pipe open
+    for name in ("a.pid", "b.pid"):
+        assert dead(int((tmp_path / name).read_text()))
+
+
+def test_marker_is_per_run_and_parallel_runs_do_not_kill_each_other(tmp_path):
+    # Two commands at once: when the short one ends, the long one (another marker) lives on.
+    results = {}
+
+    def long_run():
+        results["long"] = run_command("sleep 0.6; echo alive", cwd=str(tmp_path))
+
+    worker = threading.Thread(target=long_run)
+    worker.start()
+    time.sleep(0.1)
+    assert run_command('echo "$TISS_RUN_ID"', cwd=str(tmp_path)).stdout.strip() != ""
+    worker.join()
+    assert results["long"].stdout == "alive\n" and results["long"].exit_code == 0
