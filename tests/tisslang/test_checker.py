@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from tiss_strategies import programs
 
-from tisslang import check, parse
+from tisslang import check, format, parse
 from tisslang.checker import Diagnostic
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.tiss"))
@@ -100,3 +102,12 @@ def test_diagnostic_render():
 def test_deep_trees_check_without_recursion():
     source = "".join('STEP "s" {\n' for _ in range(99)) + "ASSERT x\n" + "}\n" * 99
     assert [d.line for d in check(parse(source))] == [100]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_check_handles_any_program(program):
+    parsed = parse(format(program))
+    found = check(parsed)
+    assert all(d.severity in ("error", "warning") and d.line >= 1 and d.column >= 1 for d in found)
+    assert found == sorted(found, key=lambda d: (d.line, d.column, d.message))
