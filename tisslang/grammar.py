@@ -21,6 +21,8 @@ import lark
 from lark import Lark
 
 GRAMMAR_PATH = Path(__file__).with_name("tisslang.lark")
+# The options that shape the parse tables (part of the cache key, with the grammar text).
+_OPTIONS = {"parser": "lalr", "lexer": "basic", "maybe_placeholders": False}
 
 
 @lru_cache(maxsize=1)
@@ -39,12 +41,10 @@ def build_parser(transformer=None, *, strict: bool = False) -> Lark:
     """
     return Lark(
         grammar_text(),
-        parser="lalr",
-        lexer="basic",
         transformer=transformer,
         propagate_positions=transformer is None,
-        maybe_placeholders=False,
         strict=strict,
+        **_OPTIONS,
     )
 
 
@@ -52,7 +52,8 @@ def _cache_path() -> Path | None:
     if os.environ.get("TISS_NO_CACHE"):
         return None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256(f"{lark.__version__}\0{grammar_text()}".encode("utf-8")).hexdigest()[:20]
+    material = f"{lark.__version__}\0{sorted(_OPTIONS.items())}\0{grammar_text()}"
+    key = hashlib.sha256(material.encode("utf-8")).hexdigest()[:20]
     return Path(base) / "quantatissu" / f"tisslang-grammar-{key}.lark"
 
 

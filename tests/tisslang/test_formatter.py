@@ -109,7 +109,7 @@ def test_trees_without_a_spelling_raise_format_error(node, message):
         format(ast.Program({}, (node,)))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_generated_programs_round_trip(program):
     text = format(program)
