@@ -50,12 +50,21 @@ def normalise_base_url(url: str) -> str:
     return base
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are answered as HTTP errors: urllib would resend the Authorization header to
+    wherever the server points, and would turn the POST into a body-less GET besides."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        return None
+
+
 def _opener_for(url: str) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
     # A proxy from the environment must not capture calls to a server on this machine.
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in _LOOPBACK_HOSTS:
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
 
 
 def _error_detail(raw: bytes) -> str:
@@ -188,6 +197,11 @@ class HttpBackend:
             hint = _HTTP_HINTS.get(exc.code) or (
                 "the server failed; try again or check its logs" if exc.code >= 500 else ""
             )
+            if 300 <= exc.code < 400:
+                location = exc.headers.get("Location", "") if exc.headers else ""
+                hint = "redirects are not followed; give the final URL to --model" + (
+                    f" (it points to {location})" if location else ""
+                )
             parts = [f"the model server at {self.base_url} answered HTTP {exc.code} {exc.reason}"]
             parts += [detail] if detail else []
             raise self._fail(": ".join(parts) + (f" ({hint})" if hint else "")) from None

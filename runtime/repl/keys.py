@@ -5,7 +5,7 @@
   otherwise it inserts a newline that keeps the line's indentation, one level more after an
   opening `{`. With the completion menu open, Enter takes the selected completion.
 - Esc Enter (Alt-Enter) submits wherever the cursor is (the validator still checks it).
-- `}` typed on a blank line dedents it one level first.
+- `}` typed on a blank line dedents it one level first (not in a heredoc body, which is text).
 - Ctrl-C clears the input (the prompt stays); Ctrl-D on an empty input leaves (the default).
 """
 
@@ -18,16 +18,24 @@ from prompt_toolkit.filters import Condition, has_completions, has_focus
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.enums import DEFAULT_BUFFER
 
+from runtime.repl.scan import scan
 from runtime.repl.validator import entry_ready
 
 INDENT = "    "
 
 
+def _in_heredoc_body(buffer: Buffer) -> bool:
+    return scan(buffer.document.text_before_cursor).state.in_heredoc_body
+
+
 def newline_with_indent(buffer: Buffer) -> None:
-    """Insert a newline that continues the current line's indentation (+1 level after `{`)."""
+    """Insert a newline that continues the current line's indentation (+1 level after `{`).
+
+    In a heredoc body a `{` is text, so it adds no level there.
+    """
     line = buffer.document.current_line_before_cursor
     indent = line[: len(line) - len(line.lstrip())]
-    if line.rstrip().endswith("{"):
+    if line.rstrip().endswith("{") and not _in_heredoc_body(buffer):
         indent += INDENT
     buffer.insert_text("\n" + indent)
 
@@ -64,7 +72,8 @@ def create_key_bindings(ready: Callable[[str], bool] = entry_ready) -> KeyBindin
     def _close_block(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
         before = buffer.document.current_line_before_cursor
-        if before and not before.strip():
+        # A heredoc body keeps its indentation exactly: there `}` is text, not a block's end.
+        if before and not before.strip() and not _in_heredoc_body(buffer):
             buffer.delete_before_cursor(min(len(INDENT), len(before)))
         buffer.insert_text("}")
 

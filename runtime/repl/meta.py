@@ -75,7 +75,12 @@ def parse_meta(text: str) -> MetaCommand:
 
 
 def help_text() -> str:
-    lines = ["Enter TissLang statements; Enter runs an entry once it is complete.", ""]
+    lines = [
+        "Enter TissLang statements; Enter runs an entry once it is complete (blocks closed,",
+        "heredoc ended). After an IF or TRY block press Enter once more, since ELSE / CATCH",
+        "may follow on the next line.",
+        "",
+    ]
     for spec in META_COMMANDS.values():
         usage = f":{spec.name}" + (f" [{spec.argument}]" if spec.optional else f" {spec.argument}" if spec.argument else "")
         lines.append(f"  {usage:<14} {spec.summary}")

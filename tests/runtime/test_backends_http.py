@@ -54,6 +54,8 @@ class StubServer:
     respond: Callable[[Recorded], tuple[int, bytes]] = lambda r: (200, json.dumps(chat_reply()).encode())
     delay: float = 0.0
     chunk_delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    other_methods: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -63,6 +65,10 @@ def stub():
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep the test output quiet
             pass
+
+        def do_GET(self):
+            state["s"].other_methods.append(f"GET {self.path}")
+            self.send_error(404)
 
         def do_POST(self):
             server_state = state["s"]
@@ -76,6 +82,8 @@ def stub():
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in server_state.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if server_state.chunk_delay:
@@ -182,6 +190,17 @@ def test_http_401_says_to_set_the_key_and_never_leaks_it(stub):
     assert API_KEY not in message
     assert API_KEY not in repr(backend) and API_KEY not in str(vars(backend))
     assert API_KEY not in "".join(traceback.format_exception(info.value))
+
+
+def test_redirects_are_refused_so_the_key_goes_nowhere_else(stub):
+    # urllib alone would follow a 302 with a GET that carries the Authorization header along.
+    stub.respond = lambda r: (302, b"")
+    stub.headers = {"Location": stub.url.replace("/v1", "/elsewhere")}
+    with pytest.raises(BackendError) as info:
+        HttpBackend(stub.url, api_key=API_KEY).generate("x", GenerationSettings())
+    message = str(info.value)
+    assert "HTTP 302" in message and "redirects are not followed" in message and "/elsewhere" in message
+    assert len(stub.requests) == 1 and stub.other_methods == []  # nothing went to the target
 
 
 def test_garbage_reply_is_a_malformed_reply_error(stub):

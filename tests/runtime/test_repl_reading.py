@@ -4,10 +4,12 @@ history, meta-command parsing. The prompt is driven with prompt_toolkit's pipe i
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
@@ -20,7 +22,7 @@ from runtime.repl import meta, scan as sc
 from runtime.repl.completer import TissCompleter
 from runtime.repl.history import history_path, open_history
 from runtime.repl.lexer import style_lines
-from runtime.repl.reader import create_prompt_session, read_entry
+from runtime.repl.reader import create_prompt_session, read_entry as reader_read_entry
 from runtime.repl.validator import EntryValidator, entry_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +245,25 @@ def test_meta_command_parsing():
 
 # -- the prompt, driven through a pipe -----------------------------------------------------
 
+def read_entry(session, seconds=10.0):
+    """`reader.read_entry` with a watchdog: a prompt that never accepts fails the test instead
+    of hanging the suite (the buffer's text is in the message)."""
+    app = session.app
+
+    def give_up():
+        if app.is_running and app.loop is not None:
+            app.loop.call_soon_threadsafe(
+                lambda: app.exit(exception=AssertionError(f"prompt still open with {session.default_buffer.text!r}"))
+            )
+
+    watchdog = threading.Timer(seconds, give_up)
+    watchdog.start()
+    try:
+        return reader_read_entry(session)
+    finally:
+        watchdog.cancel()
+
+
 @pytest.fixture
 def prompt():
     with create_pipe_input() as pipe:
@@ -261,6 +282,13 @@ def test_heredoc_entry_stays_open_until_its_delimiter(prompt):
     pipe, make = prompt
     pipe.send_text('WRITE "f" <<EOF\rline one\r\rEOF\r')
     assert read_entry(make()) == 'WRITE "f" <<EOF\nline one\n\nEOF'
+
+
+def test_heredoc_body_keeps_its_own_indentation(prompt):
+    pipe, make = prompt
+    # In a heredoc `{` opens nothing and `}` closes nothing: no extra indent, no dedent.
+    pipe.send_text('STEP "s" {\rWRITE "c.json" <<J\r{\r}\rJ\r}\r')
+    assert read_entry(make()) == 'STEP "s" {\n    WRITE "c.json" <<J\n    {\n    }\n    J\n}'
 
 
 def test_if_entry_waits_for_else_then_submits_on_a_blank_line(prompt):
@@ -312,3 +340,10 @@ def test_history_persists_between_sessions(prompt, tmp_path):
     again, _ = open_history(path)
     pipe.send_text("\x1b[A\r")  # Up recalls the last entry of the earlier session
     assert read_entry(make(again)) == "VAR remembered = 1"
+    # Suggestions come from that history (computed in the background while typing, so they are
+    # asked for directly here rather than raced against the piped keys).
+    session = make(again)
+    buffer = Buffer(history=again)
+    buffer.text = "VAR rem"
+    suggestion = session.auto_suggest.get_suggestion(buffer, buffer.document)
+    assert suggestion is not None and suggestion.text == "embered = 1"

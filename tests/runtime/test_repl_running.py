@@ -232,7 +232,21 @@ def test_interactive_loop_on_a_pipe_input(make_repl):
             TissCompleter(repl.variable_names, repl.workspace_root), input=pipe, output=DummyOutput()
         )
         pipe.send_text('VAR x = 1\rSTEP "s" {\rASSERT x == 2\r}\rRUN "x" oops\r\x03:vars\r\x04')
-        assert interact(repl, prompt) == 0
+        stuck = []
+
+        def give_up():  # a prompt that never reaches the Ctrl-D must fail, not hang the suite
+            app = prompt.app
+            if app.is_running and app.loop is not None:
+                stuck.append(prompt.default_buffer.text)
+                app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError))
+
+        watchdog = threading.Timer(15, give_up)
+        watchdog.start()
+        try:
+            assert interact(repl, prompt) == 0
+        finally:
+            watchdog.cancel()
+        assert stuck == []
     text = out.getvalue()
     assert "[FAILED] s" in text and "x = 1" in text
     assert "oops" not in text  # refused by the validator, then cleared with Ctrl-C
