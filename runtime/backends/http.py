@@ -40,7 +40,13 @@ def normalise_base_url(url: str) -> str:
     'http://localhost:8000/v1'
     """
     parsed = urllib.parse.urlsplit(url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.username is not None or parsed.password is not None:
+        # Not echoed: the URL holds a secret, and errors end up in traces and reports.
+        raise BackendError(
+            "the model server URL contains credentials (user:password@); remove them and put "
+            "the API key in the TISS_API_KEY environment variable instead"
+        )
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BackendError(
             f"{url!r} is not a model server URL; use one like http://localhost:8000/v1"
         )

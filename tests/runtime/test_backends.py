@@ -156,6 +156,9 @@ def test_is_backend_spec():
     assert not is_backend_spec("gpt-4o-mini") and not is_backend_spec("./ckpt")
 
 
-def test_http_url_must_have_a_host():
+def test_http_url_must_have_a_host_and_no_credentials():
     with pytest.raises(BackendError, match="not a model server URL"):
         HttpBackend("http:///v1")
+    with pytest.raises(BackendError, match="put the API key in the TISS_API_KEY") as info:
+        HttpBackend("https://me:s3cret@api.example.com/v1")
+    assert "s3cret" not in str(info.value)
