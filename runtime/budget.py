@@ -12,6 +12,8 @@ uses it:
 - before a RUN                 → `timeout = budgets.bound_timeout(timeout)`
 - between statements           → `budgets.check_time()` ends the run once EXECUTION_TIME is spent
 - ESTIMATE_COST                → `budgets.check_fits(api_calls=..., tokens=..., seconds=...)`
+- a REPL between entries       → `budgets.pause()` / `budgets.resume()`: time spent waiting at
+  the prompt is not execution time
 
 Tokens of calls in flight are reserved (prompt plus `@max_tokens`) so that concurrent calls can
 not jointly overshoot TOKENS; when the answer arrives the reservation is replaced by the tokens
@@ -137,6 +139,8 @@ class Budgets:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._started = clock()
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
         self._lock = threading.Lock()
         self._limits: dict[str, float | int] = {}
         self._api_calls = 0
@@ -163,7 +167,7 @@ class Budgets:
                 api_calls=self._api_calls,
                 tokens=self._tokens,
                 tokens_in_flight=sum(self._in_flight.values()),
-                seconds=self._clock() - self._started,
+                seconds=self._elapsed_locked(),
                 api_calls_limit=self._limits.get(API_CALLS),  # type: ignore[arg-type]
                 tokens_limit=self._limits.get(TOKENS),  # type: ignore[arg-type]
                 seconds_limit=self._limits.get(EXECUTION_TIME),
@@ -172,7 +176,27 @@ class Budgets:
     # -- time -----------------------------------------------------------------------------
 
     def elapsed(self) -> float:
-        return self._clock() - self._started
+        """Seconds of execution so far: since the run began, minus the paused stretches."""
+        with self._lock:
+            return self._elapsed_locked()
+
+    def _elapsed_locked(self) -> float:
+        now = self._clock()
+        paused = self._paused_total + (now - self._paused_at if self._paused_at is not None else 0.0)
+        return now - self._started - paused
+
+    def pause(self) -> None:
+        """Stop counting EXECUTION_TIME (a REPL waiting for the next entry); idempotent."""
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = self._clock()
+
+    def resume(self) -> None:
+        """Count EXECUTION_TIME again after `pause`; idempotent."""
+        with self._lock:
+            if self._paused_at is not None:
+                self._paused_total += self._clock() - self._paused_at
+                self._paused_at = None
 
     def remaining_seconds(self) -> float | None:
         """Seconds left of EXECUTION_TIME (never negative), or None when it is not set."""

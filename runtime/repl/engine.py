@@ -9,7 +9,9 @@ and anything unexpected is reported as an internal error.
 A STEP entry reports like `tiss run` (live progress, the failure, a summary line); a bare
 statement just runs, with LOG lines printed plainly and a short `exit N` line after each RUN
 (`:last` shows its output). TEARDOWN blocks entered in the REPL run when the session ends
-(`:reset`, `:quit`, Ctrl-D), as they would at the end of a script.
+(`:reset`, `:quit`, Ctrl-D), as they would at the end of a script. The EXECUTION_TIME budget
+counts only the time entries run, not the time the REPL waits at the prompt. `:load` and
+`:save` paths are relative to the current directory, like a script given to `tiss run`.
 """
 
 from __future__ import annotations
@@ -130,11 +132,17 @@ class Repl:
         self.colour = colour
         self.paint = Painter(colour)
         self.printer = _EntryPrinter(out, colour)
-        self.session = make_session([self.printer])
+        self.session = self._new_session()
         self.entries: list[str] = []  # source of each entry that passed, in order
         self.last_entry: str | None = None
         self.count = 0
         self.quit = False
+
+    def _new_session(self) -> Session:
+        session = self._make_session([self.printer])
+        # EXECUTION_TIME counts the time entries run, not the time spent thinking at the prompt.
+        session.budgets.pause()
+        return session
 
     # -- what the reader asks for --------------------------------------------------------
 
@@ -181,9 +189,11 @@ class Repl:
     def execute(self, program: ast.Program, source: str, filename: str) -> int:
         stepped = _has_steps(program.body)
         self.printer.stepped = stepped
+        self.session.budgets.resume()
         try:
             result = self.session.execute(program, file=filename, source=source)
         finally:
+            self.session.budgets.pause()
             self.printer.stepped = False
         self.report(result, stepped)
         if result.passed:
@@ -292,7 +302,7 @@ class Repl:
 
     def meta_reset(self, argument: str) -> int:
         status = self.close()
-        self.session = self._make_session([self.printer])
+        self.session = self._new_session()
         self.entries = []
         self.last_entry = None
         self.count = 0

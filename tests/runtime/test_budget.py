@@ -154,6 +154,26 @@ def test_execution_time_with_a_clock():
         budgets.reserve_call(1, 1)  # no model call once time is spent
 
 
+def test_paused_time_is_not_execution_time():
+    clock = FakeClock()
+    budgets = Budgets(clock=clock)
+    budgets.set("EXECUTION_TIME", "10s")
+    clock.now += 4
+    budgets.pause()
+    budgets.pause()  # idempotent
+    clock.now += 100  # a REPL user thinking
+    assert budgets.elapsed() == pytest.approx(4)
+    budgets.check_time()
+    budgets.resume()
+    budgets.resume()
+    clock.now += 5
+    assert budgets.remaining_seconds() == pytest.approx(1)
+    assert budgets.usage().seconds == pytest.approx(9)
+    clock.now += 2
+    with pytest.raises(BudgetExceeded, match="limit 10s, 11s used"):
+        budgets.check_time()
+
+
 def test_sub_second_limits_read_in_milliseconds():
     clock = FakeClock()
     budgets = Budgets(clock=clock)

@@ -71,6 +71,15 @@ def test_state_carries_over_between_entries(make_repl):
     assert repl.variable_names() == ["name", "answer"]
 
 
+def test_time_at_the_prompt_is_not_execution_time(make_repl):
+    repl, out = make_repl()
+    assert repl.handle('SET_BUDGET EXECUTION_TIME = "500ms"') == 0
+    time.sleep(0.8)  # the user thinks for longer than the whole budget
+    assert repl.handle('RUN "true"') == 0
+    assert repl.handle('RUN "sleep 2"') == 1  # but running time counts, across entries
+    assert "EXECUTION_TIME" in take(out)
+
+
 def test_bare_statements_just_run_and_steps_report_like_tiss_run(make_repl):
     repl, out = make_repl()
     repl.handle('LOG "plain"')
