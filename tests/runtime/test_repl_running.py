@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +24,7 @@ from runtime.repl.engine import Repl
 from runtime.repl.main import interact, iter_entries, run_piped, run_repl
 from runtime.repl.reader import create_prompt_session
 from runtime.review import Reviewer
-from runtime.session import RunOptions, Session, run
+from runtime.session import RunOptions, Session
 from runtime.workspace import Workspace
 
 
