@@ -32,8 +32,21 @@ def parse_command(path: str, *, as_json: bool = False, out: TextIO | None = None
     """Print the tree of one script: readable (``ast.dump``) or JSON."""
     out = out or sys.stdout
     program = parse_file(path)  # errors propagate: the CLI prints them and exits 2
-    print(program.to_json(indent=2) if as_json else dump(program), file=out)
+    _write(out, (program.to_json(indent=2) if as_json else dump(program)) + "\n")
     return EXIT_OK
+
+
+def _write(out: TextIO, text: str) -> None:
+    """Write to stdout; a reader that went away (``tiss parse x | head``) is not an error."""
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:
+        if out is sys.stdout:
+            # Point stdout at /dev/null so the interpreter's last flush stays quiet too.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def check_command(paths: Iterable[str], *, known: Iterable[str] = (),
@@ -74,9 +87,9 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
         if formatted == original:
             continue
         if diff:
-            out.writelines(difflib.unified_diff(
+            _write(out, "".join(difflib.unified_diff(
                 original.splitlines(keepends=True), formatted.splitlines(keepends=True),
-                fromfile=f"{path} (original)", tofile=f"{path} (formatted)"))
+                fromfile=f"{path} (original)", tofile=f"{path} (formatted)")))
         if check_only or diff:
             if check_only:
                 print(f"would reformat {path}", file=err)

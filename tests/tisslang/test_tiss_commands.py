@@ -85,3 +85,11 @@ def test_the_installed_command_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "runtime", "check", path],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_parse_into_a_closed_pipe_is_quiet(tmp_path):
+    big = write(tmp_path, "big.tiss", "".join(f'RUN "echo {i}"\n' for i in range(3000)))
+    proc = subprocess.run(f'"{sys.executable}" -m runtime parse --json "{big}" | head -c 10',
+                          shell=True, capture_output=True, text=True)
+    assert proc.stdout == '{\n  "type"'
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
