@@ -24,14 +24,15 @@ class Tmux:
     """One private tmux server (its own socket), so the user's sessions are never touched."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.socket = f"tiss-test-{uuid.uuid4().hex[:8]}"
+        # A socket path of our own (not -L NAME under /tmp/tmux-UID) leaves nothing behind.
+        self.socket = str(tmp_path / f"tmux-{uuid.uuid4().hex[:6]}.sock")
         self.config = tmp_path / "tmux.conf"
         # Keep the pane after the REPL exits, so its exit status can be read.
         self.config.write_text("set -g remain-on-exit on\n")
 
     def __call__(self, *args: str) -> str:
         proc = subprocess.run(
-            ["tmux", "-L", self.socket, "-f", str(self.config), *args],
+            ["tmux", "-S", self.socket, "-f", str(self.config), *args],
             capture_output=True, text=True, timeout=10,
         )
         return proc.stdout
@@ -108,9 +109,15 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
 
     # Ctrl-D leaves with status 0, and the entries are in the XDG history file.
     tmux("send-keys", "-t", "repl", "C-d")
+    # tmux marks the pane dead when its terminal closes, which can come a moment before the
+    # exit status is collected: wait for the status itself.
     deadline = time.monotonic() + 15
-    while tmux.pane("#{pane_dead}") != "1" and time.monotonic() < deadline:
+    status = ""
+    while time.monotonic() < deadline:
+        status = tmux.pane("#{pane_dead} #{pane_dead_status}|#{pane_dead_signal}")
+        if status.startswith("1 ") and status != "1 |":
+            break
         time.sleep(0.1)
-    assert tmux.pane("#{pane_dead} #{pane_dead_status}") == "1 0"
+    assert status == "1 0|", f"{status}\n{tmux.screen()}"
     history = (state / "tiss" / "history").read_text()
     assert '+VAR who = "tmux"' in history and '+    RUN "echo hi {{ who }} > out.txt"' in history
