@@ -21,7 +21,7 @@ import os
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import tisslang
 from tisslang import ast
@@ -51,14 +51,20 @@ def _render(exc: BaseException) -> str:
     return render() if callable(render) else f"tiss: error: {exc}"
 
 
-def _has_steps(body: tuple[Any, ...]) -> bool:
-    """Whether an entry holds blocks that report like a script (STEP, SETUP, a TASK block)."""
-    for stmt in body:
-        if isinstance(stmt, (ast.Step, ast.Setup)):
-            return True
-        if isinstance(stmt, ast.Task) and stmt.body and _has_steps(stmt.body):
-            return True
-    return False
+def _blocks(stmt: Any) -> Iterator[Any]:
+    """The statements nested in `stmt`'s blocks (bodies, ELSE, CATCH, CHOOSE options)."""
+    for name in ast.BLOCK_FIELDS:
+        block = getattr(stmt, name, None)
+        if block:
+            yield from block
+
+
+def _has_steps(body: Iterable[Any]) -> bool:
+    """Whether an entry holds blocks that report like a script (STEP, SETUP, OPTION), anywhere."""
+    return any(
+        isinstance(stmt, (ast.Step, ast.Setup, ast.Option)) or _has_steps(_blocks(stmt))
+        for stmt in body
+    )
 
 
 def _has_teardown(body: tuple[Any, ...]) -> bool:

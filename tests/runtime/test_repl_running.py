@@ -90,6 +90,12 @@ def test_bare_statements_just_run_and_steps_report_like_tiss_run(make_repl):
     text = take(out)
     assert "[ RUN  ] check" in text and "| inside" in text and "[  OK  ] check" in text
     assert "PASSED: 1 passed" in text
+    # Steps nested in other blocks (IF, CHOOSE options) report too.
+    repl.handle('CHOOSE {\n    OPTION "first" {\n        ASSERT false\n    }\n    OPTION "second" {\n        LOG "b"\n    }\n}')
+    text = take(out)
+    assert "[NOT CHOSEN] first" in text and "[  OK  ] second" in text and "1 passed" in text
+    repl.handle('IF true {\n    STEP "nested" {\n        LOG "n"\n    }\n}\n')
+    assert "[  OK  ] nested" in take(out)
 
 
 def test_no_error_ends_the_repl(make_repl, monkeypatch):
