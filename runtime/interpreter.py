@@ -418,8 +418,28 @@ class Interpreter:
 
     def visit_Directive(self, node: ast.Directive, ctx: Context) -> dict[str, Any]:
         value = True if node.value is None else self.value(node.value, ctx)
+        self._check_directive(node.name, value)  # where it is written, not at the RUN it affects
         ctx.directives[node.name] = value
         return {"name": node.name}
+
+    @staticmethod
+    def _check_directive(name: str, value: Any) -> None:
+        if name == "timeout":
+            seconds = parse_duration(value, what="@timeout")
+            if seconds <= 0:
+                raise ScriptFailure(
+                    f"@timeout must be more than zero seconds, got {values.show(value)}; "
+                    'write e.g. @timeout "30s"', kind="DirectiveError",
+                )
+        elif name == "shell" and (not isinstance(value, str) or not value.strip()):
+            raise ScriptFailure(
+                f'@shell must name a shell program such as "bash" or "/bin/zsh", got {values.show(value)}',
+                kind="DirectiveError",
+            )
+        elif name == "choose" and value not in ("cheapest", "first", "ordered", True):
+            raise ScriptFailure(
+                f'@choose must be "cheapest" or "first", got {values.show(value)}', kind="DirectiveError"
+            )
 
     def visit_Var(self, node: ast.Var, ctx: Context) -> dict[str, Any]:
         self.assign(node.name, self.value(node.value, ctx), ctx, node)

@@ -32,6 +32,30 @@ _LABELS = {
 }
 
 
+def write_line(stream: TextIO, text: str) -> None:
+    """Write one line and flush; if the reader has gone (`tiss run ... | head`), drop output.
+
+    The run itself goes on to the end (TEARDOWN included) and exits with its own status: a
+    closed pipe must not stop a script half-way through its side effects.
+    """
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    # Point the descriptor at /dev/null, so the text still buffered (and Python's flush at
+    # exit) goes nowhere instead of raising again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def use_colour(stream: TextIO) -> bool:
     if os.environ.get("NO_COLOR"):
         return False
@@ -63,8 +87,7 @@ class ProgressPrinter:
         self._lock = threading.Lock()
 
     def _write(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        write_line(self.stream, text)
 
     def __call__(self, event: dict[str, Any]) -> None:
         name = event["event"]

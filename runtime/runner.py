@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.errors import TissRuntimeError
-from runtime.report import ProgressPrinter, format_estimate, format_report, use_colour
+from runtime.interpolate import BUILTIN_ROOTS
+from runtime.report import ProgressPrinter, format_estimate, format_report, use_colour, write_line
 from runtime.review import Reviewer
 from runtime.session import RunOptions, Session
 from runtime.trace import JsonlTrace
@@ -39,7 +40,11 @@ def parse_vars(items: list[str] | None) -> dict[str, str]:
     for item in items or ():
         name, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise UsageError(f"--var expects NAME=VALUE with NAME an identifier, got {item!r}")
+            raise UsageError(
+                f"--var expects NAME=VALUE with NAME an identifier (letters, digits, _), got {item!r}"
+            )
+        if name in BUILTIN_ROOTS:
+            raise UsageError(f"--var {name}: {name} is a built-in reference and cannot be set; choose another name")
         out[name] = value
     return out
 
@@ -113,11 +118,11 @@ def run_script(args: Any) -> int:
         session = Session(workspace, backend=backend, options=options)
         estimate = session.estimate(program)
         if json_report:
-            print(json.dumps({"file": args.script, "dry_run": True, "estimate": estimate.as_value()}))
+            write_line(sys.stdout, json.dumps({"file": args.script, "dry_run": True, "estimate": estimate.as_value()}))
         else:
-            print(f"dry run of {args.script} in {workspace.root} (nothing is executed)")
-            print(format_plan(program))
-            print(format_estimate(estimate))
+            write_line(sys.stdout, f"dry run of {args.script} in {workspace.root} (nothing is executed)")
+            write_line(sys.stdout, format_plan(program))
+            write_line(sys.stdout, format_estimate(estimate))
         return 0
 
     listeners: list[Any] = [ProgressPrinter(human, colour)]
@@ -137,7 +142,7 @@ def run_script(args: Any) -> int:
     finally:
         if trace is not None:
             trace.close()
-    print(format_report(result, colour), file=human)
+    write_line(human, format_report(result, colour))
     if json_report:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        write_line(sys.stdout, json.dumps(result.to_dict(), ensure_ascii=False))
     return result.exit_code

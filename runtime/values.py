@@ -5,10 +5,12 @@ field with nothing in it). The rules, chosen to match what a shell and Python us
 
 - Rendering (interpolation, LOG, WRITE): strings as they are, booleans `true`/`false`, numbers
   as Python prints them (`3`, `2.5`), lists and objects as compact JSON.
-- Numbers compare numerically, and a string that holds a number (`"3"`, `" 2.5\\n"`) compares
-  with a number numerically, so `LAST_RUN.STDOUT == 3` holds after `echo 3`.
-- Two strings compare as text for `==`/`!=`; for `<`, `<=`, `>`, `>=` two numeric strings
-  compare as numbers (as `test -lt` would), other strings lexicographically.
+- A string that holds a number (`"3"`, `" 2.5\\n"`) is a number for every comparison operator,
+  against a number or another numeric string: `LAST_RUN.STDOUT == 3` holds after `echo 3`,
+  `"10" > "9"` and `"1.0" == "1"` hold. TissLang has no conversions, and `--var` values and
+  command output are always strings, so this is the only way they can compare as numbers; the
+  same rule for `==` as for `<` keeps `a == b` meaning `a <= b AND a >= b`.
+- Other strings compare as text: `==` exactly, `<`... lexicographically by code point.
 - Booleans compare only with booleans; lists and objects only with their own kind (`==`/`!=`).
   Anything else is a `TypeMismatch` that names both values; nothing is silently false.
 - `CONTAINS`: substring for text, element for a list, key for an object.
@@ -115,6 +117,11 @@ def equals(left: Any, right: Any, op: str = "==") -> bool:
         raise _mismatch(op, left, right)
     if type_name(left) != type_name(right):
         raise _mismatch(op, left, right)
+    if isinstance(left, str):
+        a, b = as_number(left), as_number(right)
+        if a is not None and b is not None:
+            return a == b  # two numeric strings: numbers, as for < and >
+        return left == right
     if isinstance(left, list):
         return len(left) == len(right) and all(_loose_equals(a, b) for a, b in zip(left, right))
     if isinstance(left, dict):

@@ -119,8 +119,27 @@ def test_numeric_strings_compare_like_numbers(a, b, op):
 @settings(max_examples=100, deadline=None)
 @given(st.text(), st.text())
 def test_string_equality_is_exact_and_contains_is_substring(a, b):
-    assert values.compare("==", a, b) is (a == b)
+    numeric = values.as_number(a) is not None and values.as_number(b) is not None
+    expected = values.as_number(a) == values.as_number(b) if numeric else a == b
+    assert values.compare("==", a, b) is expected
     assert values.contains(a, b) is (b in a)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(numbers.map(repr), st.text(max_size=4)), st.one_of(numbers.map(repr), st.text(max_size=4)))
+def test_equality_agrees_with_ordering(a, b):
+    # One rule for every operator: == holds exactly when both <= and >= hold.
+    assert values.compare("==", a, b) is (values.compare("<=", a, b) and values.compare(">=", a, b))
+    assert values.compare("!=", a, b) is not values.compare("==", a, b)
+
+
+def test_two_numeric_strings_compare_as_numbers_for_every_operator(run):
+    result = run(
+        'VAR a = "1.0"\nVAR b = "1"\nASSERT a == b AND a <= b AND a >= b AND NOT a != b\n'
+        'ASSERT "10" > "9" AND " 3\\n" == "3" AND "abc" != "ABC" AND "b" > "a"\n'
+        'ASSERT ["1.0", "x"] CONTAINS "1"\n'
+    )
+    assert result.status == PASSED, result.failure
 
 
 def test_render_is_json_for_containers():

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 
 from runtime.result import FAILED, PASSED, SKIPPED
 
@@ -233,3 +234,28 @@ def test_step_descriptions_interpolate(run):
     assert result.status == PASSED, result.failure
     assert [s.description for s in result.all_steps()] == ["part 2", "inner 3"]
     assert result.logs == ["inner 3"]
+
+
+@pytest.mark.parametrize(
+    "directive, message",
+    [
+        ('@timeout "abc"', '@timeout must be a duration like 30, "30s", "5m" or "500ms", got \'abc\''),
+        ('@timeout "-5s"', "@timeout must be a duration"),
+        ("@timeout 0", "@timeout must be more than zero seconds, got 0"),
+        ('@shell ""', "@shell must name a shell program"),
+        ("@shell 3", "@shell must name a shell program"),
+        ('@choose "random"', '@choose must be "cheapest" or "first", got "random"'),
+    ],
+)
+def test_bad_directive_values_fail_where_they_are_written(run, directive, message):
+    result = run(f'STEP "s" {{\n  LOG "before"\n  {directive}\n  RUN "true"\n}}\n')
+    assert result.status == FAILED and result.logs == ["before"]
+    assert message in result.failure.message
+    assert (result.failure.line, result.failure.column) == (3, 3)
+    assert "LAST_RUN" not in run.last  # the RUN after it never started
+
+
+def test_missing_shell_is_a_clear_failure(run):
+    result = run('@shell "no-such-shell-xyz"\nSTEP "s" {\n  RUN "true"\n}\n')
+    assert result.failure.kind == "CommandError" and result.failure.line == 3
+    assert result.failure.message == "shell 'no-such-shell-xyz' was not found; check the @shell directive"
