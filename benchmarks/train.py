@@ -1,11 +1,14 @@
 """Training speed and peak memory of the NumPy model, beside PyTorch eager on CPU.
 
 Configuration: vocab 2048, d_model 256, 4 layers, 4 heads, ffn 688, sequence 128, batch 16.
-One training step is forward, backward, global-norm clipping and an AdamW update. Each side runs
-in its own fresh subprocess (so neither inherits the other's allocations or thread pools), takes
-WARMUP untimed steps, then STEPS timed ones; tokens/s is batch·seq / median step time (the
-median sees through other processes on a shared machine). The two sides alternate ROUNDS times
-and each figure is the best round, and every ratio compares figures of this same run.
+One training step is forward, backward, global-norm clipping and an AdamW update.
+
+Method. Each side lives in its own subprocess (neither inherits the other's allocations or
+thread pools) and runs one step each time the parent asks; the parent alternates the two step by
+step (swapping who goes first each time), so a burst of load from other processes on a shared
+machine hits both sides alike. After WARMUP untimed steps, STEPS timed pairs are taken.
+`speed_ratio` is the median over pairs of torch_step_time / numpy_step_time (>1: NumPy faster);
+tokens/s are batch·seq over each side's median and minimum step time.
 
 Memory: `peak_rss_mb` is the process's peak resident set (ru_maxrss), `train_peak_mb` that peak
 minus the resident set just before the model is built (after imports), i.e. what training itself
@@ -16,7 +19,8 @@ torch.nn.RMSNorm, rotate-half RoPE, F.scaled_dot_product_attention(is_causal=Tru
 F.cross_entropy, clip_grad_norm_, torch.optim.AdamW (its default implementation), float32, and
 the same thread count as NumPy's BLAS (`--threads`, default all CPUs).
 
-Run: `python benchmarks/train.py` (torch optional: without it only NumPy's figures are printed).
+Run: `python benchmarks/train.py [--steps N] [--threads T]` (torch optional: without it only
+NumPy's figures are printed).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import sys
 import time
 
 VOCAB, D, LAYERS, HEADS, FFN, SEQ, BATCH = 2048, 256, 4, 4, 688, 128, 16
-WARMUP, STEPS, ROUNDS = 2, 6, 2
+WARMUP, STEPS = 2, 12
 
 
 def _rss_mb() -> float:
@@ -44,52 +48,33 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _report(step_times: list[float], baseline: float, extra: dict) -> None:
-    median = statistics.median(step_times)
-    peak = _peak_mb()
-    print(json.dumps({
-        "tokens_per_s": BATCH * SEQ / median,
-        "step_s_median": median,
-        "step_s_min": min(step_times),
-        "peak_rss_mb": peak,
-        "train_peak_mb": peak - baseline,
-        **extra,
-    }))
-
-
-def run_numpy() -> None:
+def numpy_stepper():
     import numpy as np
 
     from lm.config import ModelConfig
     from lm.model import Transformer
     from lm.optim import AdamW, clip_grad_norm
 
-    baseline = _rss_mb()
     cfg = ModelConfig(vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, ffn_hidden=FFN, max_seq_len=SEQ)
     model = Transformer(cfg, seed=0)
     opt = AdamW(model.params, lr=1e-3)
     rng = np.random.default_rng(0)
-    times, losses = [], []
-    for i in range(WARMUP + STEPS):
+
+    def step() -> float:
         ids = rng.integers(0, VOCAB, size=(BATCH, SEQ + 1))
-        t = time.perf_counter()
         loss, grads = model.loss_and_grads(ids[:, :-1], ids[:, 1:])
         clip_grad_norm(grads, 1.0)
         opt.step(grads)
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t)
-        losses.append(loss)
-    _report(times, baseline, {"first_loss": losses[0], "params": model.n_params})
+        return loss
+
+    return step, {"params": model.n_params}
 
 
-def run_torch() -> None:
-    import math
-
+def torch_stepper():
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    baseline = _rss_mb()
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     hd = D // HEADS
@@ -143,29 +128,63 @@ def run_torch() -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     g = torch.Generator().manual_seed(0)
-    times, losses = [], []
-    for i in range(WARMUP + STEPS):
+
+    def step() -> float:
         ids = torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=g)
-        t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model(ids[:, :-1], ids[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t)
-        losses.append(loss.item())
-    _report(times, baseline, {"first_loss": losses[0], "params": sum(p.numel() for p in model.parameters()),
-                              "torch": torch.__version__, "threads": torch.get_num_threads()})
+        return loss.item()
+
+    return step, {"params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+                  "threads": torch.get_num_threads()}
 
 
-def _child(side: str, threads: int) -> dict:
-    env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, __file__, "--side", side], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} benchmark failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def serve(side: str) -> None:
+    """Child: build the model, then run one step per "step" line on stdin, reply its seconds."""
+    baseline = _rss_mb()
+    step, info = (numpy_stepper if side == "numpy" else torch_stepper)()
+    first_loss = None
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t = time.perf_counter()
+        loss = step()
+        elapsed = time.perf_counter() - t
+        first_loss = loss if first_loss is None else first_loss
+        print(json.dumps({"seconds": elapsed}), flush=True)
+    peak = _peak_mb()
+    print(json.dumps({"peak_rss_mb": peak, "train_peak_mb": peak - baseline, "first_loss": first_loss, **info}),
+          flush=True)
+
+
+class _Child:
+    def __init__(self, side: str, threads: int) -> None:
+        env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.side = side
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", side], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.side} benchmark process failed (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self._read()["seconds"]
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        summary = self._read()
+        self.proc.wait()
+        return summary
 
 
 def _torch_available() -> bool:
@@ -176,40 +195,52 @@ def _torch_available() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", choices=["numpy", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--serve", choices=["numpy", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per side ({STEPS})")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="BLAS / intra-op threads for both sides (default: all CPUs)")
     args = parser.parse_args()
-    if args.side == "numpy":
-        return run_numpy()
-    if args.side == "torch":
-        return run_torch()
-    has_torch = _torch_available()
-    rounds: dict[str, list[dict]] = {"numpy": [], "torch": []}
-    for _ in range(args.rounds):
-        for side in ("numpy", "torch") if has_torch else ("numpy",):
-            rounds[side].append(_child(side, args.threads))
+    if args.serve:
+        return serve(args.serve)
+    sides = ["numpy", "torch"] if _torch_available() else ["numpy"]
+    children = {side: _Child(side, args.threads) for side in sides}
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    try:
+        for i in range(WARMUP + args.steps):
+            for side in sides if i % 2 == 0 else sides[::-1]:
+                seconds = children[side].step()
+                if i >= WARMUP:
+                    times[side].append(seconds)
+        summaries = {side: children[side].finish() for side in sides}
+    finally:
+        for child in children.values():
+            if child.proc.poll() is None:
+                child.proc.kill()
 
-    def best(side: str) -> dict | None:
-        if not rounds[side]:
-            return None
-        top = max(rounds[side], key=lambda r: r["tokens_per_s"])
-        return {**top, "tokens_per_s_rounds": [round(r["tokens_per_s"], 1) for r in rounds[side]],
-                "train_peak_mb": min(r["train_peak_mb"] for r in rounds[side]),
-                "peak_rss_mb": min(r["peak_rss_mb"] for r in rounds[side])}
+    def figures(side: str) -> dict:
+        t = times[side]
+        return {
+            "tokens_per_s_median": BATCH * SEQ / statistics.median(t),
+            "tokens_per_s_best": BATCH * SEQ / min(t),
+            "step_s_median": statistics.median(t),
+            "step_s_min": min(t),
+            **summaries[side],
+        }
 
-    ours, peer = best("numpy"), best("torch")
+    ours = figures("numpy")
+    peer = figures("torch") if "torch" in sides else None
+    pair_ratios = [tt / tn for tn, tt in zip(times["numpy"], times.get("torch", []))]
     result = {
         "benchmark": "train",
         "config": {"vocab": VOCAB, "d_model": D, "n_layers": LAYERS, "n_heads": HEADS, "ffn_hidden": FFN,
-                   "seq_len": SEQ, "batch": BATCH, "warmup_steps": WARMUP, "timed_steps": STEPS,
-                   "rounds": args.rounds, "threads": args.threads},
+                   "seq_len": SEQ, "batch": BATCH, "warmup_steps": WARMUP, "timed_steps": args.steps,
+                   "threads": args.threads},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "loadavg_1min": os.getloadavg()[0]},
+                    "loadavg_1min_at_end": os.getloadavg()[0]},
         "numpy": ours,
         "torch": peer,
-        "speed_ratio_numpy_over_torch": ours["tokens_per_s"] / peer["tokens_per_s"] if peer else None,
+        "speed_ratio_numpy_over_torch": statistics.median(pair_ratios) if peer else None,
+        "speed_ratio_of_best_steps": peer["step_s_min"] / ours["step_s_min"] if peer else None,
         "train_memory_ratio_numpy_over_torch": ours["train_peak_mb"] / peer["train_peak_mb"] if peer else None,
         "rss_ratio_numpy_over_torch": ours["peak_rss_mb"] / peer["peak_rss_mb"] if peer else None,
     }

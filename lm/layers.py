@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lm.parallel import for_blocks
+
 
 class Buffers:
     """Named arrays a layer reuses from one call to the next instead of allocating afresh.
@@ -201,9 +203,15 @@ class CausalSelfAttention:
         np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[:, :, 2].transpose(0, 2, 1, 3))  # dv
         datt = np.matmul(dy, v.transpose(0, 1, 3, 2), out=t("datt", (B, H, T, T), dt))  # (B, H, T, T)
         # softmax backward: ds = p * (dp - sum(dp * p)); masked entries have p = 0 and stay 0.
-        rowdot = np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1)
-        datt -= rowdot
-        datt *= att  # gradient of the scaled scores q_s @ k^T
+        # The result is the gradient of the scaled scores q_s @ k^T.
+        d_rows, p_rows = datt.reshape(-1, T, T), att.reshape(-1, T, T)  # (B*H, T, T)
+
+        def block(lo: int, hi: int) -> None:
+            d, p = d_rows[lo:hi], p_rows[lo:hi]
+            d -= np.einsum("bij,bij->bi", d, p)[..., None]  # (b, T, 1) row sums of dp * p
+            d *= p
+
+        for_blocks(d_rows.shape[0], _heads_per_block(T), block, min_size=8)
         pre = t("pre_rope", (B, H, T, D), dt)
         rtmp = t("rope", (B, H, T, D // 2), dt)
         np.matmul(datt, k, out=pre)  # d q_s; the scaled tables apply 1/sqrt(D) on the way back
@@ -234,11 +242,29 @@ def _causal_mask(T: int, dtype) -> np.ndarray:
 def _causal_softmax_(att: np.ndarray) -> None:
     """Masked softmax over the last axis, in place. Row i always keeps its diagonal, so every
     row max is finite and exp(-inf) gives exactly 0 for the future positions."""
-    att += _causal_mask(att.shape[-1], att.dtype)
-    att -= att.max(axis=-1, keepdims=True)
-    np.exp(att, out=att)
-    total = att.sum(axis=-1, keepdims=True)  # (..., T, 1)
-    att *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
+    T = att.shape[-1]
+    mask = _causal_mask(T, att.dtype)
+    rows = att.reshape(-1, T, T)  # (B*H, T, T)
+
+    def block(lo: int, hi: int) -> None:
+        a = rows[lo:hi]
+        a += mask
+        a -= a.max(axis=-1, keepdims=True)
+        np.exp(a, out=a)
+        total = a.sum(axis=-1, keepdims=True)  # (b, T, 1)
+        a *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
+
+    for_blocks(rows.shape[0], _heads_per_block(T), block, min_size=8)
+
+
+def _heads_per_block(T: int) -> int:
+    """(T, T) score matrices per cache block: about 64K floats."""
+    return max(1, (1 << 16) // (T * T))
+
+
+def _rows_per_block(width: int) -> int:
+    """Rows of a (rows, width) array per cache block: about 32K floats."""
+    return max(1, (1 << 15) // max(1, width))
 
 
 class SwiGLU:
@@ -258,14 +284,19 @@ class SwiGLU:
         x2 = x.reshape(N, C)  # (N, C)
         w13 = np.concatenate((self.w1, self.w3), axis=1, out=f("w13", (C, 2 * F), dt))  # (C, 2F)
         ab = np.matmul(x2, w13, out=f("ab", (N, 2 * F), dt))  # (N, 2F)
-        a, b = ab[:, :F], ab[:, F:]  # (N, F) gate and value
-        sig = np.negative(a, out=f("sig", (N, F), dt))  # (N, F)
-        with np.errstate(over="ignore"):  # exp overflow gives sigmoid 0, which is right
-            np.exp(sig, out=sig)
-        sig += 1.0
-        np.reciprocal(sig, out=sig)
-        h = np.multiply(a, sig, out=f("h", (N, F), dt))  # silu(a)
-        h *= b  # (N, F)
+        sig, h = f("sig", (N, F), dt), f("h", (N, F), dt)  # (N, F)
+
+        def block(lo: int, hi: int) -> None:
+            a, b = ab[lo:hi, :F], ab[lo:hi, F:]  # gate and value rows
+            s = np.negative(a, out=sig[lo:hi])
+            np.exp(s, out=s)  # overflow gives inf, so sigmoid 0, which is right
+            s += 1.0
+            np.reciprocal(s, out=s)
+            hb = np.multiply(a, s, out=h[lo:hi])  # silu(a)
+            hb *= b
+
+        with np.errstate(over="ignore"):
+            for_blocks(N, _rows_per_block(F), block, min_size=128)
         out = np.matmul(h, self.w2, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
         return out, (x2, w13, ab, sig, h)
 
@@ -277,18 +308,22 @@ class SwiGLU:
         dout2 = dout.reshape(N, C)
         self.g2 += np.matmul(h.T, dout2, out=t("dw2", (F, C), dt))  # (F, C)
         dh = np.matmul(dout2, self.w2.T, out=t("dh", (N, F), dt))  # (N, F)
-        a, b = ab[:, :F], ab[:, F:]
         dab = t("dab", (N, 2 * F), dt)
-        da, db = dab[:, :F], dab[:, F:]
-        np.multiply(a, sig, out=db)  # silu(a)
-        db *= dh  # d/db = dh * silu(a)
-        # d silu(a)/da = sig * (1 + a * (1 - sig))
-        np.subtract(1.0, sig, out=da)
-        da *= a
-        da += 1.0
-        da *= sig
-        da *= b
-        da *= dh
+
+        def block(lo: int, hi: int) -> None:
+            a, b, s, g = ab[lo:hi, :F], ab[lo:hi, F:], sig[lo:hi], dh[lo:hi]
+            da, db = dab[lo:hi, :F], dab[lo:hi, F:]
+            np.multiply(a, s, out=db)  # silu(a)
+            db *= g  # d/db = dh * silu(a)
+            # d silu(a)/da = sig * (1 + a * (1 - sig))
+            np.subtract(1.0, s, out=da)
+            da *= a
+            da += 1.0
+            da *= s
+            da *= b
+            da *= g
+
+        for_blocks(N, _rows_per_block(F), block, min_size=128)
         dw = np.matmul(x2.T, dab, out=t("dw13", (C, 2 * F), dt))  # (C, 2F)
         self.g1 += dw[:, :F]
         self.g3 += dw[:, F:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LMError
+from lm.parallel import for_blocks
 
 #: Target value excluded from the mean, as in `torch.nn.functional.cross_entropy`.
 IGNORE_INDEX = -100
@@ -21,7 +22,8 @@ def cross_entropy_forward(
     """Mean of `logsumexp(logits) - logits[target]` over rows whose target is not ignored.
 
     `logits` is (..., V) and `targets` the matching (...) ints. With `inplace=True` the logits
-    buffer is overwritten by the probabilities (the caller no longer needs the logits). The loss
+    buffer is overwritten with the exponentials the backward needs (for callers that no longer
+    need the logits). The loss
     is computed stably (max subtracted first) and returned as a Python float.
     """
     V = logits.shape[-1]
@@ -34,11 +36,18 @@ def cross_entropy_forward(
     if np.any((t_safe < 0) | (t_safe >= V)):
         raise LMError(f"cross_entropy: target ids must lie in [0, {V})")
     probs = z if inplace else z.copy()  # (N, V)
-    probs -= probs.max(axis=1, keepdims=True)
-    rows = np.arange(z.shape[0])
-    picked = probs[rows, t_safe].astype(np.float64)  # (N,) shifted logit of the target
-    np.exp(probs, out=probs)
-    total = probs.sum(axis=1, keepdims=True)  # (N, 1)
+    N = probs.shape[0]
+    picked = np.empty(N, dtype=np.float64)  # (N,) shifted logit of the target
+    total = np.empty((N, 1), dtype=probs.dtype)  # (N, 1) sum of exponentials
+
+    def block(lo: int, hi: int) -> None:
+        p = probs[lo:hi]
+        p -= p.max(axis=1, keepdims=True)
+        picked[lo:hi] = p[np.arange(hi - lo), t_safe[lo:hi]]
+        np.exp(p, out=p)
+        np.sum(p, axis=1, keepdims=True, out=total[lo:hi])
+
+    for_blocks(N, max(1, (1 << 15) // V), block, min_size=64)
     n_valid = int(valid.sum())
     losses = np.log(total[:, 0].astype(np.float64)) - picked  # (N,)
     loss = float(losses[valid].sum() / n_valid) if n_valid else 0.0
@@ -55,7 +64,11 @@ def cross_entropy_backward(dloss: float, cache: tuple) -> np.ndarray:
     scale = dloss / max(n_valid, 1)
     row_scale = np.reciprocal(total, out=total)  # (N, 1)
     row_scale *= scale
-    exps *= row_scale  # softmax * scale in one pass
+
+    def block(lo: int, hi: int) -> None:
+        exps[lo:hi] *= row_scale[lo:hi]  # softmax * scale in one pass
+
+    for_blocks(exps.shape[0], max(1, (1 << 15) // exps.shape[1]), block, min_size=64)
     exps[np.arange(exps.shape[0]), t_safe] -= scale
     if n_valid < exps.shape[0]:
         exps[~valid] = 0.0

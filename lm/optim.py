@@ -10,27 +10,15 @@ buffer is updated in place directly; otherwise the optimiser gathers and scatter
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from lm.errors import LMError
+from lm.parallel import for_blocks
 
 
 _BLOCK = 1 << 15  # elements per block: five float32 blocks (p, g, m, v, tmp) fit in L2 cache
 _PARALLEL_MIN = 1 << 20  # below this many parameters one thread is faster than handing off
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _workers() -> int:
-    """Extra threads for the optimiser (one per CPU beyond the calling thread)."""
-    global _POOL
-    n = min(os.cpu_count() or 1, 8) - 1
-    if n > 0 and _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="adamw")
-    return n
-
 
 def _packed_layout(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, int]] | None:
     """If the arrays are C-contiguous views that exactly tile one 1-D buffer, return the buffer
@@ -132,49 +120,38 @@ class AdamW:
             for name, a in self.params.items():
                 p[self.offsets[name] : self.offsets[name] + a.size] = a.reshape(-1)
         self.t += 1
-        n = p.size
         # Memory-bound: done in cache-sized blocks (a dozen passes per block touch main memory
-        # once), spread over the CPUs in contiguous runs (NumPy releases the GIL in ufuncs).
-        workers = _workers() if n >= _PARALLEL_MIN else 0
-        bounds = [n * i // (workers + 1) for i in range(workers + 2)]
-        futures = [_POOL.submit(self._update, bounds[i], bounds[i + 1], g, lr) for i in range(1, workers + 1)]
-        self._update(bounds[0], bounds[1], g, lr)
-        for f in futures:
-            f.result()
+        # once), spread over the CPUs in contiguous runs.
+        for_blocks(p.size, _BLOCK, lambda lo, hi: self._update(lo, hi, g, lr), min_size=_PARALLEL_MIN // 2)
         if self._owns_flat:
             for name, a in self.params.items():
                 a[...] = p[self.offsets[name] : self.offsets[name] + a.size].reshape(a.shape)
 
-    def _update(self, lo: int, hi: int, g: np.ndarray, lr: float) -> None:
-        """The AdamW update of flat elements [lo, hi), block by block."""
+    def _update(self, s: int, e: int, g: np.ndarray, lr: float) -> None:
+        """The AdamW update of flat elements [s, e) (one cache-sized block)."""
         b1, b2 = self.betas
-        bias1 = 1.0 - b1**self.t
-        inv_sqrt_bias2 = 1.0 / math.sqrt(1.0 - b2**self.t)
+        p, gb, m, v, tmp = self._flat[s:e], g[s:e], self.m[s:e], self.v[s:e], self._tmp[s:e]
         decay = 1.0 - lr * self.weight_decay
-        step_size = -lr / bias1
-        for s in range(lo, hi, _BLOCK):
-            e = min(s + _BLOCK, hi)
-            p, gb, m, v, tmp = self._flat[s:e], g[s:e], self.m[s:e], self.v[s:e], self._tmp[s:e]
-            if decay != 1.0:
-                for start, stop in self._decay_ranges:  # decoupled decay, matrices only
-                    a, b = max(start, s), min(stop, e)
-                    if a < b:
-                        p[a - s : b - s] *= decay
-            # m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g²
-            m *= b1
-            np.multiply(gb, 1.0 - b1, out=tmp)
-            m += tmp
-            v *= b2
-            np.multiply(gb, gb, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp
-            # p -= lr/bias1 * m / (sqrt(v)/sqrt(bias2) + eps)
-            np.sqrt(v, out=tmp)
-            tmp *= inv_sqrt_bias2
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p += tmp
+        if decay != 1.0:
+            for start, stop in self._decay_ranges:  # decoupled decay, matrices only
+                a, b = max(start, s), min(stop, e)
+                if a < b:
+                    p[a - s : b - s] *= decay
+        # m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g²
+        m *= b1
+        np.multiply(gb, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(gb, gb, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        # p -= lr/bias1 * m / (sqrt(v)/sqrt(bias2) + eps)
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(1.0 - b2**self.t)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= -lr / (1.0 - b1**self.t)
+        p += tmp
 
     # -- state for checkpoints --------------------------------------------------------------------
 
