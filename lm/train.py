@@ -155,6 +155,7 @@ def train(
         raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
     settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
     settings.validate()
+    _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
     run = Path(out)
     if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
         raise TrainError(
@@ -167,15 +168,7 @@ def train(
     _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) ({len(val_files)} held out for validation)")
     data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
     check_windows(data.train, settings.seq_len, "training")
-    config = ModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        d_model=settings.d_model,
-        n_layers=settings.n_layers,
-        n_heads=settings.n_heads,
-        ffn_hidden=settings.ffn_hidden,
-        max_seq_len=settings.seq_len,
-        tie_embeddings=settings.tie_embeddings,
-    )
+    config = _model_config(settings, tokenizer.vocab_size)
     model = Transformer(config, seed=settings.seed)
     opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
     rng = np.random.default_rng(settings.seed)
@@ -221,12 +214,7 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
         raise TrainError(
             f"the run at {run} has already completed {step} steps; pass --steps larger than {step} to continue"
         )
-    expected = ModelConfig(
-        vocab_size=model.config.vocab_size, d_model=settings.d_model, n_layers=settings.n_layers,
-        n_heads=settings.n_heads, ffn_hidden=settings.ffn_hidden, max_seq_len=settings.seq_len,
-        tie_embeddings=settings.tie_embeddings,
-    )
-    if expected != model.config:
+    if _model_config(settings, model.config.vocab_size) != model.config:
         raise TrainError(f"checkpoint {path}: config.json does not match the run's settings; it is from another run")
     opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
     opt.load_state_tensors(state.optimizer_tensors, state.optimizer_step)
@@ -309,6 +297,18 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
                 raise KeyboardInterrupt
     progress.note(f"done: {step} steps, loss {loss:.4f}; checkpoint in {run / ckpt.RUN_CHECKPOINT}")
     return TrainResult(out=run, step=step, loss=loss, val_loss=val_loss)
+
+
+def _model_config(settings: TrainSettings, vocab_size: int) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=vocab_size,
+        d_model=settings.d_model,
+        n_layers=settings.n_layers,
+        n_heads=settings.n_heads,
+        ffn_hidden=settings.ffn_hidden,
+        max_seq_len=settings.seq_len,
+        tie_embeddings=settings.tie_embeddings,
+    )
 
 
 def _evaluate(model: Transformer, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:

@@ -193,3 +193,9 @@ def test_batches_are_seeded_windows():
         from lm.data import check_windows
 
         check_windows(tokens[:5], 10, "training")
+
+
+def test_bad_model_shape_fails_before_any_work(tmp_path, corpus):
+    with pytest.raises(LMError, match="not divisible by n_heads"):
+        train(corpus, tmp_path / "run", steps=2, stream=io.StringIO(), **{**TINY, "d_model": 30, "n_heads": 4})
+    assert not (tmp_path / "run").exists()
