@@ -117,7 +117,7 @@ def test_budgets_are_shared_by_parallel_children(run):
 def test_execution_time_bounds_run_and_ends_the_run(run):
     started = time.monotonic()
     result = run('SET_BUDGET EXECUTION_TIME = "500ms"\nSTEP "long" { RUN "sleep 20" }\nSTEP "after" { LOG "x" }\n')
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # vs 20-60 s without the kill; margin for load
     assert result.status == FAILED
     assert result.failure.kind == "BudgetExceeded" and "EXECUTION_TIME" in result.failure.message
     assert [s.status for s in result.steps] == [FAILED, SKIPPED]
@@ -141,19 +141,23 @@ def test_unknown_budget_name(run):
 
 
 def test_parallel_children_overlap_and_have_their_own_last_run(run):
-    started = time.monotonic()
+    # A rendezvous rather than a stopwatch (which flakes on a loaded machine): each child marks
+    # that it started and then waits for the other's mark. Run one after the other, the first
+    # would wait out its 20 s and fail; run together, both pass at once.
+    wait_for = 'touch {me}.on; i=0; while [ ! -e {other}.on ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; ' \
+        '[ -e {other}.on ] && echo {me}'
     result = run(
         'PARALLEL {\n'
-        '  STEP "a" {\n    RUN "sleep 1; echo a"\n    VAR a = LAST_RUN.STDOUT\n  }\n'
-        '  STEP "b" {\n    RUN "sleep 1; echo b"\n    VAR b = LAST_RUN.STDOUT\n  }\n'
+        f'  STEP "a" {{\n    RUN "{wait_for.format(me="a", other="b")}"\n    VAR a = LAST_RUN.STDOUT\n  }}\n'
+        f'  STEP "b" {{\n    RUN "{wait_for.format(me="b", other="a")}"\n    VAR b = LAST_RUN.STDOUT\n  }}\n'
         '}\n'
         'ASSERT a == "a"\nASSERT b == "b"\n'
     )
-    elapsed = time.monotonic() - started
     assert result.status == PASSED, result.failure
-    assert elapsed < 1.8, f"children did not overlap: {elapsed:.2f}s"
     assert [s.description for s in result.steps] == ["a", "b"]
     assert {e.get("thread") for e in run.events.named("step_start")} == {"parallel-1-0", "parallel-1-1"}
+    # each child had its own LAST_RUN; after the block the last child in source order wins
+    assert run.last["LAST_RUN"]["STDOUT"] == "b"
 
 
 def test_parallel_conflicting_variable_is_an_error(run):

@@ -162,7 +162,7 @@ def test_interrupt_kills_command_runs_teardown_exits_130(tmp_path, ws, signum, d
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, out + err
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # vs 20-60 s without the kill; margin for load
     assert (ws / "teardown.txt").read_text() == "ran"
     assert "[ INT  ] long" in out and "[ SKIP ] after" in out
     assert dead(int((ws / "bg.pid").read_text()))

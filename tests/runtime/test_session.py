@@ -61,7 +61,7 @@ def test_cancel_from_another_thread_interrupts_parallel_and_teardown_runs(tmp_pa
         'PARALLEL {\n  RUN "sleep 30"\n  RUN "sleep 30"\n}\nSTEP "later" { LOG "x" }\n'
         'TEARDOWN { WRITE "td.txt" "ran" }\n'
     ))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # vs 20-60 s without the kill; margin for load
     assert result.status == INTERRUPTED and result.exit_code == 130
     assert (tmp_path / "td.txt").read_text() == "ran"
     assert "interrupted" in format_report(result)

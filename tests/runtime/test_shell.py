@@ -46,7 +46,7 @@ def test_timeout_kills_whole_group_and_leaves_nothing(tmp_path, dead):
     )
     elapsed = time.monotonic() - started
     assert result.timed_out and result.exit_code == 137 and "never" not in result.stdout
-    assert elapsed < 3
+    assert elapsed < 10  # the command sleeps 30 s; generous for a loaded machine
     assert dead(int(marker.read_text()))
 
 
@@ -55,7 +55,7 @@ def test_background_children_do_not_outlive_the_command(tmp_path, dead):
     started = time.monotonic()
     result = run_command(f"sh -c 'echo $$ > {marker}; exec sleep 30' & sleep 0.2; echo done", cwd=str(tmp_path))
     assert result.stdout == "done\n" and result.exit_code == 0
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # vs 30 s if the child were waited for
     assert dead(int(marker.read_text()))
 
 
@@ -64,7 +64,7 @@ def test_cancel_event_kills_command(tmp_path):
     threading.Timer(0.3, cancel.set).start()
     started = time.monotonic()
     result = run_command("sleep 30", cwd=str(tmp_path), cancel=cancel)
-    assert result.cancelled and time.monotonic() - started < 3
+    assert result.cancelled and time.monotonic() - started < 10
 
 
 def test_output_is_capped_and_marked_truncated(tmp_path):
