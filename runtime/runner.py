@@ -32,11 +32,13 @@ class UsageError(TissRuntimeError):
     exit_code = 2
 
 
-def parse_vars(items: list[str] | None) -> dict[str, str]:
-    """`--var NAME=VALUE` pairs; values stay strings (they compare with numbers numerically)."""
+def parse_vars(items: list[str] | None) -> dict[str, str | bool]:
+    """`--var NAME=VALUE` pairs. Values are strings (numeric ones compare as numbers), except
+    exactly `true` and `false`, which are booleans: otherwise `--var dry=false` would make
+    `IF dry` true (a non-empty string) and `dry == false` a type error. They render the same."""
     import re
 
-    out: dict[str, str] = {}
+    out: dict[str, str | bool] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -45,7 +47,7 @@ def parse_vars(items: list[str] | None) -> dict[str, str]:
             )
         if name in BUILTIN_ROOTS:
             raise UsageError(f"--var {name}: {name} is a built-in reference and cannot be set; choose another name")
-        out[name] = value
+        out[name] = {"true": True, "false": False}.get(value, value)
     return out
 
 

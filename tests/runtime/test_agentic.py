@@ -198,6 +198,19 @@ def test_choose_keeps_first_that_succeeds(run):
     assert result.steps[0].failure is not None  # why it was not chosen
 
 
+def test_a_failed_option_leaves_no_variables_or_last_run_behind(run):
+    result = run(
+        'RUN "echo before"\n'
+        'CHOOSE {\n'
+        '  OPTION "fails" {\n    VAR only_in_failed = 1\n    RUN "echo failed-option"\n    ASSERT false\n  }\n'
+        '  OPTION "works" {\n    VAR kept = 2\n  }\n'
+        '}\n'
+    )
+    assert result.status == PASSED, result.failure
+    assert "only_in_failed" not in run.vars and run.vars["kept"] == 2
+    assert run.last["LAST_RUN"]["STDOUT"] == "before"  # the failed option's LAST_RUN is gone too
+
+
 def test_choose_fails_when_no_option_succeeds(run):
     result = run('CHOOSE {\n  OPTION "a" { ASSERT false }\n  OPTION "b" { ASSERT false }\n}\n')
     assert result.status == FAILED and result.failure.kind == "NoOptionSucceeded"

@@ -166,3 +166,13 @@ def test_commands_closing_stdout_early_and_forking_are_fine(tmp_path, ws, capsys
         'RUN "sleep 30 & echo started"\nASSERT LAST_RUN.STDOUT == "started"\n'
     )
     assert tiss_run(tmp_path, ws, source) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, taken", [("true", "yes"), ("false", "no"), ("", "no"), ("0", "yes"), ("off", "yes")])
+def test_var_true_and_false_are_booleans(tmp_path, ws, capsys, value, taken):
+    source = 'IF flag { LOG "yes" } ELSE { LOG "no" }\nLOG "[{{ flag }}]"\n'
+    assert tiss_run(tmp_path, ws, source, "--var", f"flag={value}") == 0
+    out = capsys.readouterr().out
+    assert f"| {taken}\n" in out and f"| [{value}]\n" in out
+    if value in ("true", "false"):
+        assert tiss_run(tmp_path, ws, f"ASSERT flag == {value}\n", "--var", f"flag={value}") == 0
