@@ -148,6 +148,11 @@ def format_summary(result: RunResult, colour: bool = False) -> str:
         (INTERRUPTED, "interrupted", "red"),
     ):
         if counts.get(status):
+            if status == FAILED:
+                # A failure TRY caught does not fail the run; say so, or "PASSED: 1 failed" puzzles.
+                caught = sum(1 for step in result.all_steps() if step.status == FAILED and step.caught)
+                if caught:
+                    word += " (all caught by TRY)" if caught == counts[status] else f" ({caught} caught by TRY)"
             parts.append(paint(f"{counts[status]} {word}", tint))
     steps = ", ".join(parts) if parts else "no steps"
     verdict = {PASSED: paint("PASSED", "green"), FAILED: paint("FAILED", "red"),

@@ -176,3 +176,18 @@ def test_var_true_and_false_are_booleans(tmp_path, ws, capsys, value, taken):
     assert f"| {taken}\n" in out and f"| [{value}]\n" in out
     if value in ("true", "false"):
         assert tiss_run(tmp_path, ws, f"ASSERT flag == {value}\n", "--var", f"flag={value}") == 0
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from runtime.report import use_colour
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Terminal()) is True
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert use_colour(Terminal()) is False
+    monkeypatch.delenv("NO_COLOR")
+    assert use_colour(__import__("io").StringIO()) is False

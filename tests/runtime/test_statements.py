@@ -160,6 +160,9 @@ def test_try_catching_a_step_marks_it_caught(run):
     assert result.status == PASSED and result.exit_code == 0
     bad, nxt = result.steps
     assert bad.status == FAILED and bad.caught and nxt.status == PASSED
+    from runtime.report import format_summary
+
+    assert format_summary(result).startswith("PASSED: 1 passed, 1 failed (all caught by TRY) in ")
 
 
 def test_directive_scope_is_block_and_nested_blocks(run):
