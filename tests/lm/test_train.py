@@ -199,3 +199,21 @@ def test_bad_model_shape_fails_before_any_work(tmp_path, corpus):
     with pytest.raises(LMError, match="not divisible by n_heads"):
         train(corpus, tmp_path / "run", steps=2, stream=io.StringIO(), **{**TINY, "d_model": 30, "n_heads": 4})
     assert not (tmp_path / "run").exists()
+
+
+def test_full_disk_during_a_checkpoint_is_a_clear_error(tmp_path, corpus, capsys, monkeypatch):
+    import errno
+
+    import safetensors.numpy
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", no_space)
+    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2",
+            "--seq-len", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--vocab-size", "270"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "tiss: error: no space left on the device while writing checkpoint" in err
+    assert "Traceback" not in err
+    assert not [p for p in os.listdir(tmp_path / "run") if p.startswith(".checkpoint")]  # no half-written dirs
