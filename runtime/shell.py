@@ -201,6 +201,11 @@ def run_command(
             close_fds=True,
         )
     except OSError as exc:
+        if not os.path.isdir(cwd):
+            raise CommandError(
+                f"cannot run the command: the workspace {cwd!r} no longer exists "
+                "(did a command remove it?)"
+            ) from None
         raise CommandError(f"could not start {argv[0]!r}: {exc.strerror}") from None
 
     pgid = proc.pid  # start_new_session: the child leads its own group

@@ -191,3 +191,11 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
     assert use_colour(Terminal()) is False
     monkeypatch.delenv("NO_COLOR")
     assert use_colour(__import__("io").StringIO()) is False
+
+
+def test_a_command_that_removes_the_workspace(tmp_path, ws, capsys):
+    source = 'TRY {\n  RUN "true"\n  RUN "rm -rf \\"$PWD\\""\n  RUN "true"\n} CATCH { LOG "{{ LAST_ERROR.MESSAGE }}" }\nWRITE "x" "y"\n'
+    assert tiss_run(tmp_path, ws, source) == 1
+    out = capsys.readouterr().out
+    assert f"the workspace '{ws}' no longer exists (did a command remove it?)" in out
+    assert f"script.tiss:6:1: error: the workspace '{ws}' cannot be opened" in out
