@@ -14,7 +14,7 @@ during the operation. A component swapped after it was checked is never followed
 because every open of it says `O_NOFOLLOW` and every later step goes through the descriptor
 already held. (A process that *moves a whole directory* of the workspace elsewhere while an
 operation holds it can still redirect that one operation; under `--sandbox workspace` commands
-cannot do that, because the workspace is its own mount and renames out of it fail.)
+cannot do that, because the workspace is its own mount and renames out of it fail with EXDEV.)
 
 WRITE is atomic: a temporary file next to the target, fsync, rename, then fsync of the
 directory, so a crash leaves either the old or the new content, never half of it.
