@@ -125,11 +125,18 @@ def test_dry_run_touches_nothing_and_prints_plan_and_estimate(tmp_path, ws, caps
         tmp_path,
         '@max_tokens 10\nSTEP "s" {\n  WRITE "f.txt" "x"\n  RUN "touch ran"\n  PROMPT_AGENT "hello"\n}\n',
     )
-    assert tiss("run", script, "--workspace", ws, "--dry-run", "--model", "echo") == 0
+    trace = tmp_path / "trace.jsonl"
+    assert tiss("run", script, "--workspace", ws, "--dry-run", "--model", "echo", "--trace", trace) == 0
     out = capsys.readouterr().out
-    assert os.listdir(ws) == []
+    assert os.listdir(ws) == [] and not trace.exists()  # not even the trace file is written
     assert 'WRITE "f.txt"' in out and 'RUN "touch ran"' in out
     assert "estimate: 1 API call, 12 tokens" in out and "1 RUN without @timeout" in out
+    assert tiss("run", script, "--workspace", ws, "--dry-run", "--model", "echo", "--report", "json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "file": script, "dry_run": True,
+        "estimate": {"API_CALLS": 1, "TOKENS": 12, "SECONDS": 0.0, "UNBOUNDED_RUNS": 1},
+    }
+    assert os.listdir(ws) == []
 
 
 def test_review_without_tty_fails_and_yes_approves(tmp_path, ws):
@@ -264,3 +271,26 @@ def test_ctrl_c_during_parallel_kills_every_child_command(tmp_path, ws, dead):
     assert (ws / "teardown.txt").read_text() == "ran"
     for name in ("a.pid", "b.pid"):
         assert dead(int((ws / name).read_text()))
+
+
+def test_second_interrupt_during_teardown_stops_it(tmp_path, ws, dead):
+    script = write_script(
+        tmp_path,
+        'STEP "long" {\n  RUN "echo $$ > main.pid; sleep 60"\n}\n'
+        'TEARDOWN {\n  RUN "echo $$ > td.pid; sleep 60"\n  WRITE "after.txt" "x"\n}\n',
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", script, "--workspace", str(ws)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    for name in ("main.pid", "td.pid"):
+        deadline = time.monotonic() + 20
+        while not (ws / name).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (ws / name).exists(), proc.communicate(timeout=5)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and not (ws / "after.txt").exists()
+    assert dead(int((ws / "td.pid").read_text()))
