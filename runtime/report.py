@@ -32,6 +32,25 @@ _LABELS = {
 }
 
 
+def shown(text: object) -> str:
+    """Text from a script, a command or a model, made safe for a terminal.
+
+    Control characters other than newline and tab are shown as escapes (`\\x1b`), so a
+    command's or model's output that a LOG prints cannot clear the screen, rewrite earlier
+    lines with `\\r`, retitle the window or forge a green `[  OK  ]`. The trace and the JSON
+    report keep the text exactly.
+    """
+    text = str(text)
+    if not any(_is_control(c) for c in text):
+        return text
+    return "".join(f"\\x{ord(c):02x}" if _is_control(c) else c for c in text)
+
+
+def _is_control(c: str) -> bool:
+    code = ord(c)
+    return (code < 0x20 and c not in "\n\t") or 0x7F <= code <= 0x9F
+
+
 def write_line(stream: TextIO, text: str) -> None:
     """Write one line and flush; if the reader has gone (`tiss run ... | head`), drop output.
 
@@ -98,7 +117,7 @@ class ProgressPrinter:
                 depth = self._depth.get("main", 0)
             pad = "  " * depth
             if name == "step_start":
-                self._write(f"{pad}{self.paint('[ RUN  ]', 'bold')} {event['description']}")
+                self._write(f"{pad}{self.paint('[ RUN  ]', 'bold')} {shown(event['description'])}")
                 self._depth[thread] = depth + 1
             elif name == "step_end":
                 status = event["status"]
@@ -109,30 +128,30 @@ class ProgressPrinter:
                     pad = "  " * depth
                 label, colour = _LABELS.get(status, (f"[{status}]", "yellow"))
                 timing = f" ({_seconds(event['duration'])})" if started else ""
-                self._write(f"{pad}{self.paint(label, colour)} {event['description']}{timing}")
+                self._write(f"{pad}{self.paint(label, colour)} {shown(event['description'])}{timing}")
                 failure = event.get("failure")
                 if failure and status in (FAILED, NOT_CHOSEN):
-                    self._write(f"{pad}         {self.paint(failure['message'], colour)}")
+                    self._write(f"{pad}         {self.paint(shown(failure['message']), colour)}")
             elif name == "log":
                 bar = self.paint("|", "dim")
-                for line in str(event["message"]).splitlines() or [""]:
+                for line in shown(event["message"]).split("\n"):
                     self._write(f"{pad}       {bar} {line}")
             elif name == "caught":
-                self._write(f"{pad}       {self.paint('caught:', 'yellow')} {event['message']}")
+                self._write(f"{pad}       {self.paint('caught:', 'yellow')} {shown(event['message'])}")
 
 
 def format_failure(failure: Failure, colour: bool = False) -> str:
     paint = Painter(colour)
-    lines = [f"{failure.location()}: {paint('error', 'red')}: {failure.message}"]
+    lines = [f"{shown(failure.location())}: {paint('error', 'red')}: {shown(failure.message)}"]
     if failure.source_line is not None:
-        lines.append(f"    {failure.source_line}")
+        lines.append(f"    {shown(failure.source_line)}")
         if failure.column:
-            prefix = failure.source_line[: failure.column - 1]
+            prefix = shown(failure.source_line[: failure.column - 1])
             caret = "".join(c if c == "\t" else " " for c in prefix)
             lines.append(f"    {caret}{paint('^', 'red')}")
     if failure.stderr_tail:
         lines.append("  stderr of the last command (tail):")
-        lines.extend(f"    {line}" for line in failure.stderr_tail.splitlines())
+        lines.extend(f"    {line}" for line in shown(failure.stderr_tail).split("\n"))
     return "\n".join(lines)
 
 

@@ -199,3 +199,16 @@ def test_a_command_that_removes_the_workspace(tmp_path, ws, capsys):
     out = capsys.readouterr().out
     assert f"the workspace '{ws}' no longer exists (did a command remove it?)" in out
     assert f"script.tiss:6:1: error: the workspace '{ws}' cannot be opened" in out
+
+
+def test_control_characters_from_commands_cannot_drive_the_terminal(tmp_path, ws, capsys):
+    source = (
+        'RUN "printf \'a\\\\033[2Jb\\\\rc\\\\007\'"\nLOG "{{ LAST_RUN.STDOUT }}"\n'
+        'STEP "{{ LAST_RUN.STDOUT }}" {\n  ASSERT LAST_RUN.STDOUT == "x"\n}\n'
+    )
+    trace = tmp_path / "t.jsonl"
+    assert tiss_run(tmp_path, ws, source, "--trace", trace) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+    assert "| a\\x1b[2Jb\\x0dc\\x07" in out and "[ RUN  ] a\\x1b[2Jb\\x0dc\\x07" in out
+    assert "\\u001b[2J" in trace.read_text()  # the trace keeps the text exactly (JSON-escaped)
