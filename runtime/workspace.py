@@ -161,7 +161,10 @@ class Workspace:
                 if last and not follow_last:
                     yield _Target(stack[-1], part, os.sep.join([*names, part]))
                     return
-                target = self._readlink(stack[-1], part)
+                try:
+                    target = self._readlink(stack[-1], part)
+                except OSError as exc:  # a name too long, a directory we may not search...
+                    raise PathError(f"cannot use path {path!r}: {exc.strerror}") from None
                 if target is not None:
                     links += 1
                     if links > _MAX_LINKS:
@@ -195,7 +198,7 @@ class Workspace:
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
                 return None
-            raise PathError(f"cannot look at {name!r}: {exc.strerror}") from None
+            raise
 
     @staticmethod
     def _open_dir(parent: int, name: str, path: str, create: bool) -> int:

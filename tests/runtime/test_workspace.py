@@ -268,3 +268,19 @@ def test_last_component_swapped_for_a_symlink_is_replaced_not_followed(ws, tmp_p
     with pytest.raises(PathError, match="became a symlink"):
         ws.read_text("f")
     assert (outside / "secret").read_text() == "s" and os.listdir(outside) == ["secret"]
+
+
+def test_write_through_a_file_link_inside_replaces_the_target_and_keeps_the_link(ws):
+    ws.write_text("real.txt", "old")
+    os.symlink("real.txt", ws.root / "alias.txt")
+    ws.write_text("alias.txt", "new")
+    assert os.readlink(ws.root / "alias.txt") == "real.txt"
+    assert (ws.root / "real.txt").read_text() == "new"
+
+
+def test_os_errors_become_path_errors(ws):
+    for op in (lambda: ws.write_text("n" * 300, "x"), lambda: ws.mkdir("d" * 300),
+               lambda: ws.read_text("r" * 300), lambda: ws.write_text("p" * 300 + "/f", "x")):
+        with pytest.raises(PathError, match="File name too long"):
+            op()
+    assert os.listdir(ws.root) == []
