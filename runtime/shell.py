@@ -147,7 +147,10 @@ def _marked_pids(run_id: str) -> list[int]:
 
 
 def _kill_marked(run_id: str) -> None:
-    """Kill every process that still carries the marker; look again in case one forked."""
+    """Kill every process that still carries the marker; look again in case one forked.
+
+    A sweep ends only when a scan finds none: a marked process can only be started by another
+    marked process, which the scan before found and killed."""
     for _ in range(5):
         pids = _marked_pids(run_id)
         if not pids:
@@ -217,6 +220,7 @@ def run_command(
         os.set_blocking(fileobj.fileno(), False)
         selector.register(fileobj, selectors.EVENT_READ)
     kill_deadline: float | None = None  # set once the group is killed: bound the final drain
+    swept = False  # the marked processes were killed (one sweep repeats until none is left)
     try:
         while selector.get_map():
             now = time.monotonic()
@@ -230,6 +234,7 @@ def run_command(
                 if cancelled or timed_out or proc.poll() is not None:
                     _kill_group(pgid)
                     _kill_marked(run_id)  # also those that left the group and hold the pipe
+                    swept = True
                     kill_deadline = now + _DRAIN_GRACE
             elif now >= kill_deadline:
                 break  # a process outside the group holds the pipe; stop waiting for it
@@ -271,7 +276,8 @@ def run_command(
         proc.stdout.close()
         proc.stderr.close()
     exit_code = proc.wait()
-    _kill_marked(run_id)  # whatever left the process group (setsid, daemons) goes too
+    if not swept:
+        _kill_marked(run_id)  # whatever left the process group (setsid, daemons) goes too
     if exit_code < 0:  # killed by a signal: report it as a shell would (128 + signal number)
         exit_code = 128 - exit_code
     return CommandResult(
