@@ -17,6 +17,7 @@ from runtime.result import FAILED, PASSED
         'FILE "here.txt" EXISTS', 'NOT FILE "nothere.txt" EXISTS',
         "1 == 1 AND 2 == 2", "1 == 2 OR 2 == 2", "NOT 1 == 2", "NOT (1 == 2 AND 1 == 1)",
         '"10" > 9', '"2.50" == 2.5', 'num == "3"', "true == true", '"b" > "a"', '"10" > "9"',
+        '"1.0" == "1"', '"007" == 7', '"1.10" == "1.1"', '"abc" != "ABC"',
         "[1, 2] == [1, 2]",
     ],
 )
