@@ -75,27 +75,45 @@ class RMSNorm:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         C = x.shape[-1]
-        ms = np.einsum("...c,...c->...", x, x)[..., None]  # (B, T, 1)
-        ms *= 1.0 / C
-        ms += self.eps
-        rstd = np.sqrt(ms, out=ms)
-        np.reciprocal(rstd, out=rstd)  # (B, T, 1)
-        xn = np.multiply(x, rstd, out=self.fwd("xn", x.shape, x.dtype))  # (B, T, C)
-        out = np.multiply(xn, self.weight, out=self.fwd("out", x.shape, x.dtype))
-        return out, (xn, rstd)
+        rows = x.reshape(-1, C)  # (N, C)
+        rstd = np.empty((rows.shape[0], 1), dtype=x.dtype)  # (N, 1)
+        xn = self.fwd("xn", x.shape, x.dtype)
+        out = self.fwd("out", x.shape, x.dtype)
+        xn2, out2 = xn.reshape(-1, C), out.reshape(-1, C)
+
+        def block(lo: int, hi: int) -> None:
+            r = rstd[lo:hi]
+            np.einsum("nc,nc->n", rows[lo:hi], rows[lo:hi], out=r[:, 0])
+            r *= 1.0 / C
+            r += self.eps
+            np.sqrt(r, out=r)
+            np.reciprocal(r, out=r)
+            np.multiply(rows[lo:hi], r, out=xn2[lo:hi])
+            np.multiply(xn2[lo:hi], self.weight, out=out2[lo:hi])
+
+        for_blocks(rows.shape[0], _rows_per_block(C), block, min_size=256)
+        return out, (xn, rstd)  # (B, T, C)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         xn, rstd = cache
         C = xn.shape[-1]
-        self.grad += np.einsum("nc,nc->c", dout.reshape(-1, C), xn.reshape(-1, C))  # (C,)
-        dxn = np.multiply(dout, self.weight, out=self.tmp("dx", dout.shape, dout.dtype))  # (B, T, C)
-        # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
-        proj = np.einsum("...c,...c->...", dxn, xn)[..., None]  # (B, T, 1)
-        proj *= 1.0 / C
-        np.multiply(xn, proj, out=xn)  # xn is not needed after this, reuse it
-        dxn -= xn
-        dxn *= rstd
-        return dxn  # (B, T, C)
+        d2, xn2 = dout.reshape(-1, C), xn.reshape(-1, C)  # (N, C)
+        self.grad += np.einsum("nc,nc->c", d2, xn2)  # (C,) a reduction over rows: one thread
+        dx = self.tmp("dx", dout.shape, dout.dtype)
+        dx2 = dx.reshape(-1, C)
+
+        def block(lo: int, hi: int) -> None:
+            g, xb = dx2[lo:hi], xn2[lo:hi]
+            np.multiply(d2[lo:hi], self.weight, out=g)  # d xn
+            # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
+            proj = np.einsum("nc,nc->n", g, xb)[:, None]  # (n, 1)
+            proj *= 1.0 / C
+            xb *= proj  # xn is not needed after this, reuse it
+            g -= xb
+            g *= rstd[lo:hi]
+
+        for_blocks(d2.shape[0], _rows_per_block(C), block, min_size=256)
+        return dx  # (B, T, C)
 
 
 def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +198,13 @@ class CausalSelfAttention:
         qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
         tmp = self.tmp("rope", (B, H, T, D // 2), dt)
         q_src, k_src = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
-        q = rope_forward(q_src, self.cos_q[:T], self.sin_q[:T], f("q", (B, H, T, D), dt), tmp)  # (B, H, T, D) scaled
-        k = rope_forward(k_src, self.cos[:T], self.sin[:T], f("k", (B, H, T, D), dt), tmp)  # (B, H, T, D)
+        q, k = f("q", (B, H, T, D), dt), f("k", (B, H, T, D), dt)  # (B, H, T, D), q scaled
+
+        def rotate(lo: int, hi: int) -> None:
+            rope_forward(q_src[lo:hi], self.cos_q[:T], self.sin_q[:T], q[lo:hi], tmp[lo:hi])
+            rope_forward(k_src[lo:hi], self.cos[:T], self.sin[:T], k[lo:hi], tmp[lo:hi])
+
+        for_blocks(B, 1, rotate, min_size=2)
         v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
         att = np.matmul(q, k.transpose(0, 1, 3, 2), out=f("att", (B, H, T, T), dt))  # (B, H, T, T)
         _causal_softmax_(att)
@@ -212,12 +235,17 @@ class CausalSelfAttention:
             d *= p
 
         for_blocks(d_rows.shape[0], _heads_per_block(T), block, min_size=8)
-        pre = t("pre_rope", (B, H, T, D), dt)
+        pre_q, pre_k = t("pre_rope_q", (B, H, T, D), dt), t("pre_rope_k", (B, H, T, D), dt)
         rtmp = t("rope", (B, H, T, D // 2), dt)
-        np.matmul(datt, k, out=pre)  # d q_s; the scaled tables apply 1/sqrt(D) on the way back
-        rope_backward(pre, self.cos_q[:T], self.sin_q[:T], dqkv[:, :, 0].transpose(0, 2, 1, 3), rtmp)  # dq
-        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre)  # q is already scaled
-        rope_backward(pre, self.cos[:T], self.sin[:T], dqkv[:, :, 1].transpose(0, 2, 1, 3), rtmp)  # dk
+        np.matmul(datt, k, out=pre_q)  # d q_s; the scaled tables apply 1/sqrt(D) on the way back
+        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre_k)  # q is already scaled
+        dq, dk = dqkv[:, :, 0].transpose(0, 2, 1, 3), dqkv[:, :, 1].transpose(0, 2, 1, 3)
+
+        def unrotate(lo: int, hi: int) -> None:
+            rope_backward(pre_q[lo:hi], self.cos_q[:T], self.sin_q[:T], dq[lo:hi], rtmp[lo:hi])
+            rope_backward(pre_k[lo:hi], self.cos[:T], self.sin[:T], dk[lo:hi], rtmp[lo:hi])
+
+        for_blocks(B, 1, unrotate, min_size=2)
         dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
         dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C)
         self.gq += dw[:, :C]
