@@ -168,6 +168,8 @@ class Session:
         if self._closed:
             raise RuntimeError("this session is closed")
         self.file = file
+        if source is not None and source.startswith("\ufeff"):
+            source = source[1:]  # the parser ignores a BOM; positions are counted without it
         self._source_lines = source.splitlines() if source is not None else []
         result = RunResult(file=file)
         self._result = result

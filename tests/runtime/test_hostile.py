@@ -212,3 +212,10 @@ def test_control_characters_from_commands_cannot_drive_the_terminal(tmp_path, ws
     assert "\x1b" not in out and "\r" not in out and "\x07" not in out
     assert "| a\\x1b[2Jb\\x0dc\\x07" in out and "[ RUN  ] a\\x1b[2Jb\\x0dc\\x07" in out
     assert "\\u001b[2J" in trace.read_text()  # the trace keeps the text exactly (JSON-escaped)
+
+
+def test_failure_in_a_bom_crlf_script_quotes_the_line_exactly(tmp_path, ws, capsys):
+    assert tiss_run(tmp_path, ws, "\ufeffASSERT 1 == 2\r\n") == 1
+    out = capsys.readouterr().out
+    assert "script.tiss:1:1: error: assertion failed: 1 == 2 (left is 1, right is 2)\n    ASSERT 1 == 2\n    ^" in out
+    assert "\ufeff" not in out and "\r" not in out
