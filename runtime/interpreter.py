@@ -446,12 +446,16 @@ class Interpreter:
         return {"name": node.name}
 
     def assign(self, name: str, value: Any, ctx: Context, node: ast.Node) -> None:
+        self.check_target(name, node)
+        ctx.vars[name] = value
+
+    @staticmethod
+    def check_target(name: str, node: ast.Node) -> None:
         if name in BUILTIN_ROOTS:
             raise ScriptFailure(
                 f"{name} is a built-in reference and cannot be set; choose another variable name",
                 kind="ReservedName", line=node.line, column=node.column,
             )
-        ctx.vars[name] = value
 
     def visit_Log(self, node: ast.Log, ctx: Context) -> dict[str, Any]:
         message = self.text(node.message, ctx)
@@ -507,6 +511,7 @@ class Interpreter:
         return {"path": path, "bytes": len(content.encode("utf-8"))}
 
     def visit_Read(self, node: ast.Read, ctx: Context) -> dict[str, Any]:
+        self.check_target(node.variable, node)
         path = self._path(node.path, ctx)
         self.assign(node.variable, self.session.workspace.read_text(path), ctx, node)
         return {"path": path, "variable": node.variable}
@@ -606,6 +611,8 @@ class Interpreter:
         return settings
 
     def visit_PromptAgent(self, node: ast.PromptAgent, ctx: Context) -> dict[str, Any]:
+        if node.variable is not None:
+            self.check_target(node.variable, node)  # before the call is paid for, not after
         prompt = self.text(node.prompt, ctx)
         backend = self.backend_for(ctx)
         settings = self.settings(ctx)

@@ -175,7 +175,9 @@ def contains(container: Any, item: Any) -> bool:
         if not isinstance(item, str):
             raise _mismatch("CONTAINS", container, item)
         return item in container
-    raise _mismatch("CONTAINS", container, item)
+    raise TypeMismatch(
+        f"CONTAINS needs a string, list or object on its left, got {type_name(container)} {show(container)}"
+    )
 
 
 def matches(value: Any, pattern: Any) -> bool:

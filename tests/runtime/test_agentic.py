@@ -294,3 +294,19 @@ def test_pause_waits_for_enter(run):
     reviewer = Reviewer(ask=lambda prompt: "", stdout=io.StringIO())
     result = run('PAUSE "check the files"\nASSERT LAST_REVIEW.APPROVED\n', reviewer=reviewer)
     assert result.status == PASSED, result.failure
+
+
+def test_prompt_into_a_builtin_is_refused_before_the_call_is_sent(run):
+    class Counting:
+        name = "counting"
+        sent = 0
+
+        def count_tokens(self, text):
+            return 1
+
+        def generate(self, prompt, settings):
+            Counting.sent += 1
+            return Completion(text="x", prompt_tokens=1, completion_tokens=1, finish_reason="stop")
+
+    result = run('PROMPT_AGENT "hi" INTO LAST_RUN\n', backend=Counting())
+    assert result.failure.kind == "ReservedName" and Counting.sent == 0

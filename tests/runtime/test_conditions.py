@@ -146,3 +146,9 @@ def test_two_numeric_strings_compare_as_numbers_for_every_operator(run):
 def test_render_is_json_for_containers():
     assert values.render([1, "a", None, {"k": False}]) == '[1, "a", null, {"k": false}]'
     assert values.render(True) == "true" and values.render(2.5) == "2.5"
+
+
+def test_contains_on_a_number_says_what_it_needs(run):
+    result = run('VAR x = 3\nASSERT x CONTAINS 1\n')
+    assert result.failure.kind == "TypeMismatch" and (result.failure.line, result.failure.column) == (2, 8)
+    assert result.failure.message == "CONTAINS needs a string, list or object on its left, got number 3"
