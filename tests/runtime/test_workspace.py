@@ -284,3 +284,11 @@ def test_os_errors_become_path_errors(ws):
         with pytest.raises(PathError, match="File name too long"):
             op()
     assert os.listdir(ws.root) == []
+
+
+def test_write_replaces_a_hard_link_instead_of_writing_through_it(ws, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    os.link(outside, ws.root / "hard.txt")
+    ws.write_text("hard.txt", "mine")
+    assert outside.read_text() == "keep" and (ws.root / "hard.txt").read_text() == "mine"
