@@ -44,7 +44,7 @@ class Buffers:
 
 
 class Embedding:
-    """Token ids to vectors: a row lookup; the backward scatters rows back with `np.add.at`."""
+    """Token ids to vectors: a row lookup; the backward sums each id's rows into its gradient row."""
 
     def __init__(self, weight: np.ndarray, grad: np.ndarray) -> None:
         self.weight, self.grad = weight, grad  # (V, C)

@@ -138,6 +138,8 @@ class Transformer:
         ids = np.asarray(ids)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
             raise LMError(f"{what} must be a 2-D integer array [batch, time], got {ids.dtype} {ids.shape}")
+        if ids.size == 0:
+            raise LMError(f"{what} must hold at least one token, got shape {ids.shape}")
         if ids.shape[1] > self.config.max_seq_len:
             raise LMError(
                 f"sequence length {ids.shape[1]} exceeds the model's max_seq_len {self.config.max_seq_len}"

@@ -103,6 +103,8 @@ def test_bad_inputs_are_clear_errors():
         model.forward(np.zeros((1, 9), dtype=np.int64))
     with pytest.raises(LMError, match=r"\[0, 13\)"):
         model.forward(np.full((1, 3), 13))
+    with pytest.raises(LMError, match="at least one token"):
+        model.forward(np.zeros((1, 0), dtype=np.int64))
     with pytest.raises(LMError, match="2-D integer"):
         model.forward(np.zeros(3, dtype=np.int64))
     with pytest.raises(LMError, match="targets"):
