@@ -246,8 +246,7 @@ class Budgets:
             if call_limit is not None and self._api_calls + 1 > call_limit:
                 raise BudgetExceeded(
                     API_CALLS, call_limit, self._api_calls,
-                    f"limit {call_limit} call{'s' if call_limit != 1 else ''}, "
-                    f"{self._api_calls} used; the call was not sent",
+                    f"limit {_calls(call_limit)}, {self._api_calls} used; the call was not sent",
                 )
             token_limit = self._limits.get(TOKENS)
             in_flight = sum(self._in_flight.values())
@@ -310,7 +309,7 @@ class Budgets:
         if call_limit is not None and calls_used + api_calls > call_limit:
             raise BudgetExceeded(
                 API_CALLS, call_limit, calls_used,
-                f"limit {call_limit} calls, {calls_used} used; the estimate needs {api_calls} more",
+                f"limit {_calls(call_limit)}, {calls_used} used; the estimate needs {api_calls} more",
             )
         if token_limit is not None and tokens_used + tokens > token_limit:
             raise BudgetExceeded(
@@ -325,3 +324,8 @@ class Budgets:
                     f"limit {format_seconds(time_limit)}, {format_seconds(used)} used; "
                     f"the estimate needs {format_seconds(seconds)} more",
                 )
+
+
+def _calls(n: int) -> str:
+    """`1 call`, `2 calls`: budget messages are read by people."""
+    return f"{n} call" if n == 1 else f"{n} calls"

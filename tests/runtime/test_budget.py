@@ -279,3 +279,13 @@ def test_admitted_calls_fit_while_usage_stays_within_reservations(limit, calls):
         elif max_tokens is not None:
             budgets.record(reservation, prompt, min(completion, max_tokens))
             assert budgets.usage().tokens <= limit
+
+
+def test_a_limit_of_one_call_reads_in_the_singular():
+    budgets = Budgets()
+    budgets.set("API_CALLS", 1)
+    budgets.reserve_call(1, None)
+    with pytest.raises(BudgetExceeded, match="limit 1 call, 1 used; the call was not sent"):
+        budgets.reserve_call(1, None)
+    with pytest.raises(BudgetExceeded, match="limit 1 call, 1 used; the estimate needs 1 more"):
+        budgets.check_fits(api_calls=1)
