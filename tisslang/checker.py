@@ -24,11 +24,15 @@ from typing import Iterable, Iterator
 
 from . import ast
 
+# The spec's fields (section 6), plus the ones the runtime also sets and docs/running.md
+# describes: whether a RUN's output was cut at the capture cap, why the model stopped, and how
+# many RUNs an estimate could not bound. A field missing here would be a false error in check.
 BUILTINS: dict[str, tuple[str, ...]] = {
-    "LAST_RUN": ("EXIT_CODE", "STDOUT", "STDERR", "EXECUTION_TIME", "COMMAND", "TIMED_OUT"),
+    "LAST_RUN": ("EXIT_CODE", "STDOUT", "STDERR", "EXECUTION_TIME", "COMMAND", "TIMED_OUT",
+                 "STDOUT_TRUNCATED", "STDERR_TRUNCATED"),
     "LAST_ERROR": ("MESSAGE", "KIND", "LINE"),
-    "LAST_PROMPT": ("TEXT", "PROMPT_TOKENS", "COMPLETION_TOKENS"),
-    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS"),
+    "LAST_PROMPT": ("TEXT", "PROMPT_TOKENS", "COMPLETION_TOKENS", "FINISH_REASON"),
+    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS", "UNBOUNDED_RUNS"),
     "LAST_REVIEW": ("APPROVED", "COMMENT"),
     "WORKSPACE": (),
     "TASK": ("DESCRIPTION",),

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from tisslang import checker
+
 # Reserved words (spec §1, §3, §5). UPPERCASE only: `run` is a name, `RUN` a keyword.
 STATEMENT_KEYWORDS = (
     "TASK", "SETUP", "TEARDOWN", "STEP", "RUN", "WRITE", "READ", "ASSERT", "PROMPT_AGENT", "VAR",
@@ -29,22 +31,11 @@ EXPRESSION_KEYWORDS = (
 )
 KEYWORDS = frozenset(STATEMENT_KEYWORDS + CLAUSE_KEYWORDS + EXPRESSION_KEYWORDS)
 
-# Built-in references and their fields (spec §6), and the budget names of SET_BUDGET.
-BUILTINS = {
-    "LAST_RUN": ("EXIT_CODE", "STDOUT", "STDERR", "EXECUTION_TIME", "COMMAND", "TIMED_OUT"),
-    "LAST_ERROR": ("MESSAGE", "KIND", "LINE"),
-    "LAST_PROMPT": ("TEXT", "PROMPT_TOKENS", "COMPLETION_TOKENS"),
-    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS"),
-    "LAST_REVIEW": ("APPROVED", "COMMENT"),
-    "WORKSPACE": (),
-    "TASK": ("DESCRIPTION",),
-    "STEP": ("DESCRIPTION",),
-}
-BUDGET_NAMES = ("EXECUTION_TIME", "API_CALLS", "TOKENS", "TOKEN_COUNT")
-DIRECTIVES = (
-    "persona", "model", "temperature", "top_k", "top_p", "max_tokens", "seed", "stop", "timeout",
-    "shell", "output", "choose",
-)
+# Built-in references and their fields, budget names and directives: the checker's, so what the
+# REPL colours and completes is what `tiss check` accepts.
+BUILTINS = checker.BUILTINS
+BUDGET_NAMES = checker.BUDGETS + ("TOKEN_COUNT",)
+DIRECTIVES = checker.KNOWN_DIRECTIVES
 # Statements whose first string is a workspace path (completion offers files there).
 PATH_STATEMENTS = frozenset({"WRITE", "READ", "DELETE", "MKDIR"})
 

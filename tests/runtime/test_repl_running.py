@@ -70,6 +70,26 @@ def test_state_carries_over_between_entries(make_repl):
     assert repl.variable_names() == ["name", "answer"]
 
 
+def test_builtin_fields_completed_and_checked_are_the_ones_the_interpreter_sets(make_repl):
+    # `tiss check` (and the REPL's completion, which shares its table) must know every field
+    # the runtime sets, or a script using a real field gets a false error.
+    from tisslang.checker import BUILTINS
+
+    repl, out = make_repl()
+    entry = (
+        'RUN "echo hi"\n'
+        'PROMPT_AGENT "hello"\n'
+        'TRY {\n    ASSERT false\n}\n'
+        'ESTIMATE_COST {\n    RUN "true"\n}\n'
+        'REQUEST_REVIEW "fine?"\n'
+    )
+    assert repl.handle(entry) == 0, take(out)
+    set_now = repl.session.builtins
+    assert set(set_now) == {name for name in BUILTINS if name.startswith("LAST_")}
+    for name, value in set_now.items():
+        assert set(value) == set(BUILTINS[name]), name
+
+
 def test_time_at_the_prompt_is_not_execution_time(make_repl):
     repl, out = make_repl()
     assert repl.handle('SET_BUDGET EXECUTION_TIME = "500ms"') == 0

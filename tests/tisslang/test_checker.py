@@ -46,8 +46,17 @@ def test_undefined_variable_with_suggestion_and_known_names():
 def test_unknown_builtin_field():
     assert diagnostics("ASSERT LAST_RUN.EXITCODE == 0") == [
         ("error", 1, 8, "LAST_RUN has no field 'EXITCODE' (it has EXIT_CODE, STDOUT, STDERR, "
-                        "EXECUTION_TIME, COMMAND, TIMED_OUT); did you mean 'EXIT_CODE'?"),
+                        "EXECUTION_TIME, COMMAND, TIMED_OUT, STDOUT_TRUNCATED, STDERR_TRUNCATED); "
+                        "did you mean 'EXIT_CODE'?"),
     ]
+
+
+def test_fields_the_runtime_sets_beyond_the_spec_are_known():
+    source = (
+        'ASSERT NOT LAST_RUN.STDOUT_TRUNCATED AND NOT LAST_RUN.STDERR_TRUNCATED\n'
+        'LOG "{{ LAST_PROMPT.FINISH_REASON }} {{ LAST_ESTIMATE.UNBOUNDED_RUNS }}"\n'
+    )
+    assert diagnostics(source) == []
 
 
 def test_builtin_name_as_a_target():
