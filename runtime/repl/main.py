@@ -4,10 +4,11 @@ On a terminal, entries come from the prompt_toolkit session (`reader.py`) and ru
 (`engine.py`) until `:quit` or Ctrl-D; the exit status is 0 unless a TEARDOWN failed at the end.
 
 With stdin not a terminal the REPL reads entries from it (an entry ends where `is_complete`
-says it does; after an IF or TRY block the next line decides whether ELSE / CATCH continues
-it), prints no prompt, and behaves like `tiss run` on a script: it stops at the first entry that
-fails and exits with that status (1 failed, 2 invalid, 130 interrupted), else 0; TEARDOWN runs
-at the end either way. So `printf 'RUN "ls"\\n' | tiss repl` works in pipelines.
+says it does, except that after an IF or TRY block the next line decides whether ELSE / CATCH
+continues it, as in a script), prints no prompt, and behaves like `tiss run` on a script: it
+stops at the first entry that fails and exits with that status (1 failed, 2 invalid, 130
+interrupted), else 0; TEARDOWN runs at the end either way. So `printf 'RUN "ls"\\n' | tiss repl`
+works in pipelines.
 """
 
 from __future__ import annotations
@@ -26,28 +27,39 @@ BANNER = "TissLang {version} REPL in {workspace}; :help for help, Ctrl-D to leav
 def iter_entries(lines: Iterable[str]) -> Iterator[str]:
     """Group input lines into entries the way Enter does at the prompt.
 
-    A blank line between entries is skipped. An entry that ended with an IF / TRY block is held
-    until the next line shows whether it continues with ELSE / CATCH.
+    A blank line between entries is skipped. One difference, since a pipe can look ahead: an
+    entry that ends with an IF / TRY block is held until the next line shows whether it goes on
+    with ELSE / CATCH (comment lines in between are kept with it), as in a script.
     """
     buffer: list[str] = []
+    held: str | None = None  # "ELSE" / "CATCH" that would continue the held entry
     for raw in lines:
         line = raw.rstrip("\n").rstrip("\r")
-        if buffer:
-            text = "\n".join(buffer)
-            awaiting = scan(text).state.awaiting
-            # Held only for ELSE / CATCH: anything else on the next line starts a new entry.
-            if awaiting and not line.lstrip().startswith(awaiting):
-                yield text
+        if held is not None:
+            stripped = line.lstrip()
+            if stripped.startswith("#"):
+                buffer.append(line)
+                continue
+            if not _continues(stripped, held):
+                yield "\n".join(buffer)
                 buffer = []
+            held = None
         if not buffer and not line.strip():
             continue
         buffer.append(line)
         text = "\n".join(buffer)
         if entry_ready(text):
-            yield text
-            buffer = []
+            held = scan(text).state.awaiting
+            if held is None:
+                yield text
+                buffer = []
     if buffer and "\n".join(buffer).strip():
         yield "\n".join(buffer)
+
+
+def _continues(line: str, word: str) -> bool:
+    """Whether `line` starts with the keyword `word` (ELSE, not ELSEWHERE)."""
+    return line.startswith(word) and not line[len(word):len(word) + 1].replace("_", "a").isalnum()
 
 
 def run_piped(repl: Repl, stream: TextIO) -> int:

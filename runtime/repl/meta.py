@@ -77,8 +77,8 @@ def parse_meta(text: str) -> MetaCommand:
 def help_text() -> str:
     lines = [
         "Enter TissLang statements; Enter runs an entry once it is complete (blocks closed,",
-        "heredoc ended). After an IF or TRY block press Enter once more, since ELSE / CATCH",
-        "may follow on the next line.",
+        "heredoc ended). Put ELSE / CATCH on the closing line of the IF / TRY block:",
+        "} ELSE {  -- Enter after a lone } runs the entry.",
         "",
     ]
     for spec in META_COMMANDS.values():

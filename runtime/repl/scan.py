@@ -336,17 +336,16 @@ def scan(text: str) -> ScanResult:
 def is_complete(text: str) -> bool:
     """Whether Enter should submit `text` as an entry (the validator then checks it parses).
 
-    Incomplete: a block, list or object still open, a heredoc not closed, or an IF / TRY block
-    just closed (ELSE / CATCH may follow on the next line, as in a script) unless the entry
-    already ends with a blank line. Everything else is complete, including text that will not
-    parse, so the validator can point at its error.
+    Incomplete: a block, list or object still open, or a heredoc not closed. Everything else is
+    complete, including text that will not parse, so the validator can point at its error.
+
+    An IF or TRY whose block has just closed is complete too: at the prompt ELSE / CATCH go on
+    the closing line (`} ELSE {`, the canonical form), as a JavaScript REPL wants `} else {`, so
+    Enter after the `}` runs the entry at once instead of asking for a blank line first. Input
+    from a pipe can look at the next line, and there an ELSE on the next line still continues
+    the entry (`main.iter_entries`, with `ScanState.awaiting`).
     """
     if not text.strip():
         return False
     state = scan(text).state
-    if state.open_heredoc is not None or state.depth > 0:
-        return False
-    if state.awaiting is not None:
-        lines = text.split("\n")
-        return len(lines) > 1 and lines[-1].strip() == ""
-    return True
+    return state.open_heredoc is None and state.depth <= 0

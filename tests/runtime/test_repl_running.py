@@ -295,6 +295,17 @@ def test_iter_entries_groups_lines_like_enter_does():
         'LOG "c"',
     ]
     assert list(iter_entries(io.StringIO('STEP "open" {\n  LOG "x"\n'))) == ['STEP "open" {\n  LOG "x"']
+    # A comment between the block and its CATCH stays with it; ELSEWHERE is not ELSE; a blank
+    # line, or the end of input, ends the held entry.
+    source = 'TRY { RUN "a" }\n# then\nCATCH { LOG "b" }\nIF x { }\nELSEWHERE\nIF y { }\n\nELSE { }\nIF z { }'
+    assert list(iter_entries(io.StringIO(source))) == [
+        'TRY { RUN "a" }\n# then\nCATCH { LOG "b" }',
+        "IF x { }",
+        "ELSEWHERE",
+        "IF y { }",
+        "ELSE { }",
+        "IF z { }",
+    ]
 
 
 @pytest.mark.parametrize("stdin, status, seen, unseen", [
