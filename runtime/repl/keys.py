@@ -3,7 +3,7 @@
 - Enter submits the entry when it is complete (`validator.entry_ready`) and the cursor is at
   its end or the entry is one line (as after the validator moved the cursor to an error);
   otherwise it inserts a newline that keeps the line's indentation, one level more after an
-  opening `{`. With the completion menu open, Enter takes the selected completion.
+  opening `{` (in a heredoc body: the indentation of the line that opened the heredoc). With the completion menu open, Enter takes the selected completion.
 - Esc Enter (Alt-Enter) submits wherever the cursor is (the validator still checks it).
 - `}` typed on a blank line dedents it one level first (not in a heredoc body, which is text).
 - Ctrl-C clears the input (the prompt stays); Ctrl-D on an empty input leaves (the default).
@@ -28,14 +28,28 @@ def _in_heredoc_body(buffer: Buffer) -> bool:
     return scan(buffer.document.text_before_cursor).state.in_heredoc_body
 
 
+def _indentation(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
 def newline_with_indent(buffer: Buffer) -> None:
     """Insert a newline that continues the current line's indentation (+1 level after `{`).
 
-    In a heredoc body a `{` is text, so it adds no level there.
+    In a heredoc body the new line takes the indentation of the line that opened the heredoc,
+    not the body line's: the closing delimiter typed there then sits where the formatter puts
+    it, and no indentation the user did not type enters the body (a body line's extra
+    indentation carried onto the delimiter line would be stripped from every line, or make
+    the shallower ones an error).
     """
+    before = buffer.document.text_before_cursor
+    state = scan(before).state
+    if state.in_heredoc_body and state.open_heredoc is not None:
+        opener_line = before[before.rfind("\n", 0, state.open_heredoc.start) + 1:].split("\n", 1)[0]
+        buffer.insert_text("\n" + _indentation(opener_line))
+        return
     line = buffer.document.current_line_before_cursor
-    indent = line[: len(line) - len(line.lstrip())]
-    if line.rstrip().endswith("{") and not _in_heredoc_body(buffer):
+    indent = _indentation(line)
+    if line.rstrip().endswith("{"):
         indent += INDENT
     buffer.insert_text("\n" + indent)
 

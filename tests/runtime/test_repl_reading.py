@@ -296,6 +296,17 @@ def test_heredoc_body_keeps_its_own_indentation(prompt):
     assert read_entry(make()) == 'STEP "s" {\n    WRITE "c.json" <<J\n    {\n    }\n    J\n}'
 
 
+def test_heredoc_lines_start_at_the_opener_indentation_so_the_body_is_what_was_typed(prompt):
+    pipe, make = prompt
+    # Extra indentation typed on one body line is not carried to the next (nor onto the
+    # closing delimiter, which would strip it from every line or make `def` an error).
+    pipe.send_text('STEP "s" {\rWRITE "a.py" <<PY\rdef f():\r    return 1\r\rPY\r}\r')
+    entry = read_entry(make())
+    assert entry == 'STEP "s" {\n    WRITE "a.py" <<PY\n    def f():\n        return 1\n    \n    PY\n}'
+    write = tisslang.parse(entry).body[0].body[0]
+    assert write.content.parts == ("def f():\n    return 1\n\n",)
+
+
 def test_enter_after_the_closing_brace_of_an_if_or_try_runs_it_at_once(prompt):
     pipe, make = prompt
     pipe.send_text('IF true {\rLOG "a"\r}\r')
