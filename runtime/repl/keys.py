@@ -3,7 +3,8 @@
 - Enter submits the entry when it is complete (`validator.entry_ready`) and the cursor is at
   its end or the entry is one line (as after the validator moved the cursor to an error);
   otherwise it inserts a newline that keeps the line's indentation, one level more after an
-  opening `{` (in a heredoc body: the indentation of the line that opened the heredoc). With the completion menu open, Enter takes the selected completion.
+  opening `{` (in a heredoc body: the indentation of the line that opened the heredoc).
+  With the completion menu open, Enter takes the selected completion.
 - Esc Enter (Alt-Enter) submits wherever the cursor is (the validator still checks it).
 - `}` typed on a blank line dedents it one level first (not in a heredoc body, which is text).
 - Ctrl-C clears the input (the prompt stays); Ctrl-D on an empty input leaves (the default).
