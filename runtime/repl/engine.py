@@ -7,8 +7,8 @@ messages, Ctrl-C stops the running entry (the interpreter kills its commands' pr
 and anything unexpected is reported as an internal error.
 
 A STEP entry reports like `tiss run` (live progress, the failure, a summary line); a bare
-statement just runs, with LOG lines printed plainly and a short `exit N` line after each RUN
-(`:last` shows its output). TEARDOWN blocks entered in the REPL run when the session ends
+statement just runs, with LOG lines printed plainly and, after each RUN, what the command
+wrote and an `exit N` line, as a shell shows it (`:last` shows it again). TEARDOWN blocks entered in the REPL run when the session ends
 (`:reset`, `:quit`, Ctrl-D), as they would at the end of a script. The EXECUTION_TIME budget
 counts only the time entries run, not the time the REPL waits at the prompt. `:load` and
 `:save` paths are relative to the current directory, like a script given to `tiss run`.
@@ -29,7 +29,9 @@ from tisslang.errors import TissError
 
 from runtime.errors import TissRuntimeError
 from runtime.repl import meta
-from runtime.report import Painter, ProgressPrinter, format_failure, format_summary
+from runtime.report import (
+    Painter, ProgressPrinter, format_failure, format_summary, shown, write_line,
+)
 from runtime.result import INTERRUPTED, RunResult
 from runtime.session import Session
 from runtime.values import show
@@ -105,8 +107,18 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+# How much of each stream a statement event carries (runtime/interpreter.py); a bare RUN shows
+# that much of its output, and `:last` all of it.
+_EVENT_TEXT_CAP = 4096
+
+
 class _EntryPrinter:
-    """The session's event listener: `tiss run` progress for STEP entries, plain output else."""
+    """The session's event listener: `tiss run` progress for STEP entries, plain output else.
+
+    A bare RUN prints what the command wrote (stdout, then stderr) and an `exit N` line, the way
+    a shell shows it; LOG prints its message. Control characters are escaped (`report.shown`),
+    so output cannot drive the terminal, and a reader that went away (`| head`) is not an error.
+    """
 
     def __init__(self, out: TextIO, colour: bool) -> None:
         self.out = out
@@ -119,14 +131,27 @@ class _EntryPrinter:
         if self.stepped:
             self.progress(event)
         elif name == "log":
-            self.out.write(f"{event['message']}\n")
+            write_line(self.out, shown(event["message"]))
         elif name == "statement" and event.get("node") == "Run" and "exit_code" in event:
-            timing = event.get("run_time", event.get("duration", 0.0))
-            note = " (timed out)" if event.get("timed_out") else ""
-            self.out.write(self.paint(f"exit {event['exit_code']}{note} in {timing:.2f}s", "dim") + "\n")
+            self.command_output(event)
         elif name == "caught":
-            self.out.write(f"{self.paint('caught:', 'yellow')} {event['message']}\n")
-        self.out.flush()
+            write_line(self.out, f"{self.paint('caught:', 'yellow')} {shown(event['message'])}")
+
+    def command_output(self, event: dict[str, Any]) -> None:
+        for stream in ("stdout", "stderr"):
+            text = event.get(stream) or ""
+            if not text:
+                continue
+            if len(text) >= _EVENT_TEXT_CAP or event.get(f"{stream}_truncated"):
+                write_line(self.out, self.paint(
+                    f"({stream}: only its end is shown here; :last shows all that was captured)",
+                    "dim"))
+                text = text[text.find("\n") + 1:] or text  # from the first whole line
+            body = shown(text[:-1] if text.endswith("\n") else text)
+            write_line(self.out, self.paint(body, "yellow") if stream == "stderr" else body)
+        timing = event.get("run_time", event.get("duration", 0.0))
+        note = " (timed out)" if event.get("timed_out") else ""
+        write_line(self.out, self.paint(f"exit {event['exit_code']}{note} in {timing:.2f}s", "dim"))
 
 
 class Repl:
@@ -161,8 +186,7 @@ class Repl:
     # -- entries -------------------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        write_line(self.out, text)
 
     def handle(self, text: str) -> int:
         """Run one entry or meta-command; the status `tiss run` would give. Never raises."""

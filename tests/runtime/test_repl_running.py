@@ -118,6 +118,26 @@ def test_bare_statements_just_run_and_steps_report_like_tiss_run(make_repl):
     assert "[  OK  ] nested" in take(out)
 
 
+def test_a_bare_run_shows_what_the_command_wrote_with_control_characters_escaped(make_repl):
+    repl, out = make_repl()
+    assert repl.handle('RUN "echo one; echo two; echo oops >&2; exit 4"') == 0
+    text = take(out)
+    assert text.startswith("one\ntwo\noops\nexit 4 in "), text
+    # Output cannot clear the screen or rewrite lines, neither from RUN nor through LOG.
+    assert repl.handle(r"""RUN 'printf "a\033[2Jb\rc"'""") == 0
+    repl.handle('LOG "{{ LAST_RUN.STDOUT }}"')
+    text = take(out)
+    assert "\x1b" not in text and "\r" not in text
+    assert text.count("a\\x1b[2Jb\\x0dc\n") == 2, text
+    # A long output shows its last whole lines and says where the rest is.
+    repl.handle('RUN "seq 1 5000"')
+    lines = take(out).splitlines()
+    assert lines[0] == "(stdout: only its end is shown here; :last shows all that was captured)"
+    assert lines[1].isdigit() and int(lines[1]) > 1 and lines[-2] == "5000"
+    repl.handle(":last")
+    assert "\n  1\n  2\n" in take(out)
+
+
 def test_no_error_ends_the_repl(make_repl, monkeypatch):
     repl, out = make_repl()
     assert repl.handle('RUN "ls" extra') == 2
@@ -345,6 +365,19 @@ def test_tiss_repl_in_a_shell_pipeline(tmp_path):
         input="ASSERT false\n", capture_output=True, text=True, timeout=60,
     )
     assert failing.returncode == 1 and "Traceback" not in failing.stdout + failing.stderr
+
+
+def test_pipe_mode_into_a_reader_that_goes_away_is_quiet(tmp_path):
+    # `... | tiss repl | head -1`: the entries still run to the end, nothing is printed about
+    # the closed pipe, and the status is the run's own.
+    entries = "".join(f'LOG "line {i}"\n' for i in range(2000)) + 'RUN "touch done.txt"\n'
+    proc = subprocess.run(
+        f"{sys.executable} -m runtime repl --workspace {tmp_path} | head -1",
+        shell=True, input=entries, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout == "line 0\n"
+    assert proc.stderr == ""
+    assert (tmp_path / "done.txt").exists()
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
