@@ -29,6 +29,7 @@ OTHER_KEYWORDS = ("AS", "INTO", "OPTION", "RECURSIVE", "ELSE", "CATCH", "FILE", 
 KEYWORDS = frozenset(STATEMENT_KEYWORDS + OPERATOR_KEYWORDS + OTHER_KEYWORDS)
 _KEYWORD_TYPES = frozenset(k.upper() for k in KEYWORDS)
 
+_COMPARISON_TYPES = {"COMPOP", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY"}
 _OPERAND_STARTS = {"STRING", "NUMBER", "DOTTED", "TRUE", "FALSE", "LSQB", "LPAR"}
 _EXPRESSION_LEADS = {"ASSERT", "IF", "COMPOP", "AND", "OR", "NOT", "CONTAINS", "MATCHES", "FILE",
                      "LPAR"}
@@ -129,6 +130,19 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
         return at(tok.line, tok.column, "'=' sets a value (VAR name = value); compare with ==")
     if prev_type == "DOTTED" and "EQUAL" in expected and tok.type == "COMPOP":
         return at(tok.line, tok.column, f"use a single '=' to set a value, not {tok.value!r}")
+
+    if "OPTION" in expected and tok.type not in ("OPTION", "STEP", "_SEP", "$END"):
+        if tok.type == "DOTTED" and difflib.get_close_matches(tok.value.upper(), ["OPTION"], n=1):
+            return at(tok.line, tok.column, f"unknown keyword {tok.value!r}; did you mean 'OPTION'?")
+        return at(tok.line, tok.column, 'CHOOSE holds only options, each OPTION "what it tries" '
+                                        "{ ... } (or STEP); put statements inside an option")
+    if tok.type in _COMPARISON_TYPES and {"AND", "OR"} <= expected:
+        return at(tok.line, tok.column, "comparisons do not chain: join two with AND "
+                                        "(a < b AND b < c), or put one in parentheses")
+    if {"DOTTED", "STRING", "RBRACE"} <= expected <= {"DOTTED", "STRING", "RBRACE", "_SEP"} \
+            and tok.type in _KEYWORD_TYPES:
+        return at(tok.line, tok.column, f"{tok.value!r} is a keyword; to use it as an object key "
+                                        f'put it in quotes: "{tok.value}": value')
 
     if tok.type == "DOTTED" and expected & set(STATEMENT_KEYWORDS):
         return at(tok.line, tok.column, _unknown_keyword(tok.value, STATEMENT_KEYWORDS))

@@ -98,6 +98,15 @@ CASES = [
                                            "directly inside the TASK block), not inside another "
                                            "block"),
     ('VAR o = {a: 1, a: 2}\n', 1, 16, "duplicate key 'a' in this object"),
+    ('VAR o = {a: 1, RUN: 2}\n', 1, 16, "'RUN' is a keyword; to use it as an object key put it in "
+                                        'quotes: "RUN": value'),
+    ('CHOOSE {\n    RUN "x"\n}\n', 2, 5, 'CHOOSE holds only options, each OPTION "what it tries" '
+                                        "{ ... } (or STEP); put statements inside an option"),
+    ('CHOOSE {\n    OPTIN "a" { }\n}\n', 2, 5, "unknown keyword 'OPTIN'; did you mean 'OPTION'?"),
+    ('ASSERT a == b == c\n', 1, 15, "comparisons do not chain: join two with AND (a < b AND "
+                                    "b < c), or put one in parentheses"),
+    ('IF a CONTAINS "x" IS_EMPTY {\n}\n', 1, 19, "comparisons do not chain: join two with AND "
+                                                "(a < b AND b < c), or put one in parentheses"),
     ('#TISS! Language\n', 1, 8, "header entry 'Language' is not key=value (as in "
                                 "'#TISS! Language=Python')"),
 ]
