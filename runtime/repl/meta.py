@@ -38,9 +38,16 @@ ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
 
 
 class MetaCommandError(TissRuntimeError):
-    """A meta-command the REPL does not know, or one missing its argument."""
+    """A meta-command the REPL does not know, or one missing its argument.
+
+    ``offset`` is where in the entry's text the problem is, for the validator's cursor.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -60,17 +67,19 @@ def parse_meta(text: str) -> MetaCommand:
     if "\n" in name:
         name, _, rest = name.partition("\n")
         argument = (rest + " " + argument).strip()
+    name_end = len(text) - len(text.lstrip()) + 1 + len(name)  # the cursor goes after a bad name
     name = ALIASES.get(name, name)
     argument = argument.strip()
     spec = META_COMMANDS.get(name)
     if spec is None:
         close = difflib.get_close_matches(name, list(META_COMMANDS) + list(ALIASES), n=1)
         hint = f"; did you mean :{ALIASES.get(close[0], close[0])}?" if close else ""
-        raise MetaCommandError(f"unknown command :{name}{hint} (:help lists the commands)")
+        raise MetaCommandError(f"unknown command :{name}{hint} (:help lists the commands)", name_end)
     if spec.argument is None and argument:
-        raise MetaCommandError(f":{name} takes no argument")
+        raise MetaCommandError(f":{name} takes no argument", text.index(argument, name_end))
     if spec.argument is not None and not spec.optional and not argument:
-        raise MetaCommandError(f":{name} needs {spec.argument}: :{name} {spec.argument}")
+        raise MetaCommandError(f":{name} needs {spec.argument}: :{name} {spec.argument}",
+                               len(text.rstrip()))
     return MetaCommand(name, argument)
 
 

@@ -45,7 +45,7 @@ class EntryValidator(Validator):
             try:
                 command = meta.parse_meta(text)
             except meta.MetaCommandError as exc:
-                raise ValidationError(cursor_position=len(text) - len(text.lstrip()), message=str(exc)) from None
+                raise ValidationError(cursor_position=exc.offset, message=str(exc)) from None
             if command.name == "ast" and command.argument:
                 offset = text.index(command.argument)
                 self._parse(Document(command.argument), offset)
