@@ -168,7 +168,7 @@ def test_validator_checks_meta_commands_and_ast_arguments():
         EntryValidator().validate(Document(":varz"))
     # The cursor goes where the fix is: after a misspelt name (Backspace mends it), on an
     # argument that does not belong, at the end where one is missing.
-    for text, cursor in ((" :varz now", 5), (":vars now", 6), (":load  ", 5)):
+    for text, cursor in ((" :varz now", 6), (":vars now", 6), (":load  ", 5)):
         with pytest.raises(ValidationError) as info:
             EntryValidator().validate(Document(text))
         assert info.value.cursor_position == cursor, text
