@@ -165,44 +165,43 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "threads": ARGS.threads, "python": platform.python_version(),
                     "numpy": np.__version__},
     }
+    try:
+        torch, forward, Cache = build_torch(model)
+    except ImportError:
+        torch = None
+        result["torch"] = None
+    else:
+        result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+        torch_cached(torch, forward, Cache, prompt, 32)  # warm-up
     numpy_cached(infer, prompt, 32)  # warm-up: page in weights, fill BLAS buffers
-    per_token = None
+
     for n in LENGTHS:
-        best, times_all, tokens = math.inf, [], None
+        # NumPy and torch repetitions alternate, so a burst of load from other processes on a
+        # shared machine hits both sides alike; the best of each is kept.
+        best_np, best_torch, times_all = math.inf, math.inf, []
         for _ in range(REPEATS):
             secs, times, tokens = numpy_cached(infer, prompt, n)
-            best = min(best, secs)
+            best_np = min(best_np, secs)
             times_all.append(times)
-        result[f"numpy_cached_tok_s_{n}"] = round((n - 1) / best, 1)
+            if torch is not None:
+                secs, torch_tokens, first = torch_cached(torch, forward, Cache, prompt, n)
+                best_torch = min(best_torch, secs)
+        result[f"numpy_cached_tok_s_{n}"] = round((n - 1) / best_np, 1)
+        if torch is not None:
+            result[f"torch_cached_tok_s_{n}"] = round((n - 1) / best_torch, 1)
+            result[f"ratio_numpy_vs_torch_cached_{n}"] = round(best_torch / best_np, 2)
+            result[f"greedy_tokens_equal_numpy_vs_torch_{n}"] = torch_tokens == tokens
         if n == 512:
             # times[i] is the (i + 2)-th generated token: the first comes from the prefill.
             t = np.min(np.array(times_all), axis=0)
             early, late = float(np.median(t[8:22])), float(np.median(t[-14:]))
-            per_token = {"token_16_us": round(early * 1e6, 1), "token_512_us": round(late * 1e6, 1),
-                         "ratio_512_vs_16": round(late / early, 3)}
+            result["per_token_us"] = {"token_16_us": round(early * 1e6, 1), "token_512_us": round(late * 1e6, 1),
+                                      "ratio_512_vs_16": round(late / early, 3)}
         secs, plain = numpy_uncached(model, prompt, n)
         result[f"numpy_uncached_tok_s_{n}"] = round((n - 1) / secs, 1)
         result[f"cache_speedup_{n}"] = round(result[f"numpy_cached_tok_s_{n}"] / result[f"numpy_uncached_tok_s_{n}"], 2)
         result[f"greedy_tokens_equal_with_and_without_cache_{n}"] = plain == tokens
-    result["per_token_us"] = per_token
-
-    try:
-        torch, forward, Cache = build_torch(model)
-    except ImportError:
-        result["torch"] = None
-    else:
-        torch_cached(torch, forward, Cache, prompt, 32)  # warm-up
-        result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
-        for n in LENGTHS:
-            best, tokens, first = math.inf, None, None
-            for _ in range(REPEATS):
-                secs, tokens, first = torch_cached(torch, forward, Cache, prompt, n)
-                best = min(best, secs)
-            result[f"torch_cached_tok_s_{n}"] = round((n - 1) / best, 1)
-            result[f"ratio_numpy_vs_torch_cached_{n}"] = round(
-                result[f"numpy_cached_tok_s_{n}"] / result[f"torch_cached_tok_s_{n}"], 2
-            )
-            result[f"greedy_tokens_equal_numpy_vs_torch_{n}"] = tokens == numpy_cached(infer, prompt, n)[2]
+    if torch is not None:
         ref = model.forward(prompt[None])[0]
         result["torch_max_abs_logit_diff"] = float(np.abs(first - ref).max())
     print(json.dumps(result, indent=2))
