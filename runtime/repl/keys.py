@@ -5,6 +5,8 @@
   otherwise it inserts a newline that keeps the line's indentation, one level more after an
   opening `{` (in a heredoc body: the indentation of the line that opened the heredoc).
   With the completion menu open, Enter takes the selected completion.
+- After the validator refused an entry (the cursor is on the error), Enter runs it from
+  wherever the cursor is as soon as it parses; until then Enter edits as usual.
 - Esc Enter (Alt-Enter) submits wherever the cursor is (the validator still checks it).
 - `}` typed on a blank line dedents it one level first (not in a heredoc body, which is text).
 - Ctrl-C clears the input (the prompt stays); Ctrl-D on an empty input leaves (the default).
@@ -18,6 +20,7 @@ from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.filters import Condition, has_completions, has_focus
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.validation import ValidationError
 
 from runtime.repl.scan import scan
 from runtime.repl.validator import entry_ready
@@ -68,20 +71,28 @@ def create_key_bindings(ready: Callable[[str], bool] = entry_ready) -> KeyBindin
         buffer = event.current_buffer
         buffer.apply_completion(buffer.complete_state.current_completion)
 
+    # Set while the entry on screen is one the validator refused: the cursor was put on the
+    # error, so once the entry parses, Enter runs it from wherever the fix left the cursor
+    # (instead of splitting the line there); while it still does not, Enter edits as usual.
+    refused = [False]
+
     @bindings.add("enter", filter=focused & ~completion_selected)
     def _enter(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
         text = buffer.text
         at_end = not buffer.document.text_after_cursor.strip()
-        if not text.strip() or ((at_end or "\n" not in text) and ready(text)):
+        if not text.strip() or ((at_end or "\n" not in text) and ready(text)) or (
+                refused[0] and ready(text) and _valid(buffer)):
             # validate_and_handle keeps the entry open, cursor on the error, if it won't parse.
             buffer.validate_and_handle()
+            refused[0] = buffer.validation_error is not None
         else:
             newline_with_indent(buffer)
 
     @bindings.add("escape", "enter", filter=focused)
     def _submit(event: KeyPressEvent) -> None:
         event.current_buffer.validate_and_handle()
+        refused[0] = event.current_buffer.validation_error is not None
 
     @bindings.add("}", filter=focused)
     def _close_block(event: KeyPressEvent) -> None:
@@ -94,9 +105,21 @@ def create_key_bindings(ready: Callable[[str], bool] = entry_ready) -> KeyBindin
 
     @bindings.add("c-c", filter=focused)
     def _clear(event: KeyPressEvent) -> None:
+        refused[0] = False
         event.current_buffer.reset()
 
     return bindings
+
+
+def _valid(buffer: Buffer) -> bool:
+    """Whether the buffer's validator accepts its text (no message shown, cursor kept)."""
+    if buffer.validator is None:
+        return True
+    try:
+        buffer.validator.validate(buffer.document)
+    except ValidationError:
+        return False
+    return True
 
 
 def _current_buffer() -> Buffer:

@@ -331,6 +331,18 @@ def test_invalid_entry_is_refused_with_the_cursor_on_the_error(prompt):
     assert read_entry(make()) == 'RUN "ls" #extra'
 
 
+def test_after_a_refusal_enter_runs_the_fixed_entry_from_the_error(prompt):
+    pipe, make = prompt
+    # The cursor lands on `RUNN` (line 2); three Rights and Delete mend it, and the next Enter
+    # submits although the cursor is mid-entry, instead of splitting the line.
+    pipe.send_text('STEP "s" {\rRUNN "ls"\r}\r\x1b[C\x1b[C\x1b[C\x1b[3~\r')
+    assert read_entry(make()) == 'STEP "s" {\n    RUN "ls"\n}'
+    # While the entry still does not parse, Enter edits: here it splits the two statements
+    # where the cursor was put, and then the entry parses and the next Enter submits it.
+    pipe.send_text('STEP "s" {\rRUN "a" RUN "b"\r}\r\r\r')
+    assert read_entry(make()) == 'STEP "s" {\n    RUN "a" \n    RUN "b"\n}'
+
+
 def test_enter_mid_entry_edits_and_escape_enter_submits(prompt):
     pipe, make = prompt
     # Up and End move to the end of the first line; Enter there opens an indented line inside
