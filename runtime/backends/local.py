@@ -52,12 +52,24 @@ class _Loaded:
 class LocalBackend:
     """A `ModelBackend` running `lm.generate` on a local checkpoint (the default one if no path)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, lazy: bool = False) -> None:
+        """Load the checkpoint now, so a bad path fails at once; `lazy=True` defers loading (and
+        importing NumPy) to the first call, for a default backend that scripts may never use."""
         self.path = None if path is None else Path(path).expanduser()
         self.name = "local" if self.path is None else f"local:{self.path}"
-        self._main = _Loaded(self.path)
+        self._loaded: _Loaded | None = None
         self._others: dict[Path, _Loaded] = {}
         self._others_lock = threading.Lock()
+        if not lazy:
+            self._loaded = _Loaded(self.path)
+
+    @property
+    def _main(self) -> _Loaded:
+        if self._loaded is None:
+            with self._others_lock:
+                if self._loaded is None:
+                    self._loaded = _Loaded(self.path)
+        return self._loaded
 
     def count_tokens(self, text: str) -> int:
         return len(self._main.tokenizer.encode(text))

@@ -197,3 +197,13 @@ def test_tokens_budget_refuses_a_call_that_does_not_fit(backend, tmp_path):
     failure = next(s.failure for s in result.steps for s in s.walk() if s.failure)
     assert "TOKENS" in failure.message and failure.line == 6
     assert calls == []  # refused before anything was sent
+
+
+def test_lazy_backend_loads_on_first_use(ckpt, tmp_path):
+    lazy = LocalBackend(ckpt, lazy=True)
+    assert lazy._loaded is None
+    assert lazy.count_tokens("the quick") == LocalBackend(ckpt).count_tokens("the quick")
+    assert lazy._loaded is not None
+    broken = LocalBackend(tmp_path / "missing", lazy=True)  # no error until it is used
+    with pytest.raises(BackendError, match="missing"):
+        broken.generate("x", GenerationSettings())
