@@ -91,12 +91,24 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
     assert re.search(r'\x1b\[[\d;]*mVAR', var_line), repr(var_line)
     assert re.search(r'\x1b\[[\d;]*m"tmux"', var_line), repr(var_line)
 
+    # Enter after the IF block's `}` runs it at once (no blank line needed), and a heredoc body
+    # is exactly what was typed: the deeper line's indentation is not carried to the delimiter.
+    tmux.type('IF who == "tmux" {')
+    tmux.type('LOG "{{ who }} said yes"')
+    tmux.type("}")
+    tmux.wait_for("tmux said yes")
+    for line in ('WRITE "a.py" <<PY', "def f():", "    return 1", "PY"):
+        tmux.type(line)
+    tmux.type('RUN "wc -l < a.py"')
+    tmux.wait_for("exit 0 in")
+    assert (workspace / "a.py").read_text() == "def f():\n    return 1\n"
+
     # A syntax error is refused in place; Ctrl-C clears it and the prompt stays usable.
     tmux.type('RUN "x" extra')
     tmux.wait_for("line 1, column 9")
     tmux("send-keys", "-t", "repl", "C-c")
     tmux.type(":last")
-    tmux.wait_for("command: echo hi tmux > out.txt")
+    tmux.wait_for("command: wc -l < a.py")
 
     # Ctrl-C during a command kills it and returns to the prompt.
     tmux.type('RUN "sleep 30"')
