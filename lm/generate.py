@@ -183,6 +183,9 @@ class Stream:
             ids = ids[-ctx:]
             slides += 1
         vocab = int(self._model.config.vocab_size)
+        # A checkpoint may pair a model with a smaller tokenizer; ids it cannot decode are never
+        # sampled (their rows were never trained anyway).
+        known = min(vocab, int(getattr(tok, "vocab_size", vocab)))
         seen = np.zeros(vocab, dtype=bool)  # (V,)
         seen[ids] = True
 
@@ -199,6 +202,9 @@ class Stream:
         while len(sampled) < self._max_new:
             if self._penalty != 1.0:
                 logits = self._penalise(logits, seen)
+            if known < vocab:
+                logits = np.array(logits, dtype=np.float32, copy=True)  # (V,)
+                logits[known:] = -np.inf
             token = sample_token(logits, self._rng, **self._sampling)
             if first_token_s is None:
                 first_token_s = time.perf_counter() - t0

@@ -298,3 +298,15 @@ def test_prompt_longer_than_the_context_is_cut_and_said_so():
     # a second token no longer fits beside the full context, so the window slides too
     result = generate(model, tok, "z" * 45, max_new_tokens=2, temperature=0)
     assert result.window_slides == 2 and "sliding window" in result.note and "(1 time)" in result.note
+
+
+def test_ids_the_tokenizer_cannot_decode_are_never_sampled():
+    class Favours(ScriptedModel):
+        def forward(self, ids):
+            logits = np.zeros((1, ids.shape[1], 300), dtype=np.float32)
+            logits[0, -1, 280] = 9.0  # beyond the 257 ids of the byte tokenizer
+            logits[0, -1, ord("a")] = 5.0
+            return logits
+
+    s = stream(Favours([], 1, vocab=300), ByteTokenizer(), "p", 3, temperature=0, use_kv_cache=False)
+    assert "".join(s) == "aaa"
