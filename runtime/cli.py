@@ -157,6 +157,12 @@ def _add_generate(subparsers) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    # Decoding one token is a chain of small matrix-vector products: a second BLAS thread only
+    # adds hand-offs (3-6x slower on a busy machine). BLAS reads this when NumPy is imported,
+    # just below; an explicit OPENBLAS_NUM_THREADS still wins.
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from lm.generate import generate_to_console, read_prompt
 
     generate_to_console(
