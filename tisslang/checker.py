@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from . import ast
+from .friendly import KEYWORDS
 
 # The spec's fields (section 6), plus the ones the runtime also sets and docs/running.md
 # describes: whether a RUN's output was cut at the capture cap, why the model stopped, and how
@@ -132,6 +133,10 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
 
 def _check_ref(node: ast.Ref, defined: set[str]) -> Iterator[Diagnostic]:
     head = node.parts[0]
+    if head in KEYWORDS and head not in BUILTINS:
+        yield _error(node, f"{head!r} is a keyword, so no variable has that name; choose "
+                           "another name for the variable")
+        return
     if head not in defined:
         yield _error(node, f"undefined variable {head!r}: nothing in this script sets it (set it "
                            "with VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var "

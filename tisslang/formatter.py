@@ -308,8 +308,11 @@ def _string(node: ast.String) -> str:
     if not isinstance(node, ast.String):
         raise FormatError(f"expected a String node, got {type(node).__name__}")
     for part in node.parts:
-        if not isinstance(part, str):
-            _ref(part)
+        # Inside {{ }} any dotted identifier reads back as a reference, keywords included
+        # ({{ TASK }}, {{ RUN }}): only code positions reserve them.
+        if not isinstance(part, str) and (
+                not part.parts or not all(_IDENTIFIER.match(p) for p in part.parts)):
+            raise FormatError(f"reference {part.parts!r} is not a dotted identifier")
     return quote(node.parts)
 
 

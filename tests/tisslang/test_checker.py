@@ -43,6 +43,13 @@ def test_undefined_variable_with_suggestion_and_known_names():
     assert diagnostics(source, known=["cuont", "who"]) == []
 
 
+def test_a_keyword_in_an_interpolation_is_no_variable():
+    assert diagnostics('LOG "{{ RUN }} {{ TASK }}"', known=["RUN"]) == [
+        ("error", 1, 6, "'RUN' is a keyword, so no variable has that name; choose another name "
+                        "for the variable"),
+    ]
+
+
 def test_unknown_builtin_field():
     assert diagnostics("ASSERT LAST_RUN.EXITCODE == 0") == [
         ("error", 1, 8, "LAST_RUN has no field 'EXITCODE' (it has EXIT_CODE, STDOUT, STDERR, "

@@ -31,6 +31,8 @@ SCRIPTS = [
     'STEP "s" {\n        WRITE "f" <<EOF\n        a\n          b\n        EOF\n}\n',
     "@model 'echo'\n@flag\nTASK \"t\"",
     "#TISS! A=1 B=two\nRUN \"x\"",
+    # Keywords are references inside {{ }} (only code positions reserve them).
+    'LOG "{{ TASK }} {{ RUN }} {{ STEP.DESCRIPTION }}"\nWRITE "f" <<EOF\n{{ IF }}\nEOF\n',
 ]
 
 
