@@ -1,28 +1,35 @@
-"""Any input at all gives a Program or a positioned TissSyntaxError, never another exception."""
+"""Any input at all gives a Program or a positioned TissSyntaxError, never another exception;
+and any Program it gives formats back to itself and checks without an exception."""
 
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tisslang import TissSyntaxError, parse
+from tisslang import TissSyntaxError, check, format, parse
 
 EXAMPLES = [p.read_text(encoding="utf-8")
             for p in sorted((Path(__file__).parents[2] / "examples").glob("*.tiss"))]
 # Pieces of syntax that make mutations interesting: openers, closers, keywords, quotes.
 FRAGMENTS = ["{", "}", "[", "]", "(", ")", '"', "'", "\\", "<<EOF", "<<'R'", "EOF", "\n", ";",
              "#", "{{", "}}", " ELSE ", " CATCH ", "IF ", "NOT ", " AND ", "==", "=", "@x ",
-             "STEP ", "RUN ", "ASSERT ", "TASK ", "SETUP ", ",", ":", "-", ".", "\t", "\r", "\ufeff"]
+             "STEP ", "RUN ", "ASSERT ", "TASK ", "SETUP ", ",", ":", "-", ".", "\t", "\r", "\ufeff",
+             "{{ RUN }}", "{{ x.y }}", "\\{", "\\u00e9"]
 
 
 def parses_or_raises_positioned(source):
     try:
-        parse(source, "fuzz.tiss")
+        program = parse(source, "fuzz.tiss")
     except TissSyntaxError as error:
         lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         assert 1 <= error.line <= len(lines) + 1, error
         assert error.column >= 1, error
         assert error.render().startswith(f"fuzz.tiss:{error.line}:{error.column}: error: ")
+        return
+    # Whatever parses, the other tools take too: tiss fmt round-trips it, tiss check runs.
+    text = format(program)
+    assert parse(text, "formatted.tiss") == program, text
+    check(program)
 
 
 @st.composite
