@@ -17,7 +17,7 @@ from typing import Iterable, TextIO
 from .ast import dump
 from .checker import check
 from .errors import TissError, TissFileError, TissSyntaxError
-from .formatter import format as format_program
+from .formatter import FormatError, format as format_program
 from .parser import parse, parse_file
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
@@ -82,6 +82,11 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
             formatted = format_program(parse(original, path))
         except (TissSyntaxError, TissFileError) as exc:
             _report(exc, err)
+            status = EXIT_INVALID
+            continue
+        except FormatError as exc:  # a tree the parser built must always format: a bug
+            print(f"tiss: error: cannot format {path}: {exc}; the file is left as it was "
+                  "(this is a bug in tiss fmt, please report it)", file=err)
             status = EXIT_INVALID
             continue
         if formatted == original:

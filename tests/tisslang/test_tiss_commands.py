@@ -80,6 +80,22 @@ def test_fmt_leaves_an_invalid_file_alone(tmp_path, capsys):
     assert "unterminated string" in capsys.readouterr().err
 
 
+def test_fmt_reports_a_formatter_bug_without_a_traceback(tmp_path, capsys, monkeypatch):
+    from tisslang import commands
+    from tisslang.formatter import FormatError
+
+    def broken(program):
+        raise FormatError("no spelling for this tree")
+
+    monkeypatch.setattr(commands, "format_program", broken)
+    path = write(tmp_path, "a.tiss", UGLY)
+    assert cli.main(["fmt", path]) == 2
+    assert open(path, encoding="utf-8").read() == UGLY
+    assert capsys.readouterr().err == (
+        f"tiss: error: cannot format {path}: no spelling for this tree; the file is left as it "
+        "was (this is a bug in tiss fmt, please report it)\n")
+
+
 def test_the_installed_command_runs(tmp_path):
     path = write(tmp_path, "a.tiss", GOOD)
     out = subprocess.run([sys.executable, "-m", "runtime", "check", path],
