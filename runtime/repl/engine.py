@@ -324,7 +324,12 @@ class Repl:
         """The successful entries as one formatted script (checked to parse back the same)."""
         pieces = [tisslang.format(tisslang.parse(source, "<repl>")) for source in self.entries]
         text = "".join(piece if piece.endswith("\n") else piece + "\n" for piece in pieces if piece)
-        combined = tisslang.parse(text, "<repl:save>")
+        try:
+            combined = tisslang.parse(text, "<repl:save>")
+        except TissError as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            raise ReplError(f"the entries together are not one valid script ({reason}); nothing "
+                            "was saved -- :reset starts a new script") from None
         expected = tuple(stmt for source in self.entries for stmt in tisslang.parse(source, "<repl>").body)
         if combined.body != expected:
             raise ReplError("the entries do not make one script that parses back the same; nothing was saved")

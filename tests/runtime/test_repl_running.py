@@ -240,6 +240,16 @@ def test_save_with_nothing_and_to_a_bad_place(make_repl, tmp_path):
     assert repl.handle(f":save {tmp_path / 'missing' / 'x.tiss'}") == 2
     assert "cannot save" in take(out)
     assert not (tmp_path / "missing").exists()
+    # Entries that are each fine but not one script together (two TASKs) are not saved.
+    repl.handle('TASK "one"')
+    repl.handle('TASK "two"')
+    take(out)
+    assert repl.handle(f":save {tmp_path / 'two.tiss'}") == 2
+    assert take(out) == (
+        "tiss: error: the entries together are not one valid script (a second TASK: a script has "
+        "one TASK (the first is at line 2); describe the extra work with STEP); nothing was saved "
+        "-- :reset starts a new script\n")
+    assert not (tmp_path / "two.tiss").exists()
 
 
 def test_load_runs_a_script_into_the_session(make_repl, tmp_path):
