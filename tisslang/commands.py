@@ -101,7 +101,13 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
             if status == EXIT_OK:
                 status = EXIT_FINDINGS
             continue
-        write_atomic(Path(path), formatted)
+        try:
+            write_atomic(Path(path), formatted)
+        except OSError as exc:
+            print(f"tiss: error: cannot write {path}: {exc.strerror or exc}; the file is left as "
+                  "it was", file=err)
+            status = EXIT_INVALID
+            continue
         print(f"reformatted {path}", file=err)
     return status
 

@@ -96,6 +96,20 @@ def test_fmt_reports_a_formatter_bug_without_a_traceback(tmp_path, capsys, monke
         "was (this is a bug in tiss fmt, please report it)\n")
 
 
+def test_fmt_that_cannot_write_says_so(tmp_path, capsys, monkeypatch):
+    from tisslang import commands
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(commands, "write_atomic", full_disk)
+    path = write(tmp_path, "a.tiss", UGLY)
+    assert cli.main(["fmt", path]) == 2
+    assert open(path, encoding="utf-8").read() == UGLY
+    assert capsys.readouterr().err == (
+        f"tiss: error: cannot write {path}: No space left on device; the file is left as it was\n")
+
+
 def test_the_installed_command_runs(tmp_path):
     path = write(tmp_path, "a.tiss", GOOD)
     out = subprocess.run([sys.executable, "-m", "runtime", "check", path],
