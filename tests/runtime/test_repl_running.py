@@ -64,6 +64,9 @@ def test_state_carries_over_between_entries(make_repl):
     assert repl.handle('@persona "Be brief."') == 0
     assert repl.handle('PROMPT_AGENT "Hi {{ name }}" INTO answer') == 0
     assert repl.session.variables["answer"] == "Be brief.\n\nHi world"
+    take(out)
+    assert repl.handle('PROMPT_AGENT "Echo {{ name }}"') == 0  # a lone prompt shows its answer
+    assert take(out).endswith("Be brief.\n\nEcho world\n")
     assert repl.handle("SET_BUDGET API_CALLS = 1") == 0
     assert repl.handle('PROMPT_AGENT "again"') == 1  # the budget spans entries
     assert "budget API_CALLS exceeded: limit 1 call" in take(out)
