@@ -170,7 +170,10 @@ class CausalSelfAttention:
 
     The three input projections run as one (N, C) @ (C, 3C) product over the concatenated
     weights, and heads are split and merged through strided views (BLAS takes them as they
-    are), so the only layout work is RoPE writing q and k.
+    are). Internally the q and k columns of each head are reordered so that every rotated pair
+    (j, j + D/2) sits side by side: read as one complex number, RoPE is then a single complex
+    multiply by e^(i·angle). q·k is unchanged by a reordering shared by q and k, and the
+    gradients are mapped back to the contracted column order, so nothing outside sees it.
     """
 
     def __init__(
@@ -182,27 +185,37 @@ class CausalSelfAttention:
         self.wq, self.wk, self.wv, self.wo = wq, wk, wv, wo  # (C, C) each
         self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
         self.n_heads = n_heads
-        self.cos, self.sin = cos, sin  # (max_T, D/2)
-        # q is rotated with tables pre-multiplied by 1/sqrt(D): the scores come out scaled,
-        # which saves a pass over the (B, H, T, T) scores in forward and in backward.
-        scale = 1.0 / np.sqrt(2 * cos.shape[1])
-        self.cos_q, self.sin_q = cos * cos.dtype.type(scale), sin * sin.dtype.type(scale)
+        C, half = wq.shape[0], cos.shape[1]
+        D = 2 * half
+        within = np.empty(D, dtype=np.intp)  # head-local order: j, j + D/2, j+1, j+1 + D/2, ...
+        within[0::2], within[1::2] = np.arange(half), np.arange(half) + half
+        self.perm = (np.arange(0, C, D)[:, None] + within[None, :]).reshape(-1)  # (C,)
+        self.cdt = np.result_type(cos.dtype, np.complex64)  # complex64 for float32
+        rot = (cos.astype(np.float64) + 1j * sin.astype(np.float64))  # (max_T, D/2)
+        # q is rotated by e^(i·angle)/sqrt(D): the scores come out scaled, which saves a pass
+        # over the (B, H, T, T) scores in forward and in backward.
+        self.rot_k = rot.astype(self.cdt)
+        self.rot_q = (rot / np.sqrt(D)).astype(self.cdt)
         self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         B, T, C = x.shape
         H = self.n_heads
-        D, N, dt, f = C // H, B * T, x.dtype, self.fwd
+        D, N, dt, f, cdt = C // H, B * T, x.dtype, self.fwd, self.cdt
         x2 = x.reshape(N, C)  # (N, C)
-        w_qkv = np.concatenate((self.wq, self.wk, self.wv), axis=1, out=f("w_qkv", (C, 3 * C), dt))  # (C, 3C)
+        w_qkv = f("w_qkv", (C, 3 * C), dt)  # (C, 3C): q and k columns in paired order
+        w_qkv[:, :C] = self.wq[:, self.perm]
+        w_qkv[:, C : 2 * C] = self.wk[:, self.perm]
+        w_qkv[:, 2 * C :] = self.wv
         qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
-        tmp = self.tmp("rope", (B, H, T, D // 2), dt)
-        q_src, k_src = qkv[:, :, 0].transpose(0, 2, 1, 3), qkv[:, :, 1].transpose(0, 2, 1, 3)
         q, k = f("q", (B, H, T, D), dt), f("k", (B, H, T, D), dt)  # (B, H, T, D), q scaled
+        q_src = qkv[:, :, 0].view(cdt).transpose(0, 2, 1, 3)  # (B, H, T, D/2) complex pairs
+        k_src = qkv[:, :, 1].view(cdt).transpose(0, 2, 1, 3)
+        qc, kc = q.view(cdt), k.view(cdt)
 
         def rotate(lo: int, hi: int) -> None:
-            rope_forward(q_src[lo:hi], self.cos_q[:T], self.sin_q[:T], q[lo:hi], tmp[lo:hi])
-            rope_forward(k_src[lo:hi], self.cos[:T], self.sin[:T], k[lo:hi], tmp[lo:hi])
+            np.multiply(q_src[lo:hi], self.rot_q[:T], out=qc[lo:hi])
+            np.multiply(k_src[lo:hi], self.rot_k[:T], out=kc[lo:hi])
 
         for_blocks(B, 1, rotate, min_size=2)
         v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
@@ -217,7 +230,7 @@ class CausalSelfAttention:
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         x2, w_qkv, q, k, v, att, y2 = cache
         B, H, T, D = q.shape
-        C, N, dt, t = H * D, B * T, dout.dtype, self.tmp
+        C, N, dt, t, cdt = H * D, B * T, dout.dtype, self.tmp, self.cdt
         dout2 = dout.reshape(N, C)  # (N, C)
         self.go += np.matmul(y2.T, dout2, out=t("dwo", (C, C), dt))  # (C, C)
         dy = np.matmul(dout2, self.wo.T, out=t("dy", (N, C), dt))
@@ -236,20 +249,22 @@ class CausalSelfAttention:
 
         for_blocks(d_rows.shape[0], _heads_per_block(T), block, min_size=8)
         pre_q, pre_k = t("pre_rope_q", (B, H, T, D), dt), t("pre_rope_k", (B, H, T, D), dt)
-        rtmp = t("rope", (B, H, T, D // 2), dt)
-        np.matmul(datt, k, out=pre_q)  # d q_s; the scaled tables apply 1/sqrt(D) on the way back
+        np.matmul(datt, k, out=pre_q)  # d q_s
         np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre_k)  # q is already scaled
-        dq, dk = dqkv[:, :, 0].transpose(0, 2, 1, 3), dqkv[:, :, 1].transpose(0, 2, 1, 3)
+        pre_qc, pre_kc = pre_q.view(cdt), pre_k.view(cdt)  # (B, H, T, D/2)
+        dq = dqkv[:, :, 0].view(cdt).transpose(0, 2, 1, 3)  # (B, H, T, D/2) into dqkv
+        dk = dqkv[:, :, 1].view(cdt).transpose(0, 2, 1, 3)
+        rot_q, rot_k = self.rot_q[:T].conj(), self.rot_k[:T].conj()  # the transpose of a rotation
 
         def unrotate(lo: int, hi: int) -> None:
-            rope_backward(pre_q[lo:hi], self.cos_q[:T], self.sin_q[:T], dq[lo:hi], rtmp[lo:hi])
-            rope_backward(pre_k[lo:hi], self.cos[:T], self.sin[:T], dk[lo:hi], rtmp[lo:hi])
+            np.multiply(pre_qc[lo:hi], rot_q, out=dq[lo:hi])
+            np.multiply(pre_kc[lo:hi], rot_k, out=dk[lo:hi])
 
         for_blocks(B, 1, unrotate, min_size=2)
         dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
-        dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C)
-        self.gq += dw[:, :C]
-        self.gk += dw[:, C : 2 * C]
+        dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C), q and k columns paired
+        self.gq[:, self.perm] += dw[:, :C]  # back to the contracted column order
+        self.gk[:, self.perm] += dw[:, C : 2 * C]
         self.gv += dw[:, 2 * C :]
         return np.matmul(dqkv2, w_qkv.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
 
