@@ -9,8 +9,8 @@ batch 1, a 16-token prompt, greedy decoding of 128 and 512 new tokens. Prints on
 - torch_cached_tok_s: the same architecture in PyTorch eager (inference_mode, preallocated KV
   cache filled in place, fused qkv and w1|w3 like ours, scaled_dot_product_attention), with the
   same weights; torch_max_abs_logit_diff checks that both compute the same function;
-- per_token_us: median time of the tokens around the 16th and the 512th generated token (minimum
-  over repetitions, to see through other processes on a shared machine) and their ratio.
+- per_token_us: the decode time of the 16th and the 512th generated token and their ratio, taken
+  from the runs and in alternating blocks (see `per_token_cost`).
 
 Run: `python benchmarks/generate.py [--threads N]` (torch optional; without it the torch fields
 are null). Both libraries get the same number of threads (default 1: batch-one decoding is a
@@ -43,7 +43,7 @@ from lm.model import Transformer  # noqa: E402
 CONFIG = ModelConfig(vocab_size=2048, d_model=256, n_layers=4, n_heads=4, ffn_hidden=688, max_seq_len=1024)
 PROMPT_LEN = 16
 LENGTHS = (128, 512)
-REPEATS = 3
+REPEATS = 5
 
 
 def numpy_cached(infer: InferenceModel, prompt: np.ndarray, n_new: int) -> tuple[float, list[float], list[int]]:
@@ -59,6 +59,44 @@ def numpy_cached(infer: InferenceModel, prompt: np.ndarray, n_new: int) -> tuple
         times.append(time.perf_counter() - t)
         out.append(token)
     return time.perf_counter() - start, times, out
+
+
+def per_token_cost(infer: InferenceModel, prompt: np.ndarray, times_all: list[list[float]]) -> dict:
+    """Decode time of the 16th and the 512th generated token, two ways.
+
+    `in_run`: from the 512-token runs themselves (per position, the fastest of the repetitions;
+    median over the 14 tokens around each). `blocks`: the step at each of the two positions
+    timed in alternating blocks of 25 on a cache holding the real 512-token context (the first
+    5 of each block discarded, so the caches are as warm as in a run), 12 blocks each, median. A
+    burst of load from other processes distorts the first easily; the second spreads it over both
+    positions.
+    """
+    t = np.min(np.array(times_all), axis=0)  # times[i] is the (i + 2)-th token: the first is the prefill's
+    in_run = (float(np.median(t[8:22])), float(np.median(t[-14:])))
+
+    cache = infer.new_cache()
+    infer.forward(prompt[None], cache)
+    _, _, tokens = numpy_cached(infer, prompt, 512)
+    for token in tokens[:-1]:
+        infer.step(token, cache)
+    # generated token k is fed at absolute position PROMPT_LEN + k - 1 and yields token k + 1
+    positions = {16: PROMPT_LEN + 16 - 2, 512: PROMPT_LEN + 512 - 2}
+    samples: dict[int, list[float]] = {16: [], 512: []}
+    for _ in range(12):
+        for which, pos in positions.items():
+            for i in range(25):
+                cache.length = pos
+                start = time.perf_counter()
+                infer.step(tokens[which - 2], cache)
+                if i >= 5:
+                    samples[which].append(time.perf_counter() - start)
+    blocks = (float(np.median(samples[16])), float(np.median(samples[512])))
+    return {
+        "in_run": {"token_16_us": round(in_run[0] * 1e6, 1), "token_512_us": round(in_run[1] * 1e6, 1),
+                   "ratio_512_vs_16": round(in_run[1] / in_run[0], 3)},
+        "blocks": {"token_16_us": round(blocks[0] * 1e6, 1), "token_512_us": round(blocks[1] * 1e6, 1),
+                   "ratio_512_vs_16": round(blocks[1] / blocks[0], 3)},
+    }
 
 
 def numpy_uncached(model: Transformer, prompt: np.ndarray, n_new: int) -> tuple[float, list[int]]:
@@ -192,11 +230,7 @@ def main() -> None:
             result[f"ratio_numpy_vs_torch_cached_{n}"] = round(best_torch / best_np, 2)
             result[f"greedy_tokens_equal_numpy_vs_torch_{n}"] = torch_tokens == tokens
         if n == 512:
-            # times[i] is the (i + 2)-th generated token: the first comes from the prefill.
-            t = np.min(np.array(times_all), axis=0)
-            early, late = float(np.median(t[8:22])), float(np.median(t[-14:]))
-            result["per_token_us"] = {"token_16_us": round(early * 1e6, 1), "token_512_us": round(late * 1e6, 1),
-                                      "ratio_512_vs_16": round(late / early, 3)}
+            result["per_token_us"] = per_token_cost(infer, prompt, times_all)
         secs, plain = numpy_uncached(model, prompt, n)
         result[f"numpy_uncached_tok_s_{n}"] = round((n - 1) / secs, 1)
         result[f"cache_speedup_{n}"] = round(result[f"numpy_cached_tok_s_{n}"] / result[f"numpy_uncached_tok_s_{n}"], 2)
