@@ -176,6 +176,9 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
     if expected & set(STATEMENT_KEYWORDS) and tok.type not in _KEYWORD_TYPES:
         return at(tok.line, tok.column, f"expected a statement (a keyword such as RUN, STEP, "
                                         f"ASSERT or VAR), found {_describe_token(tok)}")
+    if expected == {"STRING", "HEREDOC"}:
+        return at(tok.line, tok.column, 'WRITE needs what to write after the path: a string '
+                                        '(WRITE "path" "text") or a heredoc (WRITE "path" <<EOF)')
     if expected == {"STRING"} and prev_type:
         example = _STRING_EXAMPLES.get(prev_type)
         hint = f", as in {example}" if example else ""
@@ -189,7 +192,17 @@ def explain(exc: UnexpectedInput, prepared: Prepared, filename: str, parser: Lar
     return at(tok.line, tok.column, f"unexpected {_describe_token(tok)}; expected {shown}")
 
 
+# Operators people spell as in other languages, and what TissLang writes instead.
+_OPERATOR_SPELLINGS = {
+    "IS": "IS_EMPTY or IS_NOT_EMPTY (one word)",
+    "NOT_CONTAINS": "NOT CONTAINS (two words)",
+    "IN": "CONTAINS, with the container first: list CONTAINS item",
+}
+
+
 def _unknown_keyword(word: str, candidates: tuple[str, ...], what: str = "keyword") -> str:
+    if what == "operator" and word.upper() in _OPERATOR_SPELLINGS:
+        return f"unknown operator {word!r}: write {_OPERATOR_SPELLINGS[word.upper()]}"
     if word.upper() in candidates:
         return f"unknown {what} {word!r}: keywords are uppercase, write {word.upper()!r}"
     close = difflib.get_close_matches(word.upper(), candidates, n=1, cutoff=0.6)
@@ -217,6 +230,9 @@ def _bad_character(text: str, pos: int) -> str:
         return 'a directive is @ and its name with no space between, as in @model "echo"'
     if ch in "&|":
         return f"unexpected {ch!r}: write AND / OR"
+    if ch in "+*/%":
+        return (f"unexpected {ch!r}: TissLang has no arithmetic; to join text, interpolate: "
+                '"{{ a }}{{ b }}"')
     return f"unexpected character {ch!r}"
 
 

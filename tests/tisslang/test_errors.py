@@ -98,6 +98,14 @@ CASES = [
                                            "directly inside the TASK block), not inside another "
                                            "block"),
     ('VAR o = {a: 1, a: 2}\n', 1, 16, "duplicate key 'a' in this object"),
+    ('WRITE "f"\n', 1, 10, 'WRITE needs what to write after the path: a string (WRITE "path" '
+                           '"text") or a heredoc (WRITE "path" <<EOF)'),
+    ('VAR x = "a" + "b"\n', 1, 13, "unexpected '+': TissLang has no arithmetic; to join text, "
+                                  'interpolate: "{{ a }}{{ b }}"'),
+    ('ASSERT x IS EMPTY\n', 1, 10, "unknown operator 'IS': write IS_EMPTY or IS_NOT_EMPTY "
+                                   "(one word)"),
+    ('ASSERT x NOT_CONTAINS "a"\n', 1, 10, "unknown operator 'NOT_CONTAINS': write NOT CONTAINS "
+                                           "(two words)"),
     ('VAR o = {a: 1, RUN: 2}\n', 1, 16, "'RUN' is a keyword; to use it as an object key put it in "
                                         'quotes: "RUN": value'),
     ('CHOOSE {\n    RUN "x"\n}\n', 2, 5, 'CHOOSE holds only options, each OPTION "what it tries" '
