@@ -63,6 +63,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Union
 
 _POSITION_FIELDS = ("line", "column", "end_line", "end_column")
+# Where a continuation keyword was written (If.else_line, Try.catch_line): layout the formatter
+# uses to keep a comment on the `} ELSE {` line there. Like positions, out of equality and repr,
+# and not fields of the tree (to_dict, dump and walkers skip them).
+_LAYOUT_FIELDS = ("else_line", "catch_line")
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ def field_names(cls: type) -> tuple[str, ...]:
     """The non-position field names of a node class, in order (cached: walks call it a lot)."""
     names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = tuple(f.name for f in fields(cls) if f.name not in _POSITION_FIELDS)
+        names = tuple(f.name for f in fields(cls)
+                      if f.name not in _POSITION_FIELDS and f.name not in _LAYOUT_FIELDS)
         _FIELD_NAMES[cls] = names
     return names
 
@@ -385,12 +390,14 @@ class If(Node):
     condition: Expr
     body: tuple["Statement", ...]
     orelse: tuple["Statement", ...] = ()
+    else_line: int = field(default=0, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)
 class Try(Node):
     body: tuple["Statement", ...]
     handler: tuple["Statement", ...] | None = None
+    catch_line: int = field(default=0, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -185,11 +185,16 @@ class _Writer:
                 items.append((self.else_if, (depth, current)))
                 continue
             if orelse:
-                items.append((self.emit, (depth, "} ELSE {")))
+                items.append((self.continuation, (depth, "} ELSE {", current.else_line)))
                 items += self.body_items(orelse, depth, node.end_line)
             break
         items.append((self.close, (depth, node.end_line)))
         return items
+
+    def continuation(self, depth: int, text: str, line: int) -> None:
+        """``} ELSE {`` / ``} CATCH {``, keeping a comment that ended the source line there."""
+        self.emit(depth, text)
+        self.trailing_comment(line)
 
     def else_if(self, depth: int, node: ast.If) -> None:
         self.emit(depth, "} ELSE IF " + expression(node.condition) + " {")
@@ -199,10 +204,10 @@ class _Writer:
         self.flush_comments(node.line, depth)
         self.emit(depth, "TRY {", node.line)
         self.trailing_comment(node.line)
-        handler_line = node.handler[0].line if node.handler else 0
+        handler_line = node.catch_line or (node.handler[0].line if node.handler else 0)
         items = self.body_items(node.body, depth, handler_line or node.end_line)
         if node.handler is not None:
-            items.append((self.emit, (depth, "} CATCH {")))
+            items.append((self.continuation, (depth, "} CATCH {", node.catch_line)))
             items += self.body_items(node.handler, depth, node.end_line)
         items.append((self.close, (depth, node.end_line)))
         return items
@@ -268,9 +273,9 @@ class _Writer:
 
 
 def _else_line(node: ast.If) -> int:
-    """Where the IF's own block ends, for comments: the first line of the ELSE part."""
+    """Where the IF's own block ends, for comments: the ELSE line (else the ELSE part's first)."""
     if node.orelse:
-        return node.orelse[0].line
+        return node.else_line or node.orelse[0].line
     return node.end_line
 
 

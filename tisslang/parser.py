@@ -161,14 +161,17 @@ class _Builder(Transformer):
         i = 3 if isinstance(c[2], Token) else 2  # c[2] is the THEN keyword or the block
         block = c[i]
         orelse: tuple = ()
+        else_line = 0
         if len(c) > i + 1:
             tail = c[i + 2]
             orelse = (tail,) if isinstance(tail, ast.If) else tail.body
-        return ast.If(c[1], block.body, orelse, **_span(c[0], c[-1]))
+            else_line = c[i + 1].end_line  # the ELSE token starts with the separators before it
+        return ast.If(c[1], block.body, orelse, else_line=else_line, **_span(c[0], c[-1]))
 
     def try_(self, c: list) -> ast.Try:
         handler = c[3].body if len(c) == 4 else None
-        return ast.Try(c[1].body, handler, **_span(c[0], c[-1]))
+        catch_line = c[2].end_line if len(c) == 4 else 0
+        return ast.Try(c[1].body, handler, catch_line=catch_line, **_span(c[0], c[-1]))
 
     def parallel(self, c: list) -> ast.Parallel:
         return ast.Parallel(c[1].body, **_span(c[0], c[1]))

@@ -94,6 +94,27 @@ def test_canonical_layout_keeps_comments_and_one_blank_line():
     round_trip(source)
 
 
+def test_comments_on_else_and_catch_lines_stay_there():
+    source = (
+        "IF a {\n"
+        '    RUN "x"\n'
+        "} ELSE {  # why else\n"
+        "    # inside the ELSE block\n"
+        '    RUN "y"\n'
+        "}\n"
+        "TRY {\n"
+        '    RUN "q"\n'
+        "} CATCH {  # why catch\n"
+        "    # inside the CATCH block\n"
+        '    RUN "r"\n'
+        "}\n"
+    )
+    assert round_trip(source) == source
+    # ELSE on the line after the `}` comes back on the closing line with its comment.
+    moved = source.replace("} ELSE {", "}\nELSE {")
+    assert round_trip(moved) == source
+
+
 def test_hand_built_trees_format_without_positions():
     program = ast.Program({}, (ast.Step(ast.String.of("s"), (ast.Run(ast.String(("echo ", ast.Ref(("x",))))),)),))
     assert format(program) == 'STEP "s" {\n    RUN "echo {{ x }}"\n}\n'
