@@ -6,8 +6,8 @@ What is offered depends on where the cursor is, as `scan.py` sees the text befor
 - elsewhere in code: clause and expression keywords, variables in scope, built-in references
   (`LAST_RUN.` then its fields), budget names, booleans; `@` starts a directive;
 - inside `{{ ` in a string or heredoc: variables and built-in references;
-- inside the first string of WRITE / READ / DELETE / MKDIR: files and directories of the
-  workspace (never outside it);
+- inside the first string of WRITE / READ / DELETE / MKDIR, and after FILE in a condition:
+  files and directories of the workspace (never outside it);
 - nothing in comments or plain string text.
 """
 

@@ -36,8 +36,9 @@ KEYWORDS = frozenset(STATEMENT_KEYWORDS + CLAUSE_KEYWORDS + EXPRESSION_KEYWORDS)
 BUILTINS = checker.BUILTINS
 BUDGET_NAMES = checker.BUDGETS + ("TOKEN_COUNT",)
 DIRECTIVES = checker.KNOWN_DIRECTIVES
-# Statements whose first string is a workspace path (completion offers files there).
-PATH_STATEMENTS = frozenset({"WRITE", "READ", "DELETE", "MKDIR"})
+# Statements whose first string is a workspace path (completion offers files there), and FILE,
+# whose string is one too.
+PATH_STATEMENTS = frozenset({"WRITE", "READ", "DELETE", "MKDIR", "FILE"})
 
 # Token kinds; the lexer maps each to a style class.
 KEYWORD = "keyword"
@@ -286,8 +287,12 @@ class _Scanner:
     def string(self, line: str, i: int, offset: int, last: bool) -> int:
         quote = line[i]
         start = i
-        # Only a statement's first string is its path (`WRITE "path" "text"`).
+        # Only a statement's first string is its path (`WRITE "path" "text"`); in a condition,
+        # the string right after FILE is one (`FILE "path" EXISTS`).
         statement = self.statement if self.strings == 0 else None
+        previous = self.state.last_significant
+        if previous is not None and previous.kind == KEYWORD and previous.text == "FILE":
+            statement = "FILE"
         self.strings += 1
         self.add(STRING, offset + i, offset + i + 1)
         i += 1

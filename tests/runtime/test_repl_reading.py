@@ -218,6 +218,10 @@ def test_completes_workspace_paths_only_in_path_strings(tmp_path):
     assert complete('WRITE "a" "s', workspace=tmp_path) == []  # the content, not the path
     assert complete('READ "../', workspace=tmp_path / "src") == []  # never outside the workspace
     assert complete('READ "/etc/pa', workspace=tmp_path) == []
+    # FILE "path" EXISTS names a workspace path too; the other operand does not.
+    assert complete('ASSERT NOT FILE "src/', workspace=tmp_path) == ["main.py"]
+    assert complete('IF x == 1 AND FILE "se', workspace=tmp_path) == ["setup.cfg"]
+    assert complete('ASSERT x CONTAINS "s', workspace=tmp_path) == []
 
 
 def test_nothing_is_offered_in_comments_or_plain_text():
