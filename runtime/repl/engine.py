@@ -9,8 +9,8 @@ and anything unexpected is reported as an internal error.
 A STEP entry reports like `tiss run` (live progress, the failure, a summary line); a bare
 statement just runs, with LOG lines printed plainly and, after each RUN, what the command
 wrote and an `exit N` line, as a shell shows it (`:last` shows it again); an entry that is one
-PROMPT_AGENT shows the model's answer. TEARDOWN blocks entered in the REPL run when the session ends
-(`:reset`, `:quit`, Ctrl-D), as they would at the end of a script. The EXECUTION_TIME budget
+PROMPT_AGENT shows the model's answer. TEARDOWN blocks entered in the REPL run when the session
+ends (`:reset`, `:quit`, Ctrl-D), as they would at the end of a script. The EXECUTION_TIME budget
 counts only the time entries run, not the time the REPL waits at the prompt. `:load` and
 `:save` paths are relative to the current directory, like a script given to `tiss run`.
 """
