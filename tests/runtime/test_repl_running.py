@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -385,7 +386,8 @@ def test_pipe_mode_into_a_reader_that_goes_away_is_quiet(tmp_path):
     # the closed pipe, and the status is the run's own.
     entries = "".join(f'LOG "line {i}"\n' for i in range(2000)) + 'RUN "touch done.txt"\n'
     proc = subprocess.run(
-        f"{sys.executable} -m runtime repl --workspace {tmp_path} | head -1",
+        f"{shlex.quote(sys.executable)} -m runtime repl --workspace {shlex.quote(str(tmp_path))}"
+        " | head -1",
         shell=True, input=entries, capture_output=True, text=True, timeout=60,
     )
     assert proc.stdout == "line 0\n"
