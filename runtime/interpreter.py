@@ -590,7 +590,10 @@ class Interpreter:
 
     def backend_for(self, ctx: Context):
         spec = ctx.directives.get("model")
-        if isinstance(spec, str) and is_backend_spec(spec):
+        # `@model` picks a backend when it names one (echo, a URL), and also when it names a
+        # checkpoint directory while no backend was chosen; otherwise it is the model name the
+        # chosen backend is asked for.
+        if isinstance(spec, str) and (is_backend_spec(spec) or self.session.backend is None):
             with self._backends_lock:
                 if spec not in self._backends:
                     from runtime.backends.select import resolve_backend

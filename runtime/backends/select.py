@@ -8,13 +8,16 @@ A backend spec is one of:
 - anything else               a path to a local NumPy checkpoint directory
 
 `--model` wins over the `TISS_MODEL` environment variable. `TISS_API_KEY`, when set, is sent to
-HTTP servers as a bearer token. With nothing configured `resolve_backend` returns None; the
-interpreter raises `BackendNotConfigured` (via `require_backend`) only when a PROMPT_AGENT
+HTTP servers as a bearer token. With nothing configured, `resolve_backend` gives the local
+backend on the default model shipped in `lm/default_model/`, loaded lazily (no NumPy import, no
+weights read) at the first PROMPT_AGENT; where no default model is installed it returns None and
+the interpreter raises `BackendNotConfigured` (via `require_backend`) only when a PROMPT_AGENT
 actually needs a model, so scripts without one run anywhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import urllib.parse
 from pathlib import Path
@@ -39,8 +42,10 @@ def resolve_backend(
     model_name: str | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    default_local: bool = True,
 ) -> ModelBackend | None:
-    """The backend `spec` names (or `TISS_MODEL` when `spec` is empty), or None if neither is set.
+    """The backend `spec` names (or `TISS_MODEL` when `spec` is empty); when neither is set, the
+    default local model if `default_local` and one is installed, else None.
 
     `model_name` is the model HTTP servers are asked for (`--model-name`); a script's `@model`
     directive overrides it per call. Raises `BackendError` for a spec that names nothing usable.
@@ -50,7 +55,7 @@ def resolve_backend(
         spec = env.get(MODEL_ENV, "")
     spec = spec.strip()
     if not spec:
-        return None
+        return _default_local_backend() if default_local else None
     if spec == "echo":
         return EchoBackend()
     scheme = urllib.parse.urlsplit(spec).scheme
@@ -69,6 +74,25 @@ def require_backend(backend: ModelBackend | None) -> ModelBackend:
     if backend is None:
         raise BackendNotConfigured()
     return backend
+
+
+def default_model_installed() -> bool:
+    """Whether `lm/default_model/` holds weights; found without importing `lm` (and NumPy)."""
+    spec = importlib.util.find_spec("lm")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(
+        (Path(location) / "default_model" / "model.safetensors").is_file()
+        for location in spec.submodule_search_locations
+    )
+
+
+def _default_local_backend() -> ModelBackend | None:
+    if not default_model_installed():
+        return None
+    from runtime.backends.local import LocalBackend
+
+    return LocalBackend(None, lazy=True)
 
 
 def _local_backend(path: Path) -> ModelBackend:

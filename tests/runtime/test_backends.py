@@ -106,12 +106,22 @@ def test_token_estimate_is_bytes_over_four_rounded_up(text):
 # -- selection ---------------------------------------------------------------------------
 
 def test_nothing_configured_resolves_to_none_and_require_says_how():
-    assert resolve_backend(None, env={}) is None
-    assert resolve_backend("  ", env={}) is None
+    assert resolve_backend(None, env={}, default_local=False) is None
+    assert resolve_backend("  ", env={}, default_local=False) is None
     with pytest.raises(BackendNotConfigured) as info:
         require_backend(None)
     message = str(info.value)
     assert "--model echo" in message and "--model http://" in message and "TISS_MODEL" in message
+
+
+def test_nothing_configured_is_the_default_local_model_loaded_lazily():
+    from runtime.backends.local import LocalBackend
+    from runtime.backends.select import default_model_installed
+
+    assert default_model_installed(), "lm/default_model/ ships with the package"
+    backend = resolve_backend(None, env={})
+    assert isinstance(backend, LocalBackend) and backend.path is None
+    assert backend._loaded is None  # nothing read until a PROMPT_AGENT needs it
 
 
 def test_flag_wins_over_environment():

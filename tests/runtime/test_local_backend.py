@@ -207,3 +207,21 @@ def test_lazy_backend_loads_on_first_use(ckpt, tmp_path):
     broken = LocalBackend(tmp_path / "missing", lazy=True)  # no error until it is used
     with pytest.raises(BackendError, match="missing"):
         broken.generate("x", GenerationSettings())
+
+
+def test_model_directive_naming_a_checkpoint_works_with_no_backend_chosen(ckpt, tmp_path):
+    source = f'@model "{ckpt}"\n@temperature 0\n@max_tokens 5\nSTEP "ask" {{\n    PROMPT_AGENT "the quick" INTO answer\n}}\n'
+    session, result = run_script(source, None, tmp_path)
+    assert result.status == "passed", [s.failure for s in result.steps for s in s.walk()]
+    model, tok = load(ckpt)
+    assert session.variables["answer"] == generate(model, tok, "the quick", 5, temperature=0).text
+
+
+def test_tiss_run_with_no_model_flag_uses_the_default_model(tmp_path, monkeypatch):
+    from runtime.cli import main
+
+    monkeypatch.delenv("TISS_MODEL", raising=False)
+    script = tmp_path / "ask.tiss"
+    script.write_text('@max_tokens 4\n@seed 1\nSTEP "ask" {\n    PROMPT_AGENT "def main(" INTO code\n'
+                      '    ASSERT LAST_PROMPT.COMPLETION_TOKENS > 0\n}\n', encoding="utf-8")
+    assert main(["run", str(script), "--workspace", str(tmp_path)]) == 0
