@@ -18,7 +18,7 @@ KeyboardInterrupt; a harder kill loses only the steps since the last save.
 Speed: the matrix products run on NumPy's BLAS, which uses every CPU by default. On a machine
 busy with other work, BLAS threads waiting for each other can make a step several times slower;
 there `OPENBLAS_NUM_THREADS=1 tiss train ...` is often the fastest setting (measured here: about
-3.5x faster with two CPUs shared by other jobs).
+3x faster with two CPUs shared by other jobs).
 """
 
 from __future__ import annotations
