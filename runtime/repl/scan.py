@@ -60,7 +60,7 @@ PUNCTUATION = "punctuation"
 ERROR = "error"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")  # the grammar's NUMBER
 _HEREDOC = re.compile(r"<<(?:'([A-Za-z_][A-Za-z0-9_]*)'|([A-Za-z_][A-Za-z0-9_]*))")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "=")
 _PUNCTUATION = "{}[](),:;."

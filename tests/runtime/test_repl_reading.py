@@ -41,6 +41,11 @@ def test_tokens_of_a_statement_line():
         ("operator", ">="), ("number", "-3"), ("keyword", "AND"), ("name", "ok"),
         ("operator", "=="), ("boolean", "true"), ("comment", "# done"),
     ]
+    # Numbers as the grammar reads them, exponent included.
+    assert kinds("VAR x = [2.5e-3, -1E+2]") == [
+        ("keyword", "VAR"), ("name", "x"), ("operator", "="), ("punctuation", "["),
+        ("number", "2.5e-3"), ("punctuation", ","), ("number", "-1E+2"), ("punctuation", "]"),
+    ]
 
 
 def test_strings_escapes_and_interpolation():
