@@ -40,6 +40,9 @@ from runtime.values import show
 # Builds a fresh session whose events go to the given listeners (see `main.py`).
 SessionFactory = Callable[[list[Any]], Session]
 
+# Ctrl-C during an entry: it may have been running a command, or waiting at a review prompt.
+INTERRUPTED_NOTE = "interrupted: the entry stopped (any command it was running was killed)"
+
 _POSITION_KEYS = ("line", "column", "end_line", "end_column")
 
 
@@ -242,7 +245,7 @@ class Repl:
         if result.failure is not None:
             self.say(format_failure(result.failure, self.colour))
         if result.status == INTERRUPTED:
-            self.say(self.paint("interrupted: the running commands were killed", "red"))
+            self.say(self.paint(INTERRUPTED_NOTE, "red"))
         if stepped:
             self.say(format_summary(result, self.colour))
 
