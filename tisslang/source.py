@@ -78,15 +78,12 @@ def prepare(source: str, filename: str) -> Prepared:
     else:
         lines_out = lines
     if "#" in text:
-        _collect_comments(lines_out, comments, skip_header=bool(header) or _is_header(lines))
+        # An empty header (`#TISS!` alone) stays a comment, so tiss fmt does not drop the line.
+        _collect_comments(lines_out, comments, skip_header=bool(header))
     prepared_text = "\n".join(lines_out) if lines_out is not lines else text
     if not prepared_text.endswith("\n"):
         prepared_text += "\n"  # so a final comment or statement always ends in a separator
     return Prepared(prepared_text, lines, header, heredocs, tuple(comments))
-
-
-def _is_header(lines: list[str]) -> bool:
-    return bool(lines) and lines[0].startswith(HEADER_PREFIX)
 
 
 def _parse_header(line: str, filename: str) -> dict[str, str]:

@@ -115,6 +115,10 @@ def test_comments_on_else_and_catch_lines_stay_there():
     assert round_trip(moved) == source
 
 
+def test_an_empty_header_line_is_kept():
+    assert round_trip('#TISS!\nRUN "x"\n') == '#TISS!\nRUN "x"\n'
+
+
 def test_hand_built_trees_format_without_positions():
     program = ast.Program({}, (ast.Step(ast.String.of("s"), (ast.Run(ast.String(("echo ", ast.Ref(("x",))))),)),))
     assert format(program) == 'STEP "s" {\n    RUN "echo {{ x }}"\n}\n'
