@@ -119,16 +119,25 @@ def interpolate_line(text: str, line: int, column: int) -> list[Part]:
 
 
 def merge_parts(parts: list[Part]) -> tuple[Part, ...]:
-    """Adjacent literals joined and empty ones dropped: the canonical form of ``String.parts``."""
+    """Adjacent literals joined and empty ones dropped: the canonical form of ``String.parts``.
+
+    Each run of literals is joined once, so a heredoc of many lines stays linear in its size.
+    """
     out: list[Part] = []
+    run: list[str] = []
     for part in parts:
         if isinstance(part, str):
-            if not part:
-                continue
-            if out and isinstance(out[-1], str):
-                out[-1] = out[-1] + part
-                continue
+            run.append(part)
+            continue
+        if run:
+            text = "".join(run)
+            if text:
+                out.append(text)
+            run = []
         out.append(part)
+    text = "".join(run)
+    if text:
+        out.append(text)
     return tuple(out)
 
 

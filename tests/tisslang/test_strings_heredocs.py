@@ -1,10 +1,11 @@
 """Strings (escapes, quoting, interpolation decided at parse time) and heredoc bodies."""
 
 import pytest
+from hypothesis import given, strategies as st
 
 from tisslang import parse
 from tisslang.ast import Ref, String, Write
-from tisslang.strings import decode_double, quote
+from tisslang.strings import decode_double, merge_parts, quote
 
 
 def string_of(literal):
@@ -124,3 +125,28 @@ def test_heredoc_positions_span_to_the_closing_line():
 def test_blank_lines_shorter_than_the_indent_are_blank():
     stmt = write('WRITE "f" <<EOF\n    a\n  \n\n    b\n    EOF\n')
     assert stmt.content == String.of("a\n\n\nb\n")
+
+
+_parts = st.lists(st.one_of(st.text(max_size=3), st.builds(Ref, st.just(("x",)))), max_size=12)
+
+
+@given(_parts)
+def test_merge_parts_joins_literal_runs_and_drops_empties(parts):
+    merged = merge_parts(parts)
+    # Same text and references in the same order ...
+    flat = [p for p in parts if not (isinstance(p, str) and p == "")]
+    assert "".join(p if isinstance(p, str) else "\0" for p in merged) == "".join(
+        p if isinstance(p, str) else "\0" for p in flat
+    )
+    assert [p for p in merged if not isinstance(p, str)] == [p for p in parts if not isinstance(p, str)]
+    # ... in canonical form: no empty literal, no two literals side by side.
+    assert all(p != "" for p in merged)
+    assert not any(isinstance(a, str) and isinstance(b, str) for a, b in zip(merged, merged[1:]))
+
+
+def test_a_long_heredoc_parses_whole():
+    # Joining literal runs once keeps this linear; it used to take quadratic time in the lines.
+    body = ["line %d {{ x }} and text" % i for i in range(20000)]
+    program = parse('VAR x = 1\nWRITE "big.txt" <<EOF\n' + "\n".join(body) + "\nEOF\n")
+    content = program.body[1].content
+    assert sum(isinstance(p, Ref) for p in content.parts) == len(body)
