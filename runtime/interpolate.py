@@ -2,8 +2,9 @@
 
 The parser has already split every string into literal text and `Ref` parts, so interpolation
 here never scans text (a `\\{` in the source stays a literal brace). A reference is a root name
-(a variable or a built-in such as `LAST_RUN`) followed by fields: object keys, or list indexes
-written as numbers (`items.0`). An undefined root or a missing field raises `UndefinedReference`
+(a variable or a built-in such as `LAST_RUN`) followed by object keys; the grammar's dotted
+names have no list indexes, so a list is used whole (it renders as JSON). An undefined root or a
+missing field raises `UndefinedReference`
 positioned at the reference, with the known names as a hint.
 """
 
@@ -68,7 +69,7 @@ def builtin_not_set(ref: ast.Ref) -> UndefinedReference:
 
 
 def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
-    """Follow `ref.parts[start:]` into `value` (object keys, list indexes)."""
+    """Follow `ref.parts[start:]` into `value` through object keys."""
     for depth in range(start, len(ref.parts)):
         key = ref.parts[depth]
         so_far = ".".join(ref.parts[:depth])
@@ -83,16 +84,6 @@ def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
                     ref,
                 )
             value = value[key]
-        elif isinstance(value, list) and key.isdigit():
-            index = int(key)
-            if index >= len(value):
-                raise _positioned(
-                    UndefinedReference(
-                        f"undefined reference {ref.name}: {so_far} has {len(value)} items, no index {index}"
-                    ),
-                    ref,
-                )
-            value = value[index]
         else:
             raise _positioned(
                 UndefinedReference(
