@@ -74,11 +74,15 @@ class Workspace:
         if "\0" in raw:
             raise WorkspaceError("the workspace path contains a NUL byte")
         path = Path(raw).expanduser()
-        if not path.is_dir():
-            what = "does not exist" if not path.exists() else "is not a directory"
+        if not path.exists():
             raise WorkspaceError(
-                f"workspace {raw!r} {what}; create it first (mkdir -p {shlex.quote(raw)}) "
+                f"workspace {raw!r} does not exist; create it first (mkdir -p {shlex.quote(raw)}) "
                 "or pass another --workspace"
+            )
+        if not path.is_dir():
+            raise WorkspaceError(
+                f"workspace {raw!r} is not a directory; --workspace takes the directory the "
+                "script works in"
             )
         self.root = Path(os.path.realpath(path))
 

@@ -163,8 +163,9 @@ def test_workspace_must_exist(tmp_path):
     with pytest.raises(WorkspaceError, match="does not exist; create it first"):
         Workspace(tmp_path / "missing")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(WorkspaceError, match="is not a directory"):
+    with pytest.raises(WorkspaceError, match="is not a directory; --workspace takes the directory") as info:
         Workspace(tmp_path / "file")
+    assert "mkdir" not in str(info.value)  # mkdir -p on an existing file would only fail
 
 
 def test_write_to_a_path_ending_in_slash_is_refused(ws):
