@@ -33,6 +33,7 @@ Readers (`lm/data.py`, `tiss tokenizer train`) call `split_files(corpus, "train"
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -209,8 +210,11 @@ def build_corpus(
         split_of[min(split_of, key=_path_hash)] = "valid"
 
     entries = []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise CorpusError(f"cannot create {out}: {_os_reason(exc, out.parent)}; choose another --out") from None
     try:
         for doc in docs:
             rel = f"{split_of[doc.name]}/{doc.name}"
@@ -248,10 +252,27 @@ def build_corpus(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         _swap_in(tmp, out)
+    except OSError as exc:
+        # A full disk or a directory that turned read-only: the previous build (if any) is intact.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CorpusError(
+            f"cannot write the corpus to {out}: {_os_reason(exc, out)}; the previous build (if any) "
+            "is unchanged. Free some space or choose another --out"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _os_reason(exc: OSError, path: Path) -> str:
+    """Why an OS call failed, in words (a parent that is a file says so instead of 'File exists')."""
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a directory"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return exc.strerror or str(exc)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

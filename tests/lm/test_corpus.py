@@ -187,3 +187,26 @@ def test_committed_tiss_samples_parse_and_check_clean():
     for script in scripts:
         program = tisslang.parse_file(script)
         assert tisslang.check(program) == [], script.name
+
+
+def test_unwritable_destinations_are_clear_errors(tmp_path, samples, monkeypatch, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(CorpusError, match="a_file is a file, not a directory"):
+        build_corpus(a_file / "sub", use_stdlib=False, pydoc=False, samples=samples)
+    assert cli.main(["corpus", "build", "--out", str(a_file / "sub"), "--no-pydoc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tiss: error: cannot create") and "Traceback" not in err
+
+    # A full disk while writing: a clear error, and the previous build stays as it was.
+    out = tmp_path / "out"
+    before = build_corpus(out, use_stdlib=False, pydoc=False, samples=samples)
+
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(CorpusError, match="no space left.*previous build"):
+        build_corpus(out, use_stdlib=False, pydoc=False, samples=samples)
+    assert load_manifest(out) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
