@@ -31,11 +31,12 @@ class DataError(LMError):
     """A corpus that is missing, empty, unreadable or too small for the requested windows."""
 
 
-def corpus_split(corpus) -> tuple[list[Path], list[Path]]:
+def corpus_split(corpus, report=None) -> tuple[list[Path], list[Path]]:
     """Training and validation files of `corpus`.
 
     A corpus built by `tiss corpus build` (a directory with manifest.json) keeps its own split;
-    any other file or directory is split here by `split_files`.
+    any other file or directory is split here by `split_files`. `report(message)` hears about
+    each file skipped because it is binary, not UTF-8 or unreadable.
     """
     root = Path(corpus)
     if (root / "manifest.json").is_file():
@@ -48,36 +49,56 @@ def corpus_split(corpus) -> tuple[list[Path], list[Path]]:
         if not train:
             raise DataError(f"corpus {corpus} has no training files; rebuild it with `tiss corpus build`")
         return train, val
-    return split_files(list_text_files(root))
+    return split_files(list_text_files(root, report))
 
 
-def list_text_files(corpus) -> list[Path]:
-    """Readable UTF-8 text files under `corpus` (a file or a directory), sorted by path."""
+def list_text_files(corpus, report=None) -> list[Path]:
+    """Readable UTF-8 text files under `corpus` (a file or a directory), sorted by path.
+
+    Hidden files and directories, and `build/` directories (where `tiss corpus build` puts its
+    output, so `--corpus corpus` means the committed samples, as for `tiss tokenizer train`),
+    are left out. Binary, non-UTF-8 and unreadable files are skipped and passed to `report`;
+    empty ones are skipped quietly.
+    """
     root = Path(corpus)
     if not root.exists():
         raise DataError(f"corpus {corpus} does not exist; pass --corpus a text file or a directory of them")
     candidates = [root] if root.is_file() else sorted(
         p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file()
+        and not any(part.startswith(".") or part == "build" for part in p.relative_to(root).parts)
     )
-    files = [p for p in candidates if _is_text(p)]
+    files, skipped = [], 0
+    for p in candidates:
+        problem = _text_problem(p)
+        if problem is None:
+            files.append(p)
+        elif problem != "empty":
+            skipped += 1
+            if report is not None:
+                report(f"skipped {p}: {problem}")
     if not files:
-        raise DataError(f"corpus {corpus} contains no UTF-8 text files; add .txt/.md/... files to it")
+        why = f" ({skipped} skipped as binary or not UTF-8)" if skipped else ""
+        raise DataError(
+            f"corpus {corpus} contains no UTF-8 text files{why}; add .txt/.md/... files to it "
+            "or build one with `tiss corpus build`"
+        )
     return files
 
 
-def _is_text(path: Path) -> bool:
+def _text_problem(path: Path) -> str | None:
+    """Why `path` cannot be a training document ("empty", "binary", ...), or None if it can."""
     try:
         data = path.read_bytes()
-    except OSError:
-        return False
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
     if b"\x00" in data:
-        return False
+        return "binary (contains NUL bytes)"
     try:
         data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return bool(data.strip())
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+    return None if data.strip() else "empty"
 
 
 def split_files(files: list[Path], val_fraction: float = VAL_FRACTION) -> tuple[list[Path], list[Path]]:

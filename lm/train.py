@@ -111,6 +111,15 @@ class TrainSettings:
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.warmup < 0:
             raise TrainError(f"--warmup must be zero or more, got {self.warmup}")
+        if self.tokenizer is None:
+            from lm.tokenizer import MAX_VOCAB, N_BYTES
+
+            # Checked here, before the corpus is read, rather than after minutes of reading it.
+            if not N_BYTES < self.vocab_size <= MAX_VOCAB:
+                raise TrainError(
+                    f"--vocab-size must be between {N_BYTES + 1} (the {N_BYTES} byte tokens and "
+                    f"<|endoftext|>) and {MAX_VOCAB:,}, got {self.vocab_size}; 2048-8192 suits a small model"
+                )
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ def train(
             "or choose another --out"
         )
     _make_dir(run)
-    train_files, val_files = corpus_split(settings.corpus)
+    train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
     tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
     _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) ({len(val_files)} held out for validation)")
     data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
@@ -182,6 +191,8 @@ def train(
 
 
 def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
+    if run.exists() and not run.is_dir():
+        raise TrainError(f"cannot resume: {run} is a file; pass the run directory that `tiss train --out` made")
     if not run.is_dir():
         raise TrainError(f"cannot resume: {run} does not exist")
     path = ckpt.resolve(run)
@@ -196,7 +207,10 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
         rng_state = ts["data_rng"]
         elapsed = float(ts.get("elapsed_s", 0.0))
     except (KeyError, TypeError, ValueError) as exc:
-        raise TrainError(f"{path / ckpt.TRAINER_STATE_FILE} is incomplete or corrupt ({exc})") from None
+        raise TrainError(
+            f"{path / ckpt.TRAINER_STATE_FILE} is incomplete or corrupt ({exc}); restore the run "
+            "directory from a copy, or start a new run with --out"
+        ) from None
     for key, value in given.items():
         if key == "steps":
             continue
@@ -222,12 +236,20 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
     try:
         rng.bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as exc:
-        raise TrainError(f"{path / ckpt.TRAINER_STATE_FILE}: data sampler state is corrupt ({exc})") from None
+        raise TrainError(
+            f"{path / ckpt.TRAINER_STATE_FILE}: data sampler state is corrupt ({exc}); restore the "
+            "run directory from a copy, or start a new run with --out"
+        ) from None
     try:
         data = open_token_files(run / DATA_DIR)
     except DataError:
-        _say(stream, "token files missing; re-tokenizing the corpus")
-        train_files, val_files = corpus_split(settings.corpus)
+        _say(stream, f"token files in {run / DATA_DIR} missing or damaged; re-tokenizing the corpus")
+        if not Path(settings.corpus).exists():
+            raise TrainError(
+                f"cannot resume: the token files in {run / DATA_DIR} are missing or damaged and the "
+                f"run's corpus {settings.corpus} is gone; put the corpus back there and resume again"
+            )
+        train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
         data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
     if data.info.get("vocab_size") != tokenizer.vocab_size:
         raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
@@ -334,6 +356,9 @@ def _prepare_tokenizer(settings: TrainSettings, train_files: list[Path], run: Pa
 
 
 def _make_dir(run: Path) -> None:
+    for parent in (run, *run.parents):
+        if parent.exists() and not parent.is_dir():
+            raise TrainError(f"cannot create run directory {run}: {parent} is a file; choose another --out")
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -367,6 +392,22 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _say(stream: TextIO, message: str) -> None:
     print(message, file=stream, flush=True)
+
+
+class _SkipReport:
+    """Says which corpus files were skipped (binary, not UTF-8): the first few by name, then a count."""
+
+    SHOWN = 5
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.count = stream, 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            _say(self.stream, message)
+        elif self.count == self.SHOWN + 1:
+            _say(self.stream, "(further skipped files are not listed)")
 
 
 @contextmanager

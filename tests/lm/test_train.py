@@ -217,3 +217,89 @@ def test_full_disk_during_a_checkpoint_is_a_clear_error(tmp_path, corpus, capsys
     assert "tiss: error: no space left on the device while writing checkpoint" in err
     assert "Traceback" not in err
     assert not [p for p in os.listdir(tmp_path / "run") if p.startswith(".checkpoint")]  # no half-written dirs
+
+
+def test_skipped_and_build_files_are_reported_or_left_out(tmp_path, corpus):
+    """Binary files are named on the progress stream, never trained on; build/ output is not corpus."""
+    (corpus / "build").mkdir(exist_ok=True)
+    (corpus / "build" / "leak.txt").write_text("held-out text a corpus build wrote here\n", encoding="utf-8")
+    try:
+        stream = io.StringIO()
+        train(corpus, tmp_path / "run", steps=1, stream=stream, **TINY)
+    finally:
+        (corpus / "build" / "leak.txt").unlink()
+        (corpus / "build").rmdir()
+    assert f"skipped {corpus / 'image.bin'}: binary" in stream.getvalue()
+    info = json.loads((tmp_path / "run" / "data" / "data.json").read_text())
+    files = info["train_files"] + info["val_files"]
+    assert len(files) == 10 and not any("build" in f or "image" in f or "hidden" in f for f in files)
+
+
+@pytest.mark.parametrize("vocab_size", [100, 256, 2_000_000])
+def test_vocab_size_out_of_range_fails_before_reading_the_corpus(tmp_path, vocab_size):
+    with pytest.raises(TrainError, match="--vocab-size must be between 257"):
+        train(tmp_path / "not-read-yet", tmp_path / "run", stream=io.StringIO(), **{**TINY, "vocab_size": vocab_size})
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_or_resume_on_a_file_says_so(tmp_path, corpus, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "sub"):
+        with pytest.raises(TrainError, match="a_file is a file; choose another --out"):
+            train(corpus, out, steps=1, stream=io.StringIO(), **TINY)
+    assert cli.main(["train", "--resume", str(a_file)]) == 2
+    assert "is a file; pass the run directory" in capsys.readouterr().err
+
+
+def test_damaged_run_directories_are_clear_errors(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(corpus, run, steps=2, stream=io.StringIO(), **TINY)
+    state_file = run / "checkpoint" / "trainer_state.json"
+    good = state_file.read_text()
+    state_file.write_text(json.dumps({"format": "quantatissu-train", "version": 1, "step": 2}))
+    with pytest.raises(TrainError, match="incomplete or corrupt.*start a new run"):
+        train(resume=run, steps=3, stream=io.StringIO())
+    state = json.loads(good)
+    state["data_rng"] = {"bit_generator": "MT19937"}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(TrainError, match="data sampler state is corrupt"):
+        train(resume=run, steps=3, stream=io.StringIO())
+    # token files gone and the corpus moved away: say both, not "pass --corpus" (resume takes none)
+    state = json.loads(good)
+    state["settings"]["corpus"] = str(tmp_path / "moved")
+    state_file.write_text(json.dumps(state))
+    (run / "data" / "train.bin").unlink()
+    with pytest.raises(TrainError, match="corpus .*moved is gone; put the corpus back"):
+        train(resume=run, steps=3, stream=io.StringIO())
+
+
+def test_ctrl_c_in_a_real_tiss_train_process_saves_and_resumes(tmp_path, corpus):
+    """What a user does: start `tiss train`, press Ctrl-C, then `tiss train --resume`."""
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())",
+           "train", "--corpus", str(corpus), "--out", str(run), "--steps", "100000", "--batch-size", "2",
+           "--seq-len", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--vocab-size", "270",
+           "--save-every", "100000", "--eval-every", "100000"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().count("\n") >= 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "checkpoint saved. Continue with `tiss train --resume" in err and "Traceback" not in err
+    step = json.loads((run / "checkpoint" / "trainer_state.json").read_text())["step"]
+    assert 3 <= step < 100000
+    result = train(resume=run, steps=step + 2, stream=io.StringIO())
+    assert result.step == step + 2
