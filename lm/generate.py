@@ -339,7 +339,18 @@ def read_prompt(prompt: str | None, prompt_file: str | Path | None) -> str:
     if prompt is not None:
         return prompt
     if str(prompt_file) == "-":
-        return sys.stdin.read()
+        # Read bytes and decode strictly: the text layer would turn bad bytes into surrogates
+        # (or garbage, under another locale) that only fail later, far from their cause.
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        if isinstance(data, str):
+            return data
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GenerationError(
+                f"standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "convert it first, e.g. with `iconv -t UTF-8`"
+            ) from None
     try:
         return Path(prompt_file).read_text(encoding="utf-8")
     except FileNotFoundError:

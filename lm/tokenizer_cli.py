@@ -85,7 +85,17 @@ def read_text(text: str | None, file: str | None) -> str:
     if text is not None:
         return text
     if file is None:
-        return sys.stdin.read()
+        # Bytes, decoded strictly: the text layer would pass bad bytes on as surrogates.
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        if isinstance(data, str):
+            return data
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TokenizerError(
+                f"standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "convert it first, e.g. with `iconv -t UTF-8`"
+            ) from None
     try:
         return Path(file).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -121,3 +121,51 @@ def test_closed_pipe_stops_quietly(ckpt):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_prompt_from_stdin_in_a_real_process(ckpt):
+    args = [sys.executable, "-m", "runtime", "generate", "--checkpoint", str(ckpt), "--prompt-file", "-",
+            "--max-new-tokens", "10", "--temperature", "0", "--no-kv-cache", "--stats"]
+    proc = subprocess.run(args, input="naïve café".encode(), capture_output=True, timeout=120)
+    model, tok = load(ckpt)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == generate(model, tok, "naïve café", 10, temperature=0).text + "\n"
+    assert "prompt tokens: " in proc.stderr.decode() and "tokens/s" in proc.stderr.decode()
+    # bytes that are not UTF-8 are refused where they come in, not as a surrogate deep inside
+    proc = subprocess.run(args, input=b"caf\xe9 latin-1", capture_output=True, timeout=120)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert err.startswith("tiss: error: standard input is not UTF-8 text (byte 0xe9 at offset 3)")
+
+
+def test_non_utf8_prompt_file(ckpt, capsys, tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café".encode("latin-1"))
+    code, out, err = run(capsys, "--checkpoint", ckpt, "--prompt-file", bad)
+    assert code == 2 and out == "" and "cannot read the prompt as UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--temperature", -0.5, "temperature must be a number >= 0"),
+        ("--temperature", "nan", "temperature must be a number >= 0"),
+        ("--top-p", 0, "top_p must be in (0, 1]"),
+        ("--top-p", 1.01, "top_p must be in (0, 1]"),
+        ("--top-k", 0, "top_k must be a whole number >= 1"),
+        ("--min-p", -0.1, "min_p must be in [0, 1]"),
+        ("--max-new-tokens", -1, "max_new_tokens must be a whole number >= 0"),
+        ("--repetition-penalty", 0, "repetition_penalty must be > 0"),
+        ("--stop", "", "stop sequences must be non-empty"),
+    ],
+)
+def test_bad_settings_are_messages_with_exit_2(ckpt, capsys, flag, value, fragment):
+    code, out, err = run(capsys, "--checkpoint", ckpt, "--prompt", "x", flag, value)
+    assert code == 2 and out == ""
+    assert err.startswith("tiss: error: ") and fragment in err and "Traceback" not in err
+
+
+def test_zero_new_tokens_prints_nothing_but_a_newline(ckpt, capsys):
+    code, out, err = run(capsys, "--checkpoint", ckpt, "--prompt", "x", "--max-new-tokens", 0, "--stats")
+    assert code == 0 and out == "\n"
+    assert "generated tokens: 0" in err

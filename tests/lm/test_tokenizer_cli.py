@@ -104,3 +104,9 @@ def test_progress_draws_only_on_a_terminal():
         progress.done()
     assert quiet.getvalue() == ""
     assert "merging: 10/20 merges (50%)" in tty.getvalue() and "reading: 50 files" in tty.getvalue()
+
+
+def test_non_utf8_stdin_is_refused(trained, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9"), encoding="utf-8", errors="surrogateescape"))
+    assert cli.main(["tokenizer", "encode", "--tokenizer", str(trained)]) == 2
+    assert "standard input is not UTF-8 text (byte 0xe9 at offset 3)" in capsys.readouterr().err
