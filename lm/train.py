@@ -195,6 +195,16 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
         raise TrainError(f"cannot resume: {run} is a file; pass the run directory that `tiss train --out` made")
     if not run.is_dir():
         raise TrainError(f"cannot resume: {run} does not exist")
+    if (run / ckpt.MODEL_FILE).is_file():
+        # Resuming writes beside the checkpoint (data/, metrics.jsonl), so it needs the run itself.
+        hint = (f"resume the run that holds it: `tiss train --resume {run.parent}`"
+                if (run.parent / METRICS_FILE).is_file() else "only a run directory made by `tiss train --out` can resume")
+        raise TrainError(f"cannot resume: {run} is a checkpoint, not a run directory; {hint}")
+    if not any((run / name).is_dir() for name in (ckpt.RUN_CHECKPOINT, f".{ckpt.RUN_CHECKPOINT}.old")):
+        raise TrainError(
+            f"cannot resume: {run} holds no checkpoint (it is not a training run, or the run was "
+            f"stopped before its first checkpoint); start a run with `tiss train --corpus PATH --out {run}`"
+        )
     path = ckpt.resolve(run)
     model, tokenizer = ckpt.load(path)
     state = ckpt.load_training_state(path, model)

@@ -303,3 +303,14 @@ def test_ctrl_c_in_a_real_tiss_train_process_saves_and_resumes(tmp_path, corpus)
     assert 3 <= step < 100000
     result = train(resume=run, steps=step + 2, stream=io.StringIO())
     assert result.step == step + 2
+
+
+def test_resume_of_something_that_is_not_a_run_says_what_to_do(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(corpus, run, steps=1, stream=io.StringIO(), **TINY)
+    with pytest.raises(TrainError, match=f"is a checkpoint, not a run directory; .*--resume {run}`"):
+        train(resume=run / "checkpoint", steps=2, stream=io.StringIO())
+    stopped_early = tmp_path / "stopped"  # Ctrl-C while the tokenizer trained: nothing saved yet
+    stopped_early.mkdir()
+    with pytest.raises(TrainError, match="holds no checkpoint .* start a run with `tiss train --corpus PATH"):
+        train(resume=stopped_early, steps=2, stream=io.StringIO())
