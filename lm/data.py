@@ -190,6 +190,7 @@ def open_token_files(out_dir) -> TokenData:
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _chmod_like_open(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -230,3 +231,10 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_windows: int) -> tuple[np
     idx = starts[:, None] + np.arange(T + 1)[None, :]
     window = np.asarray(tokens[idx], dtype=np.int64)
     return window[:, :-1], window[:, 1:]
+
+
+def _chmod_like_open(fd: int) -> None:
+    """Give a mkstemp file (always 0600) the mode `open()` would: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)

@@ -302,6 +302,7 @@ class BPETokenizer:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             try:
+                _chmod_like_open(fd)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(text)
                     f.flush()
@@ -532,3 +533,10 @@ def _surrogate_error(text: str) -> TokenizerError:
             "(errors='replace' if they may be damaged)"
         )
     return TokenizerError("the text cannot be encoded as UTF-8")
+
+
+def _chmod_like_open(fd: int) -> None:
+    """Give a mkstemp file (always 0600) the mode `open()` would: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)

@@ -77,6 +77,12 @@ def train(
         f"{progress.bytes / 1e6:.1f} M characters in {time.perf_counter() - start:.1f} s -> {path}",
         file=stdout,
     )
+    if tok.vocab_size < vocab_size:
+        print(
+            f"tiss: note: the corpus ran out of pairs to merge, so the vocabulary has "
+            f"{tok.vocab_size} ids, not the {vocab_size} asked for; more text gives more merges",
+            file=stderr,
+        )
     return 0
 
 

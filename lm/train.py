@@ -360,6 +360,9 @@ def _prepare_tokenizer(settings: TrainSettings, train_files: list[Path], run: Pa
     else:
         _say(stream, f"training a BPE tokenizer of {settings.vocab_size} tokens on {len(train_files)} file(s)")
         tokenizer = BPETokenizer().train(read_texts(train_files), settings.vocab_size)
+        if tokenizer.vocab_size < settings.vocab_size:
+            _say(stream, f"note: the corpus ran out of pairs to merge; the vocabulary has "
+                         f"{tokenizer.vocab_size} ids, not {settings.vocab_size}")
     tokenizer.eot_id  # noqa: B018 - raises a clear error for a tokenizer without <|endoftext|>
     tokenizer.save(run / "tokenizer.json")
     return tokenizer

@@ -110,3 +110,22 @@ def test_non_utf8_stdin_is_refused(trained, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9"), encoding="utf-8", errors="surrogateescape"))
     assert cli.main(["tokenizer", "encode", "--tokenizer", str(trained)]) == 2
     assert "standard input is not UTF-8 text (byte 0xe9 at offset 3)" in capsys.readouterr().err
+
+
+def test_small_corpus_notes_the_smaller_vocabulary_and_file_mode(tmp_path, capsys):
+    import os
+    import stat
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("ab ab ab\n", encoding="utf-8")
+    out = tmp_path / "tok.json"
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "1000", "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    captured = capsys.readouterr()
+    vocab = BPETokenizer.load(out).vocab_size
+    assert vocab < 1000 and f"vocabulary has {vocab} ids, not the 1000 asked for" in captured.err
+    # a tokenizer is shared like any output, not private as mkstemp would leave it
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
