@@ -68,6 +68,7 @@ class InferenceModel:
                 )
             )
         self.ffn_hidden = self.layers[0][3].shape[0] if self.layers else 0
+        self._pack_weights()
 
         # Rotate-half RoPE: out = x * cos + rotate_half(x) * sin, with
         # rotate_half(x) = concat(-x[D/2:], x[:D/2]) = x[perm] * sign; sign is folded into sin.
@@ -87,6 +88,27 @@ class InferenceModel:
         self._rot = np.empty((2 * self.n_heads, 2, self.head_dim // 2), dtype=self.dtype)  # (2H, 2, D/2)
         self._act = np.empty(self.ffn_hidden, dtype=self.dtype)  # (F,)
         self._logits = np.empty(self.lm_head.shape[1], dtype=self.dtype)  # (V,)
+
+    def _pack_weights(self) -> None:
+        """Move the step's matrices into one contiguous block, in the order a token reads them.
+
+        A decode step streams every weight once (14.7 MB at the benchmark's shape), more than a
+        shared processor cache keeps, so the step is bound by memory traffic. One block of at
+        least 4 MB gets huge pages from NumPy on Linux (it asks the kernel for them), which
+        spares a TLB miss every 4 KB; read in order, it is one stream for the prefetcher.
+        Measured at context 16 and 512 on the benchmark's model: about 5% less time per token.
+        """
+        mats = [m for layer in self.layers for m in layer] + [self.lm_head]
+        block = np.empty(sum(m.size for m in mats), dtype=self.dtype)
+        views, offset = [], 0
+        for m in mats:
+            view = block[offset : offset + m.size].reshape(m.shape)
+            view[...] = m
+            views.append(view)
+            offset += m.size
+        self.layers = [tuple(views[4 * i : 4 * i + 4]) for i in range(self.n_layers)]
+        self.lm_head = views[-1]
+        self._weights = block
 
     @property
     def vocab_size(self) -> int:
