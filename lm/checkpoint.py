@@ -140,7 +140,13 @@ def load(path=None, dtype=np.float32):
             "point at a directory written by `tiss train` or `lm.save`"
         )
     config = read_config(ckpt)
-    model = Transformer(config, dtype=dtype)
+    try:
+        model = Transformer(config, dtype=dtype)
+    except MemoryError as exc:
+        raise CheckpointError(
+            f"{ckpt / CONFIG_FILE} describes a model too large for this machine's memory ({exc}); "
+            "is it the config.json of this checkpoint?"
+        ) from None
     tensors = _read_safetensors(ckpt / MODEL_FILE)
     _copy_params(model, tensors, ckpt / MODEL_FILE)
     try:

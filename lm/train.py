@@ -149,6 +149,26 @@ def train(
     an incompatible-configuration error. `stream` receives the progress line (default stderr);
     `callback(step, record)` is called after every step with its metrics record.
     """
+    try:
+        return _train(corpus, out, resume=resume, stream=stream, callback=callback, **options)
+    except MemoryError as exc:
+        # NumPy says how much it could not allocate; the fix is a smaller model or batch.
+        raise TrainError(
+            f"out of memory ({exc}); lower --batch-size, --seq-len, --d-model, --n-layers or "
+            "--vocab-size (the last checkpoint, if any, is unaffected)"
+        ) from None
+
+
+def _train(
+    corpus=None,
+    out=None,
+    *,
+    resume=None,
+    stream: TextIO | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """`train` without the out-of-memory translation."""
     stream = sys.stderr if stream is None else stream
     unknown = set(options) - {f.name for f in fields(TrainSettings)}
     if unknown:

@@ -157,3 +157,14 @@ def test_inference_only_checkpoint_cannot_resume(tmp_path, model, tokenizer):
     save(tmp_path / "ck", model, tokenizer)
     with pytest.raises(CheckpointError, match="cannot resume"):
         load_training_state(tmp_path / "ck", model)
+
+
+def test_a_config_too_large_for_memory_is_a_clear_error(tmp_path, model, tokenizer, monkeypatch):
+    path = save(tmp_path / "ckpt", model, tokenizer)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 32.0 TiB")
+
+    monkeypatch.setattr(checkpoint, "Transformer", no_memory)
+    with pytest.raises(CheckpointError, match="config.json describes a model too large .*32.0 TiB"):
+        load(path)

@@ -314,3 +314,17 @@ def test_resume_of_something_that_is_not_a_run_says_what_to_do(tmp_path, corpus)
     stopped_early.mkdir()
     with pytest.raises(TrainError, match="holds no checkpoint .* start a run with `tiss train --corpus PATH"):
         train(resume=stopped_early, steps=2, stream=io.StringIO())
+
+
+def test_out_of_memory_is_a_message_with_what_to_lower(tmp_path, corpus, capsys, monkeypatch):
+    import lm.train
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 768. GiB")
+
+    monkeypatch.setattr(lm.train, "Transformer", no_memory)
+    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2",
+            "--seq-len", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--vocab-size", "270"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tiss: error: out of memory (Unable to allocate 768. GiB); lower --batch-size")
