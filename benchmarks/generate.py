@@ -10,7 +10,11 @@ batch 1, a 16-token prompt, greedy decoding of 128 and 512 new tokens. Prints on
   cache filled in place, fused qkv and w1|w3 like ours, scaled_dot_product_attention), with the
   same weights; torch_max_abs_logit_diff checks that both compute the same function;
 - per_token_us: the decode time of the 16th and the 512th generated token and their ratio, taken
-  from the runs and in alternating blocks (see `per_token_cost`).
+  from the runs and in alternating blocks (see `per_token_cost`); token_512_vs_16_cost is the
+  blocks ratio (issue 7's flatness target: at most 1.5), torch_per_token_us the same for PyTorch,
+  the reference for what a growing cache's memory traffic costs on this machine;
+- machine.load_average_1min_before/after: how busy the (shared) machine was; every figure moves
+  with it.
 
 Run: `python benchmarks/generate.py [--threads N]` (torch optional; without it the torch fields
 are null). Both libraries get the same number of threads (default 1: batch-one decoding is a
@@ -61,15 +65,40 @@ def numpy_cached(infer: InferenceModel, prompt: np.ndarray, n_new: int) -> tuple
     return time.perf_counter() - start, times, out
 
 
+def alternating_blocks(step_at) -> dict:
+    """Steady-state decode time of the 16th and the 512th generated token, in alternating blocks.
+
+    `step_at(which)` decodes generated token `which` (16 or 512) once on a cache that holds the
+    real context before it. The two positions take turns in blocks of 25 steps (the first 5 of a
+    block discarded, so the processor caches hold what a run at that position leaves in them),
+    12 blocks each. `ratio_512_vs_16` is the median over the 12 pairs of adjacent blocks of their
+    medians' ratio: a burst of load from other processes lands on both halves of a pair, so it
+    cancels from the ratio, where it would not from one median over all samples.
+    """
+    samples: dict[int, list[list[float]]] = {16: [], 512: []}
+    for _ in range(12):
+        for which in samples:
+            block = []
+            for i in range(25):
+                start = time.perf_counter()
+                step_at(which)
+                if i >= 5:
+                    block.append(time.perf_counter() - start)
+            samples[which].append(block)
+    t16, t512 = (float(np.median(samples[w])) for w in (16, 512))
+    pairs = [np.median(b) / np.median(a) for a, b in zip(samples[16], samples[512])]
+    return {"token_16_us": round(t16 * 1e6, 1), "token_512_us": round(t512 * 1e6, 1),
+            "ratio_512_vs_16": round(float(np.median(pairs)), 3),
+            "ratio_512_vs_16_pairs_iqr": [round(float(q), 3) for q in np.percentile(pairs, [25, 75])]}
+
+
 def per_token_cost(infer: InferenceModel, prompt: np.ndarray, times_all: list[list[float]]) -> dict:
     """Decode time of the 16th and the 512th generated token, two ways.
 
     `in_run`: from the 512-token runs themselves (per position, the fastest of the repetitions;
-    median over the 14 tokens around each). `blocks`: the step at each of the two positions
-    timed in alternating blocks of 25 on a cache holding the real 512-token context (the first
-    5 of each block discarded, so the caches are as warm as in a run), 12 blocks each, median. A
-    burst of load from other processes distorts the first easily; the second spreads it over both
-    positions.
+    median over the 14 tokens around each): what a run sees, but a burst of load from other
+    processes distorts it easily. `blocks`: `alternating_blocks` on a cache holding the real
+    512-token context.
     """
     t = np.min(np.array(times_all), axis=0)  # times[i] is the (i + 2)-th token: the first is the prefill's
     in_run = (float(np.median(t[8:22])), float(np.median(t[-14:])))
@@ -79,24 +108,36 @@ def per_token_cost(infer: InferenceModel, prompt: np.ndarray, times_all: list[li
     _, _, tokens = numpy_cached(infer, prompt, 512)
     for token in tokens[:-1]:
         infer.step(token, cache)
-    # generated token k is fed at absolute position PROMPT_LEN + k - 1 and yields token k + 1
-    positions = {16: PROMPT_LEN + 16 - 2, 512: PROMPT_LEN + 512 - 2}
-    samples: dict[int, list[float]] = {16: [], 512: []}
-    for _ in range(12):
-        for which, pos in positions.items():
-            for i in range(25):
-                cache.length = pos
-                start = time.perf_counter()
-                infer.step(tokens[which - 2], cache)
-                if i >= 5:
-                    samples[which].append(time.perf_counter() - start)
-    blocks = (float(np.median(samples[16])), float(np.median(samples[512])))
+
+    def step_at(which: int) -> None:
+        # generated token k (k >= 2) comes from feeding token k - 1 at position PROMPT_LEN + k - 2
+        cache.length = PROMPT_LEN + which - 2
+        infer.step(tokens[which - 2], cache)
+
     return {
         "in_run": {"token_16_us": round(in_run[0] * 1e6, 1), "token_512_us": round(in_run[1] * 1e6, 1),
                    "ratio_512_vs_16": round(in_run[1] / in_run[0], 3)},
-        "blocks": {"token_16_us": round(blocks[0] * 1e6, 1), "token_512_us": round(blocks[1] * 1e6, 1),
-                   "ratio_512_vs_16": round(blocks[1] / blocks[0], 3)},
+        "blocks": alternating_blocks(step_at),
     }
+
+
+def torch_per_token_cost(torch, forward, Cache, prompt: np.ndarray, tokens: list[int]) -> dict:
+    """`alternating_blocks` for the PyTorch model: the same positions, the same tokens.
+
+    Its ratio is the reference for what the memory traffic of a growing cache costs on this
+    machine, whatever computes the step.
+    """
+    with torch.inference_mode():
+        cache = Cache()
+        forward(torch.from_numpy(prompt)[None], cache)
+        for token in tokens[:-1]:
+            forward(torch.tensor([[token]]), cache)
+
+        def step_at(which: int) -> None:
+            cache.n = PROMPT_LEN + which - 2
+            forward(torch.tensor([[tokens[which - 2]]]), cache)
+
+        return alternating_blocks(step_at)
 
 
 def numpy_uncached(model: Transformer, prompt: np.ndarray, n_new: int) -> tuple[float, list[int]]:
@@ -198,10 +239,12 @@ def main() -> None:
     infer = InferenceModel(model)
     prompt = rng.integers(0, CONFIG.vocab_size, size=PROMPT_LEN)
 
+    load_before = round(os.getloadavg()[0], 2)
     result: dict = {
         "config": {**CONFIG.to_dict(), "batch": 1, "prompt_tokens": PROMPT_LEN},
         "machine": {"cpus": os.cpu_count(), "threads": ARGS.threads, "python": platform.python_version(),
-                    "numpy": np.__version__},
+                    "numpy": np.__version__,
+                    "load_average_1min_before": load_before},
     }
     try:
         torch, forward, Cache = build_torch(model)
@@ -231,6 +274,9 @@ def main() -> None:
             result[f"greedy_tokens_equal_numpy_vs_torch_{n}"] = torch_tokens == tokens
         if n == 512:
             result["per_token_us"] = per_token_cost(infer, prompt, times_all)
+            result["token_512_vs_16_cost"] = result["per_token_us"]["blocks"]["ratio_512_vs_16"]
+            if torch is not None:
+                result["torch_per_token_us"] = torch_per_token_cost(torch, forward, Cache, prompt, tokens)
         secs, plain = numpy_uncached(model, prompt, n)
         result[f"numpy_uncached_tok_s_{n}"] = round((n - 1) / secs, 1)
         result[f"cache_speedup_{n}"] = round(result[f"numpy_cached_tok_s_{n}"] / result[f"numpy_uncached_tok_s_{n}"], 2)
@@ -238,6 +284,7 @@ def main() -> None:
     if torch is not None:
         ref = model.forward(prompt[None])[0]
         result["torch_max_abs_logit_diff"] = float(np.abs(first - ref).max())
+    result["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 
 

@@ -45,7 +45,7 @@ class InferenceModel:
         self.eps = float(cfg.norm_eps)
         emb = params["tok_emb"]
         self.dtype = emb.dtype
-        self.tok_emb = np.ascontiguousarray(emb)  # (V, C)
+        self.tok_emb = np.array(emb, order="C", copy=True)  # (V, C): a copy, as the docstring says
         if getattr(cfg, "tie_embeddings", False):
             head = emb.T
         else:

@@ -94,6 +94,32 @@ def test_float64_model_matches_tightly():
     assert_close(infer.forward(ids, InferenceModel(m64).new_cache())[0], got, tol=1e-10)
 
 
+def test_step_weights_are_one_block_in_reading_order():
+    # The decode step streams its weights from memory; they sit in one block, in the order a
+    # token reads them (each layer's wqkv, wo, w13, w2, then the head), end to end.
+    infer = InferenceModel(make_model(ctx=16, n_layers=3))
+    block = infer._weights
+    mats = [m for layer in infer.layers for m in layer] + [infer.lm_head]
+    assert block.flags.c_contiguous and block.size == sum(m.size for m in mats)
+    offset = 0
+    for m in mats:
+        assert m.flags.c_contiguous and np.shares_memory(m, block)
+        assert (m.__array_interface__["data"][0] - block.__array_interface__["data"][0]) == offset * block.itemsize
+        offset += m.size
+
+
+def test_inference_model_keeps_its_own_copy_of_the_weights():
+    model = make_model(ctx=16)
+    infer = InferenceModel(model)
+    ids = np.random.default_rng(3).integers(0, 257, size=(1, 6))
+    want = model.forward(ids)[0, -1]
+    for p in model.params.values():  # training changes the model after the view was built
+        p *= 0.5
+    cache = infer.new_cache()
+    infer.forward(ids[:, :5], cache)
+    assert_close(infer.step(int(ids[0, 5]), cache), want)
+
+
 def test_cache_overflow_is_a_clear_error():
     infer = InferenceModel(make_model(ctx=8))
     cache = infer.new_cache()
