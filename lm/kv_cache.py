@@ -8,7 +8,7 @@ an attention step reads them as they are.
 Each head's keys are stored position-major, (S, D), as its values are: the step's scores read
 the first n rows as one contiguous run (a transposed (D, S) layout reads n of every S floats per
 row instead, and measured 10% slower at n = 527). A token at position n reads 8 KB per position at
-the benchmark's shape (4.2 MB at n = 527) beside the 14.7 MB of weights; on a processor cache
+the benchmark's shape (4.3 MB at n = 527) beside the 14.7 MB of weights; on a processor cache
 shared with other processes that pushes part of the weights out to main memory too, which is why
 the 512th token costs more than the 16th (see `benchmarks/generate.py`).
 
