@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lm.parallel import for_blocks
 
 
 class Buffers:
@@ -76,44 +75,28 @@ class RMSNorm:
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         C = x.shape[-1]
         rows = x.reshape(-1, C)  # (N, C)
-        rstd = np.empty((rows.shape[0], 1), dtype=x.dtype)  # (N, 1)
-        xn = self.fwd("xn", x.shape, x.dtype)
-        out = self.fwd("out", x.shape, x.dtype)
-        xn2, out2 = xn.reshape(-1, C), out.reshape(-1, C)
-
-        def block(lo: int, hi: int) -> None:
-            r = rstd[lo:hi]
-            np.einsum("nc,nc->n", rows[lo:hi], rows[lo:hi], out=r[:, 0])
-            r *= 1.0 / C
-            r += self.eps
-            np.sqrt(r, out=r)
-            np.reciprocal(r, out=r)
-            np.multiply(rows[lo:hi], r, out=xn2[lo:hi])
-            np.multiply(xn2[lo:hi], self.weight, out=out2[lo:hi])
-
-        for_blocks(rows.shape[0], _rows_per_block(C), block, min_size=256)
+        rstd = np.einsum("nc,nc->n", rows, rows)[:, None]  # (N, 1) sums of squares
+        rstd *= 1.0 / C
+        rstd += self.eps
+        np.sqrt(rstd, out=rstd)
+        np.reciprocal(rstd, out=rstd)
+        xn = np.multiply(x, rstd.reshape(x.shape[:-1] + (1,)), out=self.fwd("xn", x.shape, x.dtype))
+        out = np.multiply(xn, self.weight, out=self.fwd("out", x.shape, x.dtype))
         return out, (xn, rstd)  # (B, T, C)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         xn, rstd = cache
         C = xn.shape[-1]
         d2, xn2 = dout.reshape(-1, C), xn.reshape(-1, C)  # (N, C)
-        self.grad += np.einsum("nc,nc->c", d2, xn2)  # (C,) a reduction over rows: one thread
-        dx = self.tmp("dx", dout.shape, dout.dtype)
-        dx2 = dx.reshape(-1, C)
-
-        def block(lo: int, hi: int) -> None:
-            g, xb = dx2[lo:hi], xn2[lo:hi]
-            np.multiply(d2[lo:hi], self.weight, out=g)  # d xn
-            # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
-            proj = np.einsum("nc,nc->n", g, xb)[:, None]  # (n, 1)
-            proj *= 1.0 / C
-            xb *= proj  # xn is not needed after this, reuse it
-            g -= xb
-            g *= rstd[lo:hi]
-
-        for_blocks(d2.shape[0], _rows_per_block(C), block, min_size=256)
-        return dx  # (B, T, C)
+        self.grad += np.einsum("nc,nc->c", d2, xn2)  # (C,)
+        g = np.multiply(d2, self.weight, out=self.tmp("dx", d2.shape, dout.dtype))  # (N, C) d xn
+        # d/dx of x*rstd: the rstd term couples all channels through mean(x²).
+        proj = np.einsum("nc,nc->n", g, xn2)[:, None]  # (N, 1)
+        proj *= 1.0 / C
+        xn2 *= proj  # xn is not needed after this, reuse it
+        g -= xn2
+        g *= rstd
+        return g.reshape(dout.shape)  # (B, T, C)
 
 
 def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -187,15 +170,12 @@ class CausalSelfAttention:
         self.n_heads = n_heads
         C, half = wq.shape[0], cos.shape[1]
         D = 2 * half
-        within = np.empty(D, dtype=np.intp)  # head-local order: j, j + D/2, j+1, j+1 + D/2, ...
-        within[0::2], within[1::2] = np.arange(half), np.arange(half) + half
-        self.perm = (np.arange(0, C, D)[:, None] + within[None, :]).reshape(-1)  # (C,)
         self.cdt = np.result_type(cos.dtype, np.complex64)  # complex64 for float32
         rot = (cos.astype(np.float64) + 1j * sin.astype(np.float64))  # (max_T, D/2)
         # q is rotated by e^(i·angle)/sqrt(D): the scores come out scaled, which saves a pass
-        # over the (B, H, T, T) scores in forward and in backward.
-        self.rot_k = rot.astype(self.cdt)
-        self.rot_q = (rot / np.sqrt(D)).astype(self.cdt)
+        # over the (B, H, T, T) scores in forward and in backward. Stacked (2, max_T, D/2) so
+        # that q and k turn in one multiply.
+        self.rot = np.stack((rot / np.sqrt(D), rot)).astype(self.cdt)
         self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -204,20 +184,14 @@ class CausalSelfAttention:
         D, N, dt, f, cdt = C // H, B * T, x.dtype, self.fwd, self.cdt
         x2 = x.reshape(N, C)  # (N, C)
         w_qkv = f("w_qkv", (C, 3 * C), dt)  # (C, 3C): q and k columns in paired order
-        w_qkv[:, :C] = self.wq[:, self.perm]
-        w_qkv[:, C : 2 * C] = self.wk[:, self.perm]
+        _to_pairs(self.wq, w_qkv[:, :C], H)
+        _to_pairs(self.wk, w_qkv[:, C : 2 * C], H)
         w_qkv[:, 2 * C :] = self.wv
         qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
-        q, k = f("q", (B, H, T, D), dt), f("k", (B, H, T, D), dt)  # (B, H, T, D), q scaled
-        q_src = qkv[:, :, 0].view(cdt).transpose(0, 2, 1, 3)  # (B, H, T, D/2) complex pairs
-        k_src = qkv[:, :, 1].view(cdt).transpose(0, 2, 1, 3)
-        qc, kc = q.view(cdt), k.view(cdt)
-
-        def rotate(lo: int, hi: int) -> None:
-            np.multiply(q_src[lo:hi], self.rot_q[:T], out=qc[lo:hi])
-            np.multiply(k_src[lo:hi], self.rot_k[:T], out=kc[lo:hi])
-
-        for_blocks(B, 1, rotate, min_size=2)
+        qk = f("qk", (2, B, H, T, D), dt)  # q (scaled) and k, each (B, H, T, D)
+        qk_src = qkv[:, :, :2].view(cdt).transpose(2, 0, 3, 1, 4)  # (2, B, H, T, D/2) complex pairs
+        np.multiply(qk_src, self.rot[:, None, None, :T], out=qk.view(cdt))
+        q, k = qk[0], qk[1]
         v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
         att = np.matmul(q, k.transpose(0, 1, 3, 2), out=f("att", (B, H, T, T), dt))  # (B, H, T, T)
         _causal_softmax_(att)
@@ -238,35 +212,46 @@ class CausalSelfAttention:
         dqkv = t("dqkv", (B, T, 3, H, D), dt)
         np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[:, :, 2].transpose(0, 2, 1, 3))  # dv
         datt = np.matmul(dy, v.transpose(0, 1, 3, 2), out=t("datt", (B, H, T, T), dt))  # (B, H, T, T)
-        # softmax backward: ds = p * (dp - sum(dp * p)); masked entries have p = 0 and stay 0.
-        # The result is the gradient of the scaled scores q_s @ k^T.
-        d_rows, p_rows = datt.reshape(-1, T, T), att.reshape(-1, T, T)  # (B*H, T, T)
-
-        def block(lo: int, hi: int) -> None:
-            d, p = d_rows[lo:hi], p_rows[lo:hi]
-            d -= np.einsum("bij,bij->bi", d, p)[..., None]  # (b, T, 1) row sums of dp * p
-            d *= p
-
-        for_blocks(d_rows.shape[0], _heads_per_block(T), block, min_size=8)
-        pre_q, pre_k = t("pre_rope_q", (B, H, T, D), dt), t("pre_rope_k", (B, H, T, D), dt)
-        np.matmul(datt, k, out=pre_q)  # d q_s
-        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre_k)  # q is already scaled
-        pre_qc, pre_kc = pre_q.view(cdt), pre_k.view(cdt)  # (B, H, T, D/2)
-        dq = dqkv[:, :, 0].view(cdt).transpose(0, 2, 1, 3)  # (B, H, T, D/2) into dqkv
-        dk = dqkv[:, :, 1].view(cdt).transpose(0, 2, 1, 3)
-        rot_q, rot_k = self.rot_q[:T].conj(), self.rot_k[:T].conj()  # the transpose of a rotation
-
-        def unrotate(lo: int, hi: int) -> None:
-            np.multiply(pre_qc[lo:hi], rot_q, out=dq[lo:hi])
-            np.multiply(pre_kc[lo:hi], rot_k, out=dk[lo:hi])
-
-        for_blocks(B, 1, unrotate, min_size=2)
+        _causal_softmax_backward_(datt, att)  # now the gradient of the scaled scores q_s @ k^T
+        pre = t("pre_rope", (2, B, H, T, D), dt)  # d q_s and d k before RoPE's transpose
+        np.matmul(datt, k, out=pre[0])
+        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre[1])  # q is already scaled
+        # The transpose of a rotation is the rotation by the opposite angle, written into dqkv.
+        d_qk = dqkv[:, :, :2].view(cdt).transpose(2, 0, 3, 1, 4)  # (2, B, H, T, D/2)
+        np.multiply(pre.view(cdt), self.rot[:, None, None, :T].conj(), out=d_qk)
         dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
         dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C), q and k columns paired
-        self.gq[:, self.perm] += dw[:, :C]  # back to the contracted column order
-        self.gk[:, self.perm] += dw[:, C : 2 * C]
+        g_tmp = t("g_tmp", (C, C), dt)
+        _from_pairs_add(dw[:, :C], self.gq, H, g_tmp)  # back to the contracted column order
+        _from_pairs_add(dw[:, C : 2 * C], self.gk, H, g_tmp)
         self.gv += dw[:, 2 * C :]
         return np.matmul(dqkv2, w_qkv.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
+
+
+def _to_pairs(w: np.ndarray, out: np.ndarray, H: int) -> None:
+    """Copy w's columns into `out` reordered per head as j, j + D/2, j+1, j+1 + D/2, ..."""
+    np.take(w, _pair_order(w.shape[1], H), axis=1, out=out, mode="clip")  # "clip": no index check, no buffering
+
+
+def _from_pairs_add(g_pairs: np.ndarray, g: np.ndarray, H: int, tmp: np.ndarray) -> None:
+    """Add gradient columns in the paired order of `_to_pairs` back into `g` (contract order)."""
+    g += np.take(g_pairs, _pair_order(g.shape[1], H, inverse=True), axis=1, out=tmp, mode="clip")
+
+
+_PAIR_ORDERS: dict[tuple[int, int, bool], np.ndarray] = {}
+
+
+def _pair_order(C: int, H: int, inverse: bool = False) -> np.ndarray:
+    """Column order that puts each head's rotated pairs (j, j + D/2) side by side (cached)."""
+    key = (C, H, inverse)
+    order = _PAIR_ORDERS.get(key)
+    if order is None:
+        D = C // H
+        order = np.arange(C).reshape(H, 2, D // 2).transpose(0, 2, 1).reshape(-1)  # (C,)
+        if inverse:
+            order = np.argsort(order)
+        _PAIR_ORDERS[key] = order
+    return order
 
 
 _MASKS: dict[tuple[int, str], np.ndarray] = {}
@@ -286,32 +271,29 @@ def _causal_softmax_(att: np.ndarray) -> None:
     """Masked softmax over the last axis, in place. Row i always keeps its diagonal, so every
     row max is finite and exp(-inf) gives exactly 0 for the future positions."""
     T = att.shape[-1]
-    mask = _causal_mask(T, att.dtype)
-    rows = att.reshape(-1, T, T)  # (B*H, T, T)
-
-    def block(lo: int, hi: int) -> None:
-        a = rows[lo:hi]
-        a += mask
-        a -= a.max(axis=-1, keepdims=True)
-        np.exp(a, out=a)
-        total = a.sum(axis=-1, keepdims=True)  # (b, T, 1)
-        a *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
-
-    for_blocks(rows.shape[0], _heads_per_block(T), block, min_size=8)
+    att += _causal_mask(T, att.dtype)
+    att -= att.max(axis=-1, keepdims=True)
+    np.exp(att, out=att)
+    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
+    total = np.matmul(att, np.ones(T, dtype=att.dtype))[..., None]  # (B, H, T, 1)
+    att *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
 
 
-def _heads_per_block(T: int) -> int:
-    """(T, T) score matrices per cache block: about 64K floats."""
-    return max(1, (1 << 16) // (T * T))
-
-
-def _rows_per_block(width: int) -> int:
-    """Rows of a (rows, width) array per cache block: about 32K floats."""
-    return max(1, (1 << 15) // max(1, width))
+def _causal_softmax_backward_(datt: np.ndarray, att: np.ndarray) -> None:
+    """Turn d(probabilities) into d(scores) in place: ds = p * (dp - sum(dp * p)) per row.
+    Masked entries have p = 0 and stay 0."""
+    datt -= np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1) row sums of dp * p
+    datt *= att
 
 
 class SwiGLU:
-    """The gated feed-forward `(silu(x @ w1) * (x @ w3)) @ w2`; w1 and w3 run as one product."""
+    """The gated feed-forward `(silu(x @ w1) * (x @ w3)) @ w2`.
+
+    The gate and value products go into two separate contiguous (N, F) arrays rather than one
+    (N, 2F) product over concatenated weights: NumPy's elementwise passes over the half-row
+    views of a joint array run several times slower than over contiguous arrays, which costs far
+    more than the extra GEMM call saves.
+    """
 
     def __init__(
         self, w1: np.ndarray, w3: np.ndarray, w2: np.ndarray,
@@ -325,52 +307,39 @@ class SwiGLU:
         B, T, C = x.shape
         F, N, dt, f = self.w1.shape[1], B * T, x.dtype, self.fwd
         x2 = x.reshape(N, C)  # (N, C)
-        w13 = np.concatenate((self.w1, self.w3), axis=1, out=f("w13", (C, 2 * F), dt))  # (C, 2F)
-        ab = np.matmul(x2, w13, out=f("ab", (N, 2 * F), dt))  # (N, 2F)
-        sig, h = f("sig", (N, F), dt), f("h", (N, F), dt)  # (N, F)
-
-        def block(lo: int, hi: int) -> None:
-            a, b = ab[lo:hi, :F], ab[lo:hi, F:]  # gate and value rows
-            s = np.negative(a, out=sig[lo:hi])
-            np.exp(s, out=s)  # overflow gives inf, so sigmoid 0, which is right
-            s += 1.0
-            np.reciprocal(s, out=s)
-            hb = np.multiply(a, s, out=h[lo:hi])  # silu(a)
-            hb *= b
-
+        a = np.matmul(x2, self.w1, out=f("a", (N, F), dt))  # (N, F) gate
+        b = np.matmul(x2, self.w3, out=f("b", (N, F), dt))  # (N, F) value
+        sig = np.negative(a, out=f("sig", (N, F), dt))  # (N, F)
         with np.errstate(over="ignore"):
-            for_blocks(N, _rows_per_block(F), block, min_size=128)
+            np.exp(sig, out=sig)  # overflow gives inf, so sigmoid 0, which is right
+        sig += 1.0
+        np.reciprocal(sig, out=sig)
+        silu = np.multiply(a, sig, out=f("silu", (N, F), dt))  # (N, F) kept: it saves backward passes
+        h = np.multiply(silu, b, out=f("h", (N, F), dt))  # (N, F)
         out = np.matmul(h, self.w2, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
-        return out, (x2, w13, ab, sig, h)
+        return out, (x2, a, b, sig, silu, h)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
-        x2, w13, ab, sig, h = cache
+        x2, a, b, sig, silu, h = cache
         N, F = h.shape
         B, T, C = dout.shape
         dt, t = dout.dtype, self.tmp
-        dout2 = dout.reshape(N, C)
+        dout2 = dout.reshape(N, C)  # (N, C)
         self.g2 += np.matmul(h.T, dout2, out=t("dw2", (F, C), dt))  # (F, C)
         dh = np.matmul(dout2, self.w2.T, out=t("dh", (N, F), dt))  # (N, F)
-        dab = t("dab", (N, 2 * F), dt)
-
-        def block(lo: int, hi: int) -> None:
-            a, b, s, g = ab[lo:hi, :F], ab[lo:hi, F:], sig[lo:hi], dh[lo:hi]
-            da, db = dab[lo:hi, :F], dab[lo:hi, F:]
-            np.multiply(a, s, out=db)  # silu(a)
-            db *= g  # d/db = dh * silu(a)
-            # d silu(a)/da = sig * (1 + a * (1 - sig))
-            np.subtract(1.0, s, out=da)
-            da *= a
-            da += 1.0
-            da *= s
-            da *= b
-            da *= g
-
-        for_blocks(N, _rows_per_block(F), block, min_size=128)
-        dw = np.matmul(x2.T, dab, out=t("dw13", (C, 2 * F), dt))  # (C, 2F)
-        self.g1 += dw[:, :F]
-        self.g3 += dw[:, F:]
-        return np.matmul(dab, w13.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
+        db = np.multiply(dh, silu, out=t("db", (N, F), dt))  # (N, F)
+        # d silu(a)/da = sig * (1 + a * (1 - sig)) = sig * (1 + a - silu(a))
+        da = np.subtract(a, silu, out=t("da", (N, F), dt))  # (N, F)
+        da += 1.0
+        da *= sig
+        da *= b
+        da *= dh
+        dw = t("dw", (C, F), dt)  # (C, F)
+        self.g1 += np.matmul(x2.T, da, out=dw)
+        self.g3 += np.matmul(x2.T, db, out=dw)
+        dx = np.matmul(da, self.w1.T, out=t("dx", (N, C), dt))  # (N, C)
+        dx += np.matmul(db, self.w3.T, out=t("dx3", (N, C), dt))
+        return dx.reshape(B, T, C)  # (B, T, C)
 
 
 class Block:
