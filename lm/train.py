@@ -309,7 +309,9 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
         }
         ckpt.save(run / ckpt.RUN_CHECKPOINT, model, tokenizer, optimizer=opt, trainer_state=state)
 
-    with metrics, _deferred_interrupt() as interrupted:
+    # A diverging run is detected below from its loss and explained; NumPy's overflow warnings
+    # on the way there would only print source lines at the user.
+    with metrics, _deferred_interrupt() as interrupted, np.errstate(over="ignore", invalid="ignore"):
         while step < s.steps:
             t0 = time.perf_counter()
             lr = cosine_lr(step, s.warmup, s.steps, s.lr, s.min_lr)

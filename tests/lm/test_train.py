@@ -330,3 +330,12 @@ def test_out_of_memory_is_a_message_with_what_to_lower(tmp_path, corpus, capsys,
     last = err.strip().splitlines()[-1]
     assert last.startswith("tiss: error: out of memory (Unable to allocate 768. GiB); lower --batch-size")
     assert "Traceback" not in err
+
+
+def test_a_diverging_run_stops_with_advice_and_no_numpy_warnings(tmp_path, corpus):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from NumPy would fail the test
+        with pytest.raises(TrainError, match="training diverged. Lower --lr"):
+            train(corpus, tmp_path / "run", steps=60, stream=io.StringIO(), **{**TINY, "lr": 1e3, "warmup": 0})
