@@ -66,13 +66,19 @@ def test_round_trip_tricky_strings(tok, text):
     assert all(0 <= i < tok.vocab_size for i in ids)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
 def test_round_trip_arbitrary_unicode(tok, text):
     assert tok.decode(tok.encode(text)) == text
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     st.lists(
         st.sampled_from(["\r\n", " ", "  ", "\t", "\u200d", "👩", "🏽", "e", "\u0301", "東", "'s", "1", "_", EOT]),
@@ -84,7 +90,7 @@ def test_round_trip_tricky_alphabet(tok, text):
         assert tok.decode(tok.encode(text, allowed_special=allowed)) == text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
 def test_pretokenize_chunks_concatenate_to_input(text):
     chunks = split(text)
@@ -153,7 +159,7 @@ def test_learn_merges_agrees_with_naive_recount():
     assert learn_merges(counts, 120).merges == naive_merges(counts, 120)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(st.lists(st.text(alphabet="aab", min_size=1, max_size=30), min_size=1, max_size=8))
 def test_learn_merges_agrees_with_naive_recount_on_repetitive_words(words):
     """Runs like "aaaa" and "abab" are where overlapping and adjacent occurrences live."""
@@ -350,7 +356,10 @@ def small_alphabet_tok() -> BPETokenizer:
     return BPETokenizer().train([text], vocab_size=400)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.text(alphabet="abxé東", max_size=300))
 def test_long_chunk_merging_equals_rescan_merging(small_alphabet_tok, text):
     from lm.tokenizer import _bpe_long, _bpe_short
