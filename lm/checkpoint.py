@@ -193,11 +193,13 @@ def read_config(ckpt: Path) -> ModelConfig:
     try:
         data = json.loads((ckpt / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{ckpt / CONFIG_FILE} is unreadable or corrupt: {exc}") from None
+        raise CheckpointError(
+            f"{ckpt / CONFIG_FILE} is unreadable or corrupt: {exc}; restore it, or use another checkpoint"
+        ) from None
     try:
         return ModelConfig.from_dict(data)
     except ConfigError as exc:
-        raise CheckpointError(f"{ckpt / CONFIG_FILE}: {exc}") from None
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: {exc}; restore it, or use another checkpoint") from None
 
 
 # -- helpers ----------------------------------------------------------------------------------

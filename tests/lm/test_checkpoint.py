@@ -168,3 +168,11 @@ def test_a_config_too_large_for_memory_is_a_clear_error(tmp_path, model, tokeniz
     monkeypatch.setattr(checkpoint, "Transformer", no_memory)
     with pytest.raises(CheckpointError, match="config.json describes a model too large .*32.0 TiB"):
         load(path)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"vocab_size": 300}', "{not json"])
+def test_bad_config_json_says_what_to_do(tmp_path, model, tokenizer, text):
+    path = save(tmp_path / "ckpt", model, tokenizer)
+    (path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match="config.json.*restore it, or use another checkpoint"):
+        load(path)
