@@ -344,7 +344,8 @@ class BPETokenizer:
         """Validate and build from `to_dict()` output; every defect is a `TokenizerError`."""
 
         def bad(why: str) -> TokenizerError:
-            return TokenizerError(f"{source}: not a usable tokenizer file: {why}")
+            hint = "" if "re-train" in why else "; restore it or re-train it with `tiss tokenizer train`"
+            return TokenizerError(f"{source}: not a usable tokenizer file: {why}{hint}")
 
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise bad(f'expected a JSON object with "format": "{FORMAT}"')

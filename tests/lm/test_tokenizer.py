@@ -325,8 +325,9 @@ def test_load_missing_file(tmp_path):
 def test_load_corrupt_or_wrong_version(tmp_path, content, message):
     path = tmp_path / "tokenizer.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(TokenizerError, match=message):
+    with pytest.raises(TokenizerError, match=message) as info:
         BPETokenizer.load(path)
+    assert "re-train" in str(info.value)  # every defect says what to do next
 
 
 def test_encode_batch_and_progress():
