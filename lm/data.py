@@ -1,7 +1,7 @@
 """Training data: text files → one token file per split (memory-mapped) → random windows.
 
-The corpus is every readable UTF-8 text file under a path (hidden files and directories, and
-binary files, are skipped). Files are split into training and validation *by file*, with a fixed
+The corpus is every readable UTF-8 text file under a path (hidden files and directories and
+`build/` directories are left out; binary and non-UTF-8 files are skipped and reported). Files are split into training and validation *by file*, with a fixed
 seeded shuffle so the split is a property of the corpus, not of the run. Each split is tokenized
 once into `train.bin` / `val.bin` (uint16 when the vocabulary fits, else uint32), documents
 separated by the tokenizer's `<|endoftext|>`, and described by `data.json`. Batches are random
