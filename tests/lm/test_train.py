@@ -339,3 +339,17 @@ def test_a_diverging_run_stops_with_advice_and_no_numpy_warnings(tmp_path, corpu
         warnings.simplefilter("error")  # a RuntimeWarning from NumPy would fail the test
         with pytest.raises(TrainError, match="training diverged. Lower --lr"):
             train(corpus, tmp_path / "run", steps=60, stream=io.StringIO(), **{**TINY, "lr": 1e3, "warmup": 0})
+
+
+def test_resume_after_a_kill_in_the_middle_of_a_save(tmp_path, corpus):
+    """A kill between the two renames leaves only `.checkpoint.old` and a half-written temporary."""
+    run = tmp_path / "run"
+    train(corpus, run, steps=2, stream=io.StringIO(), **TINY)
+    os.rename(run / "checkpoint", run / ".checkpoint.old")
+    half = run / ".checkpoint.tmp-killed"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"\x00" * 10)
+    result = train(resume=run, steps=3, stream=io.StringIO())
+    assert result.step == 3
+    assert checkpoint.load(run)[0].config.n_layers == TINY["n_layers"]
+    assert json.loads((run / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
