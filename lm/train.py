@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -285,6 +286,9 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
         raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
     check_windows(data.train, settings.seq_len, "training")
     _truncate_metrics(run / METRICS_FILE, step)
+    # A save killed half way leaves its temporary directory; this run is now the only writer.
+    for stale in run.glob(f".{ckpt.RUN_CHECKPOINT}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     _say(stream, f"resuming {run} at step {step} of {settings.steps}")
     return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, stream, callback)
 

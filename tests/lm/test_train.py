@@ -353,3 +353,4 @@ def test_resume_after_a_kill_in_the_middle_of_a_save(tmp_path, corpus):
     assert result.step == 3
     assert checkpoint.load(run)[0].config.n_layers == TINY["n_layers"]
     assert json.loads((run / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
+    assert not half.exists()  # the killed save's leftover is cleared
