@@ -79,6 +79,27 @@ def _check_settings(max_new_tokens, repetition_penalty, stop) -> tuple[str, ...]
     return stops
 
 
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where `text` is cut for the stop string that completes first, as generation meets it.
+
+    Generation ends as soon as any stop string is complete, so the one that *ends* first wins
+    (a longer stop that began earlier but was not finished yet never gets the chance); among
+    stops ending at the same place, the one that began first. This makes the result the same
+    however the text arrives in pieces.
+
+    >>> _first_stop("><<", ["<", "><<"])  # "<" is complete at 2, before "><<" at 3
+    1
+    >>> _first_stop("xab", ["ab", "b"])  # both end at 3; "ab" began first
+    1
+    """
+    best: tuple[int, int] | None = None  # (end, start)
+    for stop in stops:
+        start = text.find(stop)
+        if start >= 0 and (best is None or (start + len(stop), start) < best):
+            best = (start + len(stop), start)
+    return None if best is None else best[1]
+
+
 class _StopFilter:
     """Holds back text that may begin a stop string; finds the first complete one."""
 
@@ -92,9 +113,9 @@ class _StopFilter:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out, False
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out = self.pending[: min(hits)]
+        first = _first_stop(self.pending, self.stops)
+        if first is not None:
+            out = self.pending[:first]
             self.pending = ""
             return out, True
         hold = 0

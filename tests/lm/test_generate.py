@@ -261,9 +261,28 @@ def test_stop_filter_over_any_split_equals_cutting_the_whole_text(text, stops, c
             break
     if not stopped:
         out += f.flush()
-    hits = [text.find(s) for s in stops if s in text]
-    assert out == (text[: min(hits)] if hits else text)
-    assert stopped == bool(hits)
+    # Oracle: feed one character at a time; the first stop string to complete ends the text
+    # just before that stop string (the earliest-starting one if several complete at once).
+    want, ended = text, False
+    for end in range(1, len(text) + 1):
+        done = [end - len(s) for s in stops if text[:end].endswith(s)]
+        if done:
+            want, ended = text[: min(done)], True
+            break
+    assert out == want
+    assert stopped == ended
+
+
+def test_the_stop_that_completes_first_wins_however_the_text_is_split():
+    for pieces in (["><<"], ["><", "<"], [">", "<", "<"]):
+        f = _StopFilter(["<", "><<"])
+        out = ""
+        for piece in pieces:
+            emitted, stopped = f.feed(piece)
+            out += emitted
+            if stopped:
+                break
+        assert (out, stopped) == (">", True), pieces
 
 
 def test_repetition_penalty_hand_worked():
