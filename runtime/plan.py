@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.session import expr_text
 from tisslang import ast
+from tisslang.formatter import expression as expr_text
 
 
 def _s(string: ast.String | None) -> str:

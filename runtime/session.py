@@ -44,6 +44,7 @@ from runtime.shell import DEFAULT_CAP
 from runtime.trace import EventBus, Listener
 from runtime.workspace import Workspace
 from tisslang import ast
+from tisslang.formatter import expression as expr_text  # source text of a node, for messages
 
 
 @dataclass(frozen=True)
@@ -255,39 +256,3 @@ def run(
     """Run a whole program in a fresh session (see `Session.run`)."""
     session = Session(workspace, backend=backend, options=options, listeners=listeners, reviewer=reviewer)
     return session.run(program, file=file, source=source)
-
-
-# -- expressions back to text, for messages when the source is not at hand ---------------------
-
-
-def expr_text(node: Any) -> str:
-    if isinstance(node, ast.Or):
-        return " OR ".join(expr_text(o) for o in node.operands)
-    if isinstance(node, ast.And):
-        return " AND ".join(expr_text(o) for o in node.operands)
-    if isinstance(node, ast.Not):
-        return f"NOT {expr_text(node.operand)}"
-    if isinstance(node, ast.Compare):
-        return f"{expr_text(node.left)} {node.op} {expr_text(node.right)}"
-    if isinstance(node, ast.Contains):
-        word = "NOT CONTAINS" if node.negated else "CONTAINS"
-        return f"{expr_text(node.left)} {word} {expr_text(node.right)}"
-    if isinstance(node, ast.Matches):
-        return f"{expr_text(node.left)} MATCHES {expr_text(node.pattern)}"
-    if isinstance(node, ast.IsEmpty):
-        return f"{expr_text(node.operand)} {'IS_NOT_EMPTY' if node.negated else 'IS_EMPTY'}"
-    if isinstance(node, ast.FileExists):
-        return f"FILE {expr_text(node.path)} EXISTS"
-    if isinstance(node, ast.Ref):
-        return node.name
-    if isinstance(node, ast.String):
-        return '"' + node.text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(node, ast.Boolean):
-        return "true" if node.value else "false"
-    if isinstance(node, ast.Number):
-        return repr(node.value)
-    if isinstance(node, ast.ListValue):
-        return "[" + ", ".join(expr_text(i) for i in node.items) + "]"
-    if isinstance(node, ast.ObjectValue):
-        return "{" + ", ".join(f"{k}: {expr_text(v)}" for k, v in node.entries) + "}"
-    return type(node).__name__
