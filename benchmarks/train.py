@@ -203,6 +203,7 @@ def main() -> None:
     if args.serve:
         return serve(args.serve)
     sides = ["numpy", "torch"] if _torch_available() else ["numpy"]
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews multi-thread steps most
     children = {side: _Child(side, args.threads) for side in sides}
     times: dict[str, list[float]] = {side: [] for side in sides}
     try:
@@ -236,7 +237,7 @@ def main() -> None:
                    "seq_len": SEQ, "batch": BATCH, "warmup_steps": WARMUP, "timed_steps": args.steps,
                    "threads": args.threads},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "loadavg_1min_at_end": os.getloadavg()[0]},
+                    "loadavg_1min_at_start": load_at_start, "loadavg_1min_at_end": os.getloadavg()[0]},
         "numpy": ours,
         "torch": peer,
         "speed_ratio_numpy_over_torch": statistics.median(pair_ratios) if peer else None,
