@@ -40,6 +40,7 @@ import numpy as np
 from lm.errors import LMError
 from lm.inference import InferenceModel
 from lm.sampling import sample_token, validate_sampling
+from lm.textin import read_utf8
 
 FINISH_REASONS = ("length", "stop", "eos")
 
@@ -359,25 +360,7 @@ def read_prompt(prompt: str | None, prompt_file: str | Path | None) -> str:
         raise GenerationError("give exactly one of --prompt TEXT and --prompt-file FILE")
     if prompt is not None:
         return prompt
-    if str(prompt_file) == "-":
-        # Read bytes and decode strictly: the text layer would turn bad bytes into surrogates
-        # (or garbage, under another locale) that only fail later, far from their cause.
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        if isinstance(data, str):
-            return data
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise GenerationError(
-                f"standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                "convert it first, e.g. with `iconv -t UTF-8`"
-            ) from None
-    try:
-        return Path(prompt_file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GenerationError(f"{prompt_file}: no such prompt file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GenerationError(f"{prompt_file}: cannot read the prompt as UTF-8 text ({exc})") from None
+    return read_utf8(prompt_file, GenerationError, "the prompt")
 
 
 def generate_to_console(

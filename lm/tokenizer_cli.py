@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from lm.corpus import iter_texts
+from lm.textin import read_utf8
 from lm.tokenizer import EOT, BPETokenizer, TokenizerError
 
 
@@ -90,24 +91,7 @@ def read_text(text: str | None, file: str | None) -> str:
     """The text to encode: given on the command line, read from `file`, or else from stdin."""
     if text is not None:
         return text
-    if file is None:
-        # Bytes, decoded strictly: the text layer would pass bad bytes on as surrogates.
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
-        if isinstance(data, str):
-            return data
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TokenizerError(
-                f"standard input is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                "convert it first, e.g. with `iconv -t UTF-8`"
-            ) from None
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TokenizerError(f"{file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokenizerError(f"cannot read {file} as UTF-8 text: {exc}") from None
+    return read_utf8(file, TokenizerError)
 
 
 def encode(

@@ -94,7 +94,7 @@ def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
 
 def test_missing_prompt_file_and_bad_settings(ckpt, capsys, tmp_path):
     code, _, err = run(capsys, "--checkpoint", ckpt, "--prompt-file", tmp_path / "none.txt")
-    assert code == 2 and "no such prompt file" in err
+    assert code == 2 and "none.txt does not exist" in err
     code, _, err = run(capsys, "--checkpoint", ckpt, "--prompt", "x", "--top-p", 1.5)
     assert code == 2 and "top_p" in err
 
