@@ -52,20 +52,13 @@ def parse_vars(items: list[str] | None) -> dict[str, str | bool]:
 
 
 def _parse_script(path: str) -> tuple[Any, str]:
-    from tisslang.errors import TissSyntaxError
-    from tisslang import parse
+    from tisslang import parse, read_source
+    from tisslang.errors import TissFileError
 
-    script = Path(path)
     try:
-        data = script.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read script {path}: {exc.strerror or exc}") from None
-    try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise TissSyntaxError(path, line, column, "the file is not valid UTF-8; save it as UTF-8") from None
+        source = read_source(path)
+    except TissFileError as exc:
+        raise UsageError(str(exc).replace("cannot read", "cannot read script", 1)) from None
     return parse(source, path), source
 
 

@@ -15,9 +15,9 @@ from .ast import NodeVisitor, Program, to_json  # noqa: E402
 from .checker import Diagnostic, check  # noqa: E402
 from .errors import TissError, TissFileError, TissSyntaxError  # noqa: E402
 from .formatter import format  # noqa: E402
-from .parser import parse, parse_file  # noqa: E402
+from .parser import parse, parse_file, read_source  # noqa: E402
 
 __all__ = [
-    "LANGUAGE_VERSION", "ast", "parse", "parse_file", "format", "check", "Diagnostic",
+    "LANGUAGE_VERSION", "ast", "parse", "parse_file", "read_source", "format", "check", "Diagnostic",
     "to_json", "NodeVisitor", "Program", "TissError", "TissSyntaxError", "TissFileError",
 ]

@@ -18,7 +18,7 @@ from .ast import dump
 from .checker import check
 from .errors import TissError, TissFileError, TissSyntaxError
 from .formatter import FormatError, format as format_program
-from .parser import parse, parse_file
+from .parser import parse, parse_file, read_source
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
 
@@ -78,7 +78,7 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
     status = EXIT_OK
     for path in paths:
         try:
-            original = _read_text(path)
+            original = read_source(path)
             formatted = format_program(parse(original, path))
         except (TissSyntaxError, TissFileError) as exc:
             _report(exc, err)
@@ -110,19 +110,6 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
             continue
         print(f"reformatted {path}", file=err)
     return status
-
-
-def _read_text(path: str) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TissFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        # parse_file gives the positioned message for this
-        parse_file(path)
-        raise  # pragma: no cover - parse_file always raises here
 
 
 def write_atomic(path: Path, text: str) -> None:

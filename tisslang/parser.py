@@ -293,21 +293,29 @@ def parse(source: str, filename: str = "<string>") -> ast.Program:
                        end_line=last_line, end_column=len(prepared.lines[-1]) + 1)
 
 
-def parse_file(path: str | PathLike[str]) -> ast.Program:
-    """Parse a ``.tiss`` file (UTF-8); its path is the filename in error messages."""
-    path = Path(path)
+def read_source(path: str | PathLike[str]) -> str:
+    """The text of a ``.tiss`` file, decoded strictly as UTF-8.
+
+    Raises ``TissFileError`` when the file cannot be read and a positioned ``TissSyntaxError``
+    at the first byte that is not UTF-8. Tools that need the source beside the tree (to quote
+    lines in messages) read it with this and then call ``parse``.
+    """
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise TissFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise TissSyntaxError(str(path), line, column,
                               "the file is not valid UTF-8; save it as UTF-8") from None
-    return parse(text, str(path))
+
+
+def parse_file(path: str | PathLike[str]) -> ast.Program:
+    """Parse a ``.tiss`` file (UTF-8); its path is the filename in error messages."""
+    return parse(read_source(path), str(path))
 
 
 def _check_structure(body: tuple, lines: list[str], filename: str) -> None:

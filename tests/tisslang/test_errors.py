@@ -157,3 +157,15 @@ def test_parse_file_reports_the_path_and_bad_utf8(tmp_path):
     assert info.value.message == "the file is not valid UTF-8; save it as UTF-8"
     with pytest.raises(TissFileError, match="cannot read"):
         parse_file(tmp_path / "missing.tiss")
+
+
+def test_read_source_gives_the_text_parse_file_parses(tmp_path):
+    import tisslang
+
+    path = tmp_path / "ok.tiss"
+    path.write_bytes('LOG "caf\u00e9"\r\n'.encode("utf-8"))
+    assert tisslang.read_source(path) == 'LOG "caf\u00e9"\r\n'
+    assert tisslang.parse(tisslang.read_source(path)) == parse_file(path)
+    (tmp_path / "bad.tiss").write_bytes(b"\xfe")
+    with pytest.raises(TissSyntaxError, match="not valid UTF-8"):
+        tisslang.read_source(tmp_path / "bad.tiss")
