@@ -111,43 +111,6 @@ def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[n
     return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
-def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None,
-                 tmp: np.ndarray | None = None) -> np.ndarray:
-    """Rotate each pair (x1, x2) by its angle: (x1·c − x2·s, x2·c + x1·s). x is (B, H, T, D).
-
-    `out` (like x) and `tmp` (like x's half) are optional preallocated buffers.
-    """
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2)
-    if out is None:
-        out = np.empty(x.shape, dtype=x.dtype)
-    if tmp is None:
-        tmp = np.empty(x1.shape, dtype=x.dtype)
-    o1, o2 = out[..., :half], out[..., half:]
-    np.multiply(x1, cos, out=o1)
-    o1 -= np.multiply(x2, sin, out=tmp)
-    np.multiply(x2, cos, out=o2)
-    o2 += np.multiply(x1, sin, out=tmp)
-    return out  # (B, H, T, D)
-
-
-def rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray, out: np.ndarray | None = None,
-                  tmp: np.ndarray | None = None) -> np.ndarray:
-    """The transpose of the rotation, i.e. rotation by the opposite angle."""
-    half = dout.shape[-1] // 2
-    d1, d2 = dout[..., :half], dout[..., half:]
-    if out is None:
-        out = np.empty(dout.shape, dtype=dout.dtype)
-    if tmp is None:
-        tmp = np.empty(d1.shape, dtype=dout.dtype)
-    o1, o2 = out[..., :half], out[..., half:]
-    np.multiply(d1, cos, out=o1)
-    o1 += np.multiply(d2, sin, out=tmp)
-    np.multiply(d2, cos, out=o2)
-    o2 -= np.multiply(d1, sin, out=tmp)
-    return out
-
-
 class CausalSelfAttention:
     """Multi-head causal self-attention with RoPE on q and k, scale 1/sqrt(D).
 
