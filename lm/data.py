@@ -13,13 +13,12 @@ Shape letters: B batch, T sequence length.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lm.atomic import write_atomic
 from lm.errors import LMError
 
 DATA_INFO = "data.json"
@@ -161,9 +160,9 @@ def build_token_files(train_files: list[Path], val_files: list[Path], tokenizer,
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out / "train.bin", train.tobytes())
-        _atomic_write_bytes(out / "val.bin", val.tobytes())
-        _atomic_write_bytes(out / DATA_INFO, (json.dumps(info, indent=2) + "\n").encode())
+        write_atomic(out / "train.bin", train.tobytes())
+        write_atomic(out / "val.bin", val.tobytes())
+        write_atomic(out / DATA_INFO, (json.dumps(info, indent=2) + "\n").encode())
     except OSError as exc:
         raise DataError(f"cannot write token files to {out}: {exc.strerror or exc}") from None
     return open_token_files(out)
@@ -185,20 +184,6 @@ def open_token_files(out_dir) -> TokenData:
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"token files in {out} are missing or corrupt ({exc}); delete {out} to re-tokenize") from None
     return TokenData(arrays[0], arrays[1], info)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _chmod_like_open(fd)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_windows(tokens: np.ndarray, seq_len: int, split: str) -> None:
@@ -231,10 +216,3 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_windows: int) -> tuple[np
     idx = starts[:, None] + np.arange(T + 1)[None, :]
     window = np.asarray(tokens[idx], dtype=np.int64)
     return window[:, :-1], window[:, 1:]
-
-
-def _chmod_like_open(fd: int) -> None:
-    """Give a mkstemp file (always 0600) the mode `open()` would: 0666 less the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)

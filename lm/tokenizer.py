@@ -32,13 +32,13 @@ import heapq
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from operator import add
 from pathlib import Path
 
 import numpy as np
 
+from lm.atomic import write_atomic
 from lm.bpe_train import N_BYTES, learn_merges
 from lm.errors import LMError
 from lm.pretokenize import PATTERN, count_chunks, special_pattern
@@ -300,17 +300,7 @@ class BPETokenizer:
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                _chmod_like_open(fd)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(target, text)
         except OSError as exc:
             raise TokenizerError(f"cannot write tokenizer to {target}: {exc.strerror or exc}") from None
         return target
@@ -534,10 +524,3 @@ def _surrogate_error(text: str) -> TokenizerError:
             "(errors='replace' if they may be damaged)"
         )
     return TokenizerError("the text cannot be encoded as UTF-8")
-
-
-def _chmod_like_open(fd: int) -> None:
-    """Give a mkstemp file (always 0600) the mode `open()` would: 0666 less the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)

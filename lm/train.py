@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -40,6 +38,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from lm import checkpoint as ckpt
+from lm.atomic import write_atomic
 from lm.config import ModelConfig
 from lm.data import (
     DataError,
@@ -423,10 +422,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, AttributeError):
             continue  # a line cut short by the kill
-    fd, tmp = tempfile.mkstemp(prefix=".metrics.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(k + "\n" for k in kept))
 
 
 def _say(stream: TextIO, message: str) -> None:

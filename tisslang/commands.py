@@ -114,17 +114,22 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: a temporary file in the same directory, fsync, rename,
-    keeping the original file's permissions."""
+    keeping the original file's permissions (a new file gets the mode ``open()`` would give it,
+    not ``mkstemp``'s owner-only one)."""
     directory = path.parent
-    mode = path.stat().st_mode & 0o7777 if path.exists() else None
+    if path.exists():
+        mode = path.stat().st_mode & 0o7777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

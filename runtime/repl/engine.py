@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import tisslang
 from tisslang import ast
+from tisslang.commands import write_atomic
 from tisslang.errors import TissError
 
 from runtime.errors import TissRuntimeError
@@ -91,24 +91,6 @@ def _without_positions(value: Any) -> Any:
 def ast_text(program: ast.Program) -> str:
     """The tree of an entry as indented JSON, positions left out (as `ast.dump` does)."""
     return json.dumps(_without_positions(program.to_dict())["body"], indent=2, ensure_ascii=False)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory, then rename."""
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # How much of each stream a statement event carries (runtime/interpreter.py); a bare RUN shows
@@ -322,7 +304,7 @@ class Repl:
             raise ReplError("nothing to save yet: no entry has run successfully in this session")
         text = self.script_text()
         try:
-            write_atomically(path, text)
+            write_atomic(path, text)  # the same atomic replace as `tiss fmt`
         except OSError as exc:
             raise ReplError(f"cannot save {argument}: {exc.strerror or exc}") from None
         count = len(self.entries)

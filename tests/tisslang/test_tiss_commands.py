@@ -123,3 +123,21 @@ def test_parse_into_a_closed_pipe_is_quiet(tmp_path):
                           shell=True, capture_output=True, text=True)
     assert proc.stdout == '{\n  "type"'
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_write_atomic_gives_a_new_file_open_s_mode_and_keeps_an_old_file_s(tmp_path):
+    from tisslang import commands
+
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.tiss"
+        commands.write_atomic(new, 'LOG "x"\n')
+        assert new.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        old = tmp_path / "old.tiss"
+        old.write_text("x")
+        old.chmod(0o600)
+        commands.write_atomic(old, 'LOG "y"\n')
+        assert old.stat().st_mode & 0o777 == 0o600 and old.read_text() == 'LOG "y"\n'
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    finally:
+        os.umask(umask)
