@@ -6,14 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from lm.checkpoint import load, save
-from lm.config import ModelConfig
+from lm.checkpoint import load
 from lm.generate import generate
-from lm.model import Transformer
-from lm.tokenizer import BPETokenizer
 from runtime import cli
 
 TEXTS = [
@@ -23,19 +19,13 @@ TEXTS = [
 ]
 
 
-def make_checkpoint(path, ctx=48, seed=0):
-    tok = BPETokenizer().train(TEXTS, 320)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=ctx)
-    model = Transformer(cfg, seed=seed)
-    rng = np.random.default_rng(seed)
-    for p in model.params.values():
-        if p.ndim == 2:
-            p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
-    return save(path, model, tok)
+@pytest.fixture(scope="module")
+def make_checkpoint(make_tiny_checkpoint):
+    return lambda path, seed=0: make_tiny_checkpoint(path, TEXTS, 320, ctx=48, seed=seed)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("gen") / "tiny")
 
 
@@ -85,7 +75,7 @@ def test_missing_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert err.startswith("tiss: error:") and "nope" in err and "Traceback" not in err
 
 
-def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error(capsys, tmp_path, make_checkpoint):
     bad = make_checkpoint(tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"\x00garbage" * 10)
     code, _, err = run(capsys, "--checkpoint", bad, "--prompt", "x")

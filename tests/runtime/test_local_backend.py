@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 
-from lm.checkpoint import load, save
-from lm.config import ModelConfig
+from lm.checkpoint import load
 from lm.generate import generate
-from lm.model import Transformer
-from lm.tokenizer import BPETokenizer
 from runtime.backends import BackendError, Completion, GenerationSettings, ModelBackend, resolve_backend
 from runtime.backends.local import LocalBackend
 
@@ -23,19 +19,13 @@ TEXTS = [
 ]
 
 
-def make_checkpoint(path, seed=0):
-    tok = BPETokenizer().train(TEXTS, 300)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, ffn_hidden=64, max_seq_len=64)
-    model = Transformer(cfg, seed=seed)
-    rng = np.random.default_rng(seed)
-    for p in model.params.values():
-        if p.ndim == 2:
-            p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
-    return save(path, model, tok)
+@pytest.fixture(scope="module")
+def make_checkpoint(make_tiny_checkpoint):
+    return lambda path, seed=0: make_tiny_checkpoint(path, TEXTS, 300, ctx=64, seed=seed)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("local") / "tiny")
 
 
@@ -97,7 +87,7 @@ def test_persona_goes_before_the_prompt(backend, ckpt):
     assert got.prompt_tokens == len(tok.encode("You are terse.\n\nsay hello"))
 
 
-def test_model_directive_selects_another_checkpoint(backend, tmp_path):
+def test_model_directive_selects_another_checkpoint(backend, tmp_path, make_checkpoint):
     other = make_checkpoint(tmp_path / "other", seed=9)
     model, tok = load(other)
     got = backend.generate("the", GenerationSettings(model=str(other), temperature=0.0, max_tokens=10))
@@ -132,7 +122,7 @@ def test_resolve_backend_with_a_path(ckpt):
     assert isinstance(chosen, LocalBackend)
 
 
-def test_bad_checkpoint_is_a_backend_error(tmp_path):
+def test_bad_checkpoint_is_a_backend_error(tmp_path, make_checkpoint):
     bad = make_checkpoint(tmp_path / "bad")
     (bad / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(BackendError, match="config.json"):
