@@ -16,8 +16,10 @@ costs: the fair comparison, since importing torch alone costs hundreds of MB.
 
 The PyTorch peer is the same architecture written the usual way: nn.Linear without bias,
 torch.nn.RMSNorm, rotate-half RoPE, F.scaled_dot_product_attention(is_causal=True), SwiGLU,
-F.cross_entropy, clip_grad_norm_, torch.optim.AdamW (its default implementation), float32, and
-the same thread count as NumPy's BLAS (`--threads`, default all CPUs).
+F.cross_entropy, clip_grad_norm_, torch.optim.AdamW (its default implementation), float32, on
+`--threads` intra-op threads (default all CPUs). The NumPy side steps as `tiss train --threads`
+does: the batch split across that many data-parallel worker threads (`lm.parallel`), each with
+one BLAS thread.
 
 Run: `python benchmarks/train.py [--steps N] [--threads T]` (torch optional: without it only
 NumPy's figures are printed).
@@ -53,21 +55,25 @@ def numpy_stepper():
 
     from lm.config import ModelConfig
     from lm.model import Transformer
+    from lm import blas
     from lm.optim import AdamW, clip_grad_norm
+    from lm.parallel import DataParallel
 
     cfg = ModelConfig(vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, ffn_hidden=FFN, max_seq_len=SEQ)
     model = Transformer(cfg, seed=0)
     opt = AdamW(model.params, lr=1e-3)
     rng = np.random.default_rng(0)
+    # As `tiss train --threads T` steps: T data-parallel workers, one BLAS thread each.
+    workers = DataParallel(model, workers=int(os.environ["BENCH_THREADS"]))
 
     def step() -> float:
         ids = rng.integers(0, VOCAB, size=(BATCH, SEQ + 1))
-        loss, grads = model.loss_and_grads(ids[:, :-1], ids[:, 1:])
+        loss, grads = workers.loss_and_grads(ids[:, :-1], ids[:, 1:])
         clip_grad_norm(grads, 1.0)
         opt.step(grads)
         return loss
 
-    return step, {"params": model.n_params}
+    return step, {"params": model.n_params, "workers": workers.workers, "blas_thread_control": blas.available()}
 
 
 def torch_stepper():

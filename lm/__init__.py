@@ -6,5 +6,6 @@ from lm.sampling import sample_token
 from lm.config import ModelConfig
 from lm.model import Transformer
 from lm.optim import AdamW, clip_grad_norm, cosine_lr
+from lm.parallel import DataParallel
 from lm.gradcheck import gradcheck
 from lm.checkpoint import load, save

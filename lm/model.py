@@ -79,6 +79,21 @@ class Transformer:
     def n_params(self) -> int:
         return int(self.flat_params.size)
 
+    def replica(self) -> "Transformer":
+        """A model on the same parameter arrays, with its own gradient and activation buffers.
+
+        What a data-parallel worker runs (`lm.parallel`): an optimiser step on this model's
+        parameters is the replica's too, while their `loss_and_grads` calls may run at the
+        same time on different threads.
+        """
+        twin = object.__new__(Transformer)
+        twin.config, twin.dtype = self.config, self.dtype
+        twin.flat_params, twin.params = self.flat_params, self.params
+        twin.flat_grads = np.zeros_like(self.flat_grads)
+        twin.grads = _flat_views(param_shapes(self.config), twin.flat_grads)
+        twin._build_layers()
+        return twin
+
     def _init_params(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
         residual_scale = 1.0 / math.sqrt(2 * self.config.n_layers)

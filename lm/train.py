@@ -15,10 +15,11 @@ KeyboardInterrupt; a harder kill loses only the steps since the last save.
 
 `lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
 
-Speed: the matrix products run on NumPy's BLAS, which uses every CPU by default. On a machine
-busy with other work, BLAS threads waiting for each other can make a step several times slower;
-there `OPENBLAS_NUM_THREADS=1 tiss train ...` is often the fastest setting (measured here: about
-3x faster with two CPUs shared by other jobs).
+Speed: a step's batch is split across `threads` data-parallel worker threads (`lm.parallel`;
+default one per available CPU), each with one BLAS thread. The worker count decides the order in
+which the shards' gradients are summed, so bit-identical reruns and resumes need the same
+`threads`; any count trains the same model up to float32 rounding. On a machine whose CPUs are
+busy with other work, `threads=1` can be faster.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from lm.data import (
 from lm.errors import LMError
 from lm.model import Transformer
 from lm.optim import AdamW, clip_grad_norm, cosine_lr
+from lm.parallel import DataParallel
 
 STATE_FORMAT = "quantatissu-train"
 STATE_VERSION = 1
@@ -138,6 +140,7 @@ def train(
     out=None,
     *,
     resume=None,
+    threads: int | None = None,
     stream: TextIO | None = None,
     callback: Callable[[int, dict], None] | None = None,
     **options: Any,
@@ -146,11 +149,12 @@ def train(
 
     `options` are the `TrainSettings` fields (None or absent means the default). When resuming,
     only `steps` may be given (the new total); any model option that differs from the run's is
-    an incompatible-configuration error. `stream` receives the progress line (default stderr);
-    `callback(step, record)` is called after every step with its metrics record.
+    an incompatible-configuration error. `threads` is the number of data-parallel workers
+    (None: one per available CPU; see the module docstring). `stream` receives the progress line
+    (default stderr); `callback(step, record)` is called after every step with its metrics record.
     """
     try:
-        return _train(corpus, out, resume=resume, stream=stream, callback=callback, **options)
+        return _train(corpus, out, resume=resume, threads=threads, stream=stream, callback=callback, **options)
     except MemoryError as exc:
         # NumPy says how much it could not allocate; the fix is a smaller model or batch.
         raise TrainError(
@@ -164,12 +168,15 @@ def _train(
     out=None,
     *,
     resume=None,
+    threads: int | None = None,
     stream: TextIO | None = None,
     callback: Callable[[int, dict], None] | None = None,
     **options: Any,
 ) -> TrainResult:
     """`train` without the out-of-memory translation."""
     stream = sys.stderr if stream is None else stream
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TrainError(f"--threads must be a positive integer, got {threads!r}")
     unknown = set(options) - {f.name for f in fields(TrainSettings)}
     if unknown:
         raise TypeError(f"train() got unknown options {sorted(unknown)}")
@@ -177,7 +184,7 @@ def _train(
     if resume is not None:
         if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
             raise TrainError("--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out")
-        return _resume(Path(resume), given, stream, callback)
+        return _resume(Path(resume), given, threads, stream, callback)
     if corpus is None or out is None:
         raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
     if "tokenizer" in given and "vocab_size" in given:
@@ -207,10 +214,10 @@ def _train(
         (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
     except OSError as exc:
         raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
-    return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, stream, callback)
+    return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback)
 
 
-def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
+def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback) -> TrainResult:
     if run.exists() and not run.is_dir():
         raise TrainError(f"cannot resume: {run} is a file; pass the run directory that `tiss train --out` made")
     if not run.is_dir():
@@ -289,12 +296,16 @@ def _resume(run: Path, given: dict, stream: TextIO, callback) -> TrainResult:
     for stale in run.glob(f".{ckpt.RUN_CHECKPOINT}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     _say(stream, f"resuming {run} at step {step} of {settings.steps}")
-    return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, stream, callback)
+    return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, threads, stream, callback)
 
 
 def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt: AdamW,
-          rng: np.random.Generator, data, step: int, elapsed: float, stream: TextIO, callback) -> TrainResult:
+          rng: np.random.Generator, data, step: int, elapsed: float, threads: int | None, stream: TextIO,
+          callback) -> TrainResult:
     s = settings
+    workers = DataParallel(model, threads)
+    n_workers = min(workers.workers, s.batch_size)
+    _say(stream, f"stepping on {n_workers} worker thread{'s' if n_workers > 1 else ''} (--threads)")
     val_x, val_y = eval_windows(data.val, s.seq_len, EVAL_WINDOWS_PER_BATCH * s.batch_size)
     tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
     progress = _Progress(stream, s.steps)
@@ -314,14 +325,14 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
 
     # A diverging run is detected below from its loss and explained; NumPy's overflow warnings
     # on the way there would only print source lines at the user.
-    with metrics, _deferred_interrupt() as interrupted, np.errstate(over="ignore", invalid="ignore"):
+    with workers, metrics, _deferred_interrupt() as interrupted, np.errstate(over="ignore", invalid="ignore"):
         while step < s.steps:
             t0 = time.perf_counter()
             lr = cosine_lr(step, s.warmup, s.steps, s.lr, s.min_lr)
             loss = 0.0
             for micro in range(s.grad_accum):
                 x, y = sample_batch(data.train, s.batch_size, s.seq_len, rng)
-                part, grads = model.loss_and_grads(x, y, accumulate=micro > 0, loss_scale=1.0 / s.grad_accum)
+                part, grads = workers.loss_and_grads(x, y, accumulate=micro > 0, loss_scale=1.0 / s.grad_accum)
                 loss += part / s.grad_accum
             if not math.isfinite(loss):
                 raise TrainError(
@@ -339,7 +350,7 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
             progress.update(step, loss, lr, tokens_per_step / dt, dt)
             if step % s.eval_every == 0 or step == s.steps:
                 if len(val_x):
-                    val_loss = _evaluate(model, val_x, val_y, s.batch_size)
+                    val_loss = _evaluate(workers, val_x, val_y, s.batch_size)
                     _append(metrics, {"step": step, "val_loss": round(val_loss, 6),
                                       "val_ppl": round(math.exp(min(val_loss, 700.0)), 4)})
                     progress.note(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 700.0)):.2f}")
@@ -368,7 +379,7 @@ def _model_config(settings: TrainSettings, vocab_size: int) -> ModelConfig:
     )
 
 
-def _evaluate(model: Transformer, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+def _evaluate(model: Transformer | DataParallel, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         n = len(x[i : i + batch_size])

@@ -300,6 +300,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--eval-every", type=int, metavar="N", help="validation every N steps (100)")
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (500)")
     p.add_argument("--seed", type=int, metavar="S", help="initialisation and data-sampling seed (0)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="data-parallel worker threads (default: one per CPU); the same N reproduces a run bit for bit")
     p.set_defaults(func=cmd_train)
 
 
@@ -311,7 +313,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seq_len=args.seq_len, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
         ffn_hidden=args.ffn_hidden, vocab_size=args.vocab_size, tokenizer=args.tokenizer, lr=args.lr,
         warmup=args.warmup, grad_accum=args.grad_accum, eval_every=args.eval_every,
-        save_every=args.save_every, seed=args.seed,
+        save_every=args.save_every, seed=args.seed, threads=args.threads,
     )
     return EXIT_OK
 
