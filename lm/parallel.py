@@ -48,9 +48,11 @@ def default_workers() -> int:
 class DataParallel:
     """`DataParallel(model, workers=None)`: `loss_and_grads` and `loss` over worker threads.
 
-    `workers=None` means `default_workers()`. A batch of fewer sequences than workers uses one
-    worker per sequence; one worker is exactly `model.loss_and_grads`. `close()` (or a `with`
-    block) stops the threads; they are also stopped when the interpreter exits.
+    `workers` is the number of CPU threads a step may use (None: `default_workers()`): that many
+    shards on one BLAS thread each, or, for a batch of a single sequence, the model itself on
+    `workers` BLAS threads. A batch of fewer sequences than workers uses one worker per
+    sequence. One worker is exactly `model.loss_and_grads` on one BLAS thread. `close()` (or a
+    `with` block) stops the threads; they are also stopped when the interpreter exits.
     """
 
     def __init__(self, model, workers: int | None = None) -> None:
@@ -87,8 +89,9 @@ class DataParallel:
         targets = model._check_targets(targets, ids, ignore_index)
         shards = self._shards(ids.shape[0])
         if len(shards) == 1:
-            return model.loss_and_grads(ids, targets, accumulate=accumulate, loss_scale=loss_scale,
-                                        ignore_index=ignore_index)
+            with blas.limit(self.workers):
+                return model.loss_and_grads(ids, targets, accumulate=accumulate, loss_scale=loss_scale,
+                                            ignore_index=ignore_index)
         weights = self._weights(targets, shards, ignore_index)
 
         def work(i: int) -> float:
@@ -112,7 +115,8 @@ class DataParallel:
         targets = model._check_targets(targets, ids, ignore_index)
         shards = self._shards(ids.shape[0])
         if len(shards) == 1:
-            return model.loss(ids, targets, ignore_index=ignore_index)
+            with blas.limit(self.workers):
+                return model.loss(ids, targets, ignore_index=ignore_index)
         weights = self._weights(targets, shards, ignore_index)
 
         def work(i: int) -> float:

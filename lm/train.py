@@ -16,10 +16,10 @@ KeyboardInterrupt; a harder kill loses only the steps since the last save.
 `lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
 
 Speed: a step's batch is split across `threads` data-parallel worker threads (`lm.parallel`;
-default one per available CPU), each with one BLAS thread. The worker count decides the order in
-which the shards' gradients are summed, so bit-identical reruns and resumes need the same
-`threads`; any count trains the same model up to float32 rounding. On a machine whose CPUs are
-busy with other work, `threads=1` can be faster.
+default one per available CPU), each with one BLAS thread; `threads=1` runs on one CPU. The
+worker count decides the order in which the shards' gradients are summed, so bit-identical
+reruns and resumes need the same `threads`; any count trains the same model up to float32
+rounding.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_every_documented_command_parses(argv):
 
 @pytest.mark.parametrize(
     "topic",
-    ["OPENBLAS_NUM_THREADS=1", "--resume", "metrics.jsonl", "optimizer.safetensors", "trainer_state.json",
+    ["--threads", "--resume", "metrics.jsonl", "optimizer.safetensors", "trainer_state.json",
      "bits per byte", "--prompt-file -", "--no-kv-cache", "--stats", "lm.load()", "manifest.json"],
 )
 def test_the_guide_covers(topic):

@@ -111,7 +111,12 @@ def test_blas_runs_on_one_thread_per_worker_and_is_restored(monkeypatch):
     before = blas.threads()
     with DataParallel(Transformer(CFG, seed=0), 2) as dp:
         dp.loss_and_grads(*_batch())
-    assert seen == [1, 1]
+        assert seen == [1, 1]
+        dp.loss_and_grads(*_batch(batch=1))  # one sequence: the model alone, on both threads
+        assert seen[2] == min(2, before)
+    with DataParallel(Transformer(CFG, seed=0), 1) as dp:
+        dp.loss_and_grads(*_batch())  # one worker: one CPU in all
+        assert seen[3] == 1
     assert blas.threads() == before
 
 
