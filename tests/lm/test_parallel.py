@@ -187,3 +187,18 @@ def test_train_with_one_and_two_threads(tmp_path, capsys):
     assert last["loss"] == pytest.approx(one.loss, abs=1e-6)  # --threads 1 is threads=1
     with pytest.raises(TrainError, match="--threads must be a positive integer"):
         train(corpus, tmp_path / "zero", threads=0, stream=io.StringIO(), **tiny)
+
+
+def test_data_parallel_gradients_pass_a_finite_difference_check():
+    from lm.gradcheck import gradcheck
+
+    cfg = ModelConfig(vocab_size=11, d_model=8, n_layers=2, n_heads=2, ffn_hidden=12, max_seq_len=5)
+    model = Transformer(cfg, seed=3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    ids, targets = rng.integers(0, 11, (3, 5)), rng.integers(0, 11, (3, 5))
+    targets[0, :3] = IGNORE_INDEX  # the shards' weights differ
+    with DataParallel(model, 2) as dp:
+        dp.loss_and_grads(ids, targets)
+        analytic = {k: v.copy() for k, v in model.grads.items()}
+        result = gradcheck(lambda: dp.loss(ids, targets), model.params, analytic)
+    assert result.ok, str(result)
