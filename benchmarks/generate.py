@@ -14,7 +14,13 @@ batch 1, a 16-token prompt, greedy decoding of 128 and 512 new tokens. Prints on
   blocks ratio (issue 7's flatness target: at most 1.5), torch_per_token_us the same for PyTorch,
   the reference for what a growing cache's memory traffic costs on this machine;
 - machine.load_average_1min_before/after: how busy the (shared) machine was; every figure moves
-  with it.
+  with it;
+- cache_probe: why the per-token cost grows with the context on this machine.
+  `gemv_gb_s` is the read bandwidth of a float32 matrix-vector product over matrices of 4 to
+  256 MiB (one thread): where it falls off is the processor cache this process can use; the
+  model's weights alone are `weights_mb_read_per_token`. `flatness_by_layers` repeats the
+  alternating-blocks measurement on the same model cut to 1 and 2 layers, whose weights and
+  512-position cache fit in that cache: the same step code, only a smaller working set.
 
 Run: `python benchmarks/generate.py [--threads N]` (torch optional; without it the torch fields
 are null). Both libraries get the same number of threads (default 1: batch-one decoding is a
@@ -24,6 +30,7 @@ chain of small calls, and on a shared machine a second BLAS thread mostly waits 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -139,6 +146,53 @@ def torch_per_token_cost(torch, forward, Cache, prompt: np.ndarray, tokens: list
             forward(torch.tensor([[tokens[which - 2]]]), cache)
 
         return alternating_blocks(step_at)
+
+
+def cache_probe(model: Transformer, prompt: np.ndarray) -> dict:
+    """Read bandwidth by working-set size, and flatness of shallower cuts of the same model."""
+    gemv = {}
+    for mb in (4, 8, 12, 16, 24, 32, 256):
+        a = np.ones((mb * 2**20 // 1024, 256), dtype=np.float32)  # rows of 1 KB
+        x = np.ones(256, dtype=np.float32)
+        for _ in range(3):
+            a @ x
+        reps = max(3, 400 // mb)
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ x
+        gemv[f"{mb}MiB"] = round(mb * 2**20 / ((time.perf_counter() - start) / reps) / 1e9, 1)
+        del a
+    by_layers = {}
+    for n_layers in (1, 2):
+        shallow = Transformer(dataclasses.replace(CONFIG, n_layers=n_layers), seed=0)
+        for name, p in shallow.params.items():
+            p[...] = model.params[name]  # the first n_layers blocks of the benchmark's model
+        cut = InferenceModel(shallow)
+        cache = cut.new_cache()
+        cut.forward(prompt[None], cache)
+        _, _, tokens = numpy_cached(cut, prompt, 512)
+        for token in tokens[:-1]:
+            cut.step(token, cache)
+
+        def step_at(which: int, cut=cut, cache=cache, tokens=tokens) -> None:
+            cache.length = PROMPT_LEN + which - 2
+            cut.step(tokens[which - 2], cache)
+
+        by_layers[f"{n_layers}_layers"] = {"weights_mb": _weights_mb(shallow.config),
+                                          "kv_mb_at_512": _kv_mb(shallow.config), **alternating_blocks(step_at)}
+    return {"gemv_gb_s": gemv, "weights_mb_read_per_token": _weights_mb(CONFIG), "kv_mb_read_at_512": _kv_mb(CONFIG),
+            "flatness_by_layers": by_layers}
+
+
+def _weights_mb(cfg: ModelConfig) -> float:
+    """MB of float32 weights one decode step reads: every block's matrices and the output head."""
+    C, F = cfg.d_model, cfg.ffn_hidden
+    return round(4 * (cfg.n_layers * (4 * C * C + 3 * C * F) + C * cfg.vocab_size) / 1e6, 2)
+
+
+def _kv_mb(cfg: ModelConfig) -> float:
+    """MB of cached keys and values the 512th generated token reads (all layers)."""
+    return round(4 * 2 * cfg.n_layers * (PROMPT_LEN + 510) * cfg.d_model / 1e6, 2)
 
 
 def numpy_uncached(model: Transformer, prompt: np.ndarray, n_new: int) -> tuple[float, list[int]]:
@@ -285,6 +339,7 @@ def main() -> None:
     if torch is not None:
         ref = model.forward(prompt[None])[0]
         result["torch_max_abs_logit_diff"] = float(np.abs(first - ref).max())
+    result["cache_probe"] = cache_probe(model, prompt)
     result["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 
