@@ -51,8 +51,10 @@ class DataParallel:
     `workers` is the number of CPU threads a step may use (None: `default_workers()`): that many
     shards on one BLAS thread each, or, for a batch of a single sequence, the model itself on
     `workers` BLAS threads. A batch of fewer sequences than workers uses one worker per
-    sequence. One worker is exactly `model.loss_and_grads` on one BLAS thread. `close()` (or a
-    `with` block) stops the threads; they are also stopped when the interpreter exits.
+    sequence. One worker is exactly `model.loss_and_grads` on one BLAS thread. Where BLAS's
+    thread count cannot be set (`lm.blas.available()` is False) the workers share whatever
+    threads BLAS starts, which is why the default is then one worker. `close()` (or a `with`
+    block) stops the threads; they are also stopped when the interpreter exits.
     """
 
     def __init__(self, model, workers: int | None = None) -> None:
