@@ -192,7 +192,7 @@ def _weights_mb(cfg: ModelConfig) -> float:
 
 def _kv_mb(cfg: ModelConfig) -> float:
     """MB of cached keys and values the 512th generated token reads (all layers)."""
-    return round(4 * 2 * cfg.n_layers * (PROMPT_LEN + 510) * cfg.d_model / 1e6, 2)
+    return round(4 * 2 * cfg.n_layers * (PROMPT_LEN + 511) * cfg.d_model / 1e6, 2)  # it attends to 527 positions
 
 
 def numpy_uncached(model: Transformer, prompt: np.ndarray, n_new: int) -> tuple[float, list[int]]:
