@@ -40,9 +40,12 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+MAX_DEFAULT_WORKERS = 8  # each worker beyond the first holds a gradient buffer as big as the model
+
+
 def default_workers() -> int:
-    """One worker per available CPU when BLAS can be held to one thread each, else one."""
-    return available_cpus() if blas.available() else 1
+    """One worker per available CPU (at most 8) when BLAS can be held to one thread each, else one."""
+    return min(available_cpus(), MAX_DEFAULT_WORKERS) if blas.available() else 1
 
 
 class DataParallel:

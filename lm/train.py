@@ -15,11 +15,10 @@ KeyboardInterrupt; a harder kill loses only the steps since the last save.
 
 `lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
 
-Speed: a step's batch is split across `threads` data-parallel worker threads (`lm.parallel`;
-default one per available CPU), each with one BLAS thread; `threads=1` runs on one CPU. The
-worker count decides the order in which the shards' gradients are summed, so bit-identical
-reruns and resumes need the same `threads`; any count trains the same model up to float32
-rounding.
+Speed: a step's batch is split across `threads` data-parallel worker threads (`lm.parallel`; default
+one per available CPU, at most 8), each with one BLAS thread; `threads=1` runs on one CPU. The
+worker count decides the order in which the shards' gradients are summed, so bit-identical reruns
+and resumes need the same `threads`; any count trains the same model up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -150,7 +149,7 @@ def train(
     `options` are the `TrainSettings` fields (None or absent means the default). When resuming,
     only `steps` may be given (the new total); any model option that differs from the run's is
     an incompatible-configuration error. `threads` is the number of data-parallel workers
-    (None: one per available CPU; see the module docstring). `stream` receives the progress line
+    (None: one per available CPU, at most 8; see the module docstring). `stream` receives the progress line
     (default stderr); `callback(step, record)` is called after every step with its metrics record.
     """
     try:

@@ -301,7 +301,7 @@ def _add_train(subparsers) -> None:
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (500)")
     p.add_argument("--seed", type=int, metavar="S", help="initialisation and data-sampling seed (0)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="data-parallel worker threads (default: one per CPU); the same N reproduces a run bit for bit")
+                   help="data-parallel worker threads (default: one per CPU, at most 8); the same N reproduces a run bit for bit")
     p.set_defaults(func=cmd_train)
 
 

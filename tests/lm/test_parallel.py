@@ -202,3 +202,15 @@ def test_data_parallel_gradients_pass_a_finite_difference_check():
         analytic = {k: v.copy() for k, v in model.grads.items()}
         result = gradcheck(lambda: dp.loss(ids, targets), model.params, analytic)
     assert result.ok, str(result)
+
+
+def test_default_workers_one_per_cpu_at_most_eight_and_one_without_blas_control(monkeypatch):
+    import lm.parallel as parallel
+
+    monkeypatch.setattr(parallel.blas, "available", lambda: True)
+    for cpus, expected in ((1, 1), (2, 2), (8, 8), (64, 8)):
+        monkeypatch.setattr(parallel, "available_cpus", lambda cpus=cpus: cpus)
+        assert parallel.default_workers() == expected
+        assert DataParallel(Transformer(CFG)).workers == expected
+    monkeypatch.setattr(parallel.blas, "available", lambda: False)
+    assert parallel.default_workers() == 1
