@@ -18,6 +18,7 @@ import math
 import re
 
 from . import ast
+from .source import HEADER_PREFIX
 from .strings import INTERPOLATION, quote
 
 INDENT = "    "
@@ -44,7 +45,12 @@ def format(program: ast.Program) -> str:  # noqa: A001 - the public name the arc
         writer.emit(0, "#TISS! " + " ".join(f"{k}={v}" for k, v in program.header.items()), 1)
     writer.statements(program.body, 0)
     writer.flush_comments(None, 0)
-    return "".join(line + "\n" for line in writer.lines)
+    lines = writer.lines
+    if not program.header and lines and lines[0].startswith(HEADER_PREFIX) and lines[0][len(HEADER_PREFIX):].split():
+        # A comment such as `#TISS! a=1` below a blank first line is a comment; on line 1 it
+        # would be read as the header, so it keeps a blank line above it.
+        lines.insert(0, "")
+    return "".join(line + "\n" for line in lines)
 
 
 class _Writer:

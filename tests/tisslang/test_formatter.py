@@ -119,6 +119,18 @@ def test_an_empty_header_line_is_kept():
     assert round_trip('#TISS!\nRUN "x"\n') == '#TISS!\nRUN "x"\n'
 
 
+@pytest.mark.parametrize("comment", ["#TISS! Language=Markdown", "#TISS! not-key-value"])
+def test_a_comment_that_reads_like_a_header_stays_a_comment(comment):
+    # Found by the fuzz test: below a blank first line this is a comment, not the header; the
+    # formatter used to drop the blank line and so turn it into a header (or a header error).
+    source = f'\n{comment}\nRUN "x"\n'
+    program = parse(source)
+    assert program.header == {} and [c.text for c in program.comments] == [comment[1:]]
+    text = format(program)
+    assert text == f'\n{comment}\nRUN "x"\n'
+    assert parse(text) == program and format(parse(text)) == text
+
+
 def test_hand_built_trees_format_without_positions():
     program = ast.Program({}, (ast.Step(ast.String.of("s"), (ast.Run(ast.String(("echo ", ast.Ref(("x",))))),)),))
     assert format(program) == 'STEP "s" {\n    RUN "echo {{ x }}"\n}\n'
