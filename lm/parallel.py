@@ -90,14 +90,11 @@ class DataParallel:
     ) -> tuple[float, dict[str, np.ndarray]]:
         """As `Transformer.loss_and_grads`, the batch shared among the workers."""
         model = self.model
-        ids = model._check_ids(ids)
-        targets = model._check_targets(targets, ids, ignore_index)
-        shards = self._shards(ids.shape[0])
+        ids, targets, shards, weights = self._split(ids, targets, ignore_index)
         if len(shards) == 1:
             with blas.limit(self.workers):
                 return model.loss_and_grads(ids, targets, accumulate=accumulate, loss_scale=loss_scale,
                                             ignore_index=ignore_index)
-        weights = self._weights(targets, shards, ignore_index)
 
         def work(i: int) -> float:
             lo, hi = shards[i]
@@ -115,14 +112,10 @@ class DataParallel:
 
     def loss(self, ids, targets, ignore_index: int | None = IGNORE_INDEX) -> float:
         """As `Transformer.loss` (forward only), the batch shared among the workers."""
-        model = self.model
-        ids = model._check_ids(ids)
-        targets = model._check_targets(targets, ids, ignore_index)
-        shards = self._shards(ids.shape[0])
+        ids, targets, shards, weights = self._split(ids, targets, ignore_index)
         if len(shards) == 1:
             with blas.limit(self.workers):
-                return model.loss(ids, targets, ignore_index=ignore_index)
-        weights = self._weights(targets, shards, ignore_index)
+                return self.model.loss(ids, targets, ignore_index=ignore_index)
 
         def work(i: int) -> float:
             lo, hi = shards[i]
@@ -131,6 +124,13 @@ class DataParallel:
         return float(sum(self._run(work, len(shards))))
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _split(self, ids, targets, ignore_index):
+        """The checked batch, its shards' [lo, hi) sequence ranges and their weights."""
+        ids = self.model._check_ids(ids)
+        targets = self.model._check_targets(targets, ids, ignore_index)
+        shards = self._shards(ids.shape[0])
+        return ids, targets, shards, self._weights(targets, shards, ignore_index)
 
     def _shards(self, batch: int) -> list[tuple[int, int]]:
         """[lo, hi) sequence ranges, as equal as whole sequences allow."""
