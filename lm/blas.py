@@ -63,6 +63,8 @@ def _candidate_paths() -> list[str]:
 
 def _bind() -> None:
     global _found, _get, _set
+    if _found:  # looked up once; every step asks
+        return
     with _lock:
         if _found:
             return

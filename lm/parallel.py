@@ -80,10 +80,6 @@ class DataParallel:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    @property
-    def grads(self) -> dict[str, np.ndarray]:
-        return self.model.grads
-
     def loss_and_grads(
         self, ids, targets, *, accumulate: bool = False, loss_scale: float = 1.0,
         ignore_index: int | None = IGNORE_INDEX,

@@ -148,72 +148,69 @@ def train(
 
     `options` are the `TrainSettings` fields (None or absent means the default). When resuming,
     only `steps` may be given (the new total); any model option that differs from the run's is
-    an incompatible-configuration error. `threads` is the number of data-parallel workers
-    (None: one per available CPU, at most 8; see the module docstring). `stream` receives the progress line
-    (default stderr); `callback(step, record)` is called after every step with its metrics record.
+    an incompatible-configuration error. `threads` is the number of data-parallel workers (None:
+    one per available CPU, at most 8; see the module docstring). `stream` receives the progress
+    line (default stderr); `callback(step, record)` is called after every step with its metrics
+    record. Running out of memory is a TrainError saying what to lower.
     """
+    with _out_of_memory_explained():
+        stream = sys.stderr if stream is None else stream
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise TrainError(f"--threads must be a positive integer, got {threads!r}")
+        unknown = set(options) - {f.name for f in fields(TrainSettings)}
+        if unknown:
+            raise TypeError(f"train() got unknown options {sorted(unknown)}")
+        given = {k: v for k, v in options.items() if v is not None}
+        if resume is not None:
+            if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
+                raise TrainError(
+                    "--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out"
+                )
+            return _resume(Path(resume), given, threads, stream, callback)
+        if corpus is None or out is None:
+            raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
+        if "tokenizer" in given and "vocab_size" in given:
+            raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
+        settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
+        settings.validate()
+        _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
+        run = Path(out)
+        if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
+            raise TrainError(
+                f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
+                "or choose another --out"
+            )
+        _make_dir(run)
+        train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
+        tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
+        _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) "
+                     f"({len(val_files)} held out for validation)")
+        data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+        check_windows(data.train, settings.seq_len, "training")
+        config = _model_config(settings, tokenizer.vocab_size)
+        model = Transformer(config, seed=settings.seed)
+        opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        rng = np.random.default_rng(settings.seed)
+        _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
+                     f"{data.info['train_tokens']:,} training / {data.info['val_tokens']:,} validation tokens")
+        try:
+            (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
+        except OSError as exc:
+            raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
+        return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback)
+
+
+@contextmanager
+def _out_of_memory_explained():
+    """Turn a MemoryError into a TrainError saying what to lower."""
     try:
-        return _train(corpus, out, resume=resume, threads=threads, stream=stream, callback=callback, **options)
+        yield
     except MemoryError as exc:
         # NumPy says how much it could not allocate; the fix is a smaller model or batch.
         raise TrainError(
             f"out of memory ({exc}); lower --batch-size, --seq-len, --d-model, --n-layers or "
             "--vocab-size (the last checkpoint, if any, is unaffected)"
         ) from None
-
-
-def _train(
-    corpus=None,
-    out=None,
-    *,
-    resume=None,
-    threads: int | None = None,
-    stream: TextIO | None = None,
-    callback: Callable[[int, dict], None] | None = None,
-    **options: Any,
-) -> TrainResult:
-    """`train` without the out-of-memory translation."""
-    stream = sys.stderr if stream is None else stream
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise TrainError(f"--threads must be a positive integer, got {threads!r}")
-    unknown = set(options) - {f.name for f in fields(TrainSettings)}
-    if unknown:
-        raise TypeError(f"train() got unknown options {sorted(unknown)}")
-    given = {k: v for k, v in options.items() if v is not None}
-    if resume is not None:
-        if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
-            raise TrainError("--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out")
-        return _resume(Path(resume), given, threads, stream, callback)
-    if corpus is None or out is None:
-        raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
-    if "tokenizer" in given and "vocab_size" in given:
-        raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
-    settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
-    settings.validate()
-    _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
-    run = Path(out)
-    if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
-        raise TrainError(
-            f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
-            "or choose another --out"
-        )
-    _make_dir(run)
-    train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
-    tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
-    _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) ({len(val_files)} held out for validation)")
-    data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
-    check_windows(data.train, settings.seq_len, "training")
-    config = _model_config(settings, tokenizer.vocab_size)
-    model = Transformer(config, seed=settings.seed)
-    opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
-    rng = np.random.default_rng(settings.seed)
-    _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
-                 f"{data.info['train_tokens']:,} training / {data.info['val_tokens']:,} validation tokens")
-    try:
-        (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
-    except OSError as exc:
-        raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
-    return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback)
 
 
 def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback) -> TrainResult:
