@@ -11,7 +11,10 @@ Decoding details a caller can rely on:
 - Stop sequences end the text before the stop string. Text that might be the start of a stop
   string is held back until the next tokens rule it in or out, so a streamed piece is never taken
   back.
-- The end-of-text token ends generation with finish reason "eos" and is not part of the text.
+- The end-of-text token ends generation with finish reason "eos" and is not part of the text;
+  so do the ids in `end_ids` (a chat model's end-of-turn token and its EOS).
+- The prompt is text (encoded with special-token text taken as plain text) or a list of token
+  ids (a rendered chat template, encoded by the caller with its special tokens).
 - Repetition penalty (CTRL-style, as in Hugging Face): each token already in the context has a
   positive logit divided by the penalty and a negative one multiplied by it.
 - When the context (the model's `max_seq_len`) is full, the window slides: the last half of it
@@ -30,7 +33,7 @@ import codecs
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -157,11 +160,17 @@ class Stream:
         seed: int | None = None,
         rng: np.random.Generator | None = None,
         use_kv_cache: bool = True,
+        end_ids: Iterable[int] = (),
     ) -> None:
         validate_sampling(temperature, top_k, top_p, min_p)
         self._stops = _check_settings(max_new_tokens, repetition_penalty, stop)
-        if not isinstance(prompt, str):
-            raise GenerationError(f"the prompt must be text, got {type(prompt).__name__}")
+        if isinstance(prompt, (list, tuple)):
+            if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in prompt):
+                raise GenerationError("a prompt given as token ids must be a list of whole numbers")
+            prompt = [int(i) for i in prompt]
+        elif not isinstance(prompt, str):
+            raise GenerationError(f"the prompt must be text or token ids, got {type(prompt).__name__}")
+        self._end_ids = frozenset(int(i) for i in end_ids)
         if isinstance(model, InferenceModel):
             self._infer, self._model = model, model.model
         else:
@@ -193,7 +202,7 @@ class Stream:
             eot = None
         ctx = int(self._model.config.max_seq_len)
         keep = max(1, ctx // 2)
-        ids = list(tok.encode(self._prompt))
+        ids = list(self._prompt) if isinstance(self._prompt, list) else list(tok.encode(self._prompt))
         prompt_tokens = len(ids)
         if not ids:
             if eot is None:
@@ -232,7 +241,7 @@ class Stream:
                 first_token_s = time.perf_counter() - t0
             sampled.append(token)
             seen[token] = True
-            if token == eot:
+            if token == eot or token in self._end_ids:
                 finish = "eos"
                 break
             text, stopped = stops.feed(utf8.decode(tok.decode_bytes([token])))
@@ -308,8 +317,8 @@ def stream(model, tokenizer, prompt: str, max_new_tokens: int = 128, **settings)
     """Decode `prompt`'s continuation piece by piece; see `Stream` and the module docstring.
 
     `model` is a `Transformer` (or an `InferenceModel` built from one, to reuse its prepared
-    weights across calls). Keyword settings: temperature, top_k, top_p, min_p,
-    repetition_penalty, stop, seed (or rng), use_kv_cache.
+    weights across calls); `prompt` is text or token ids. Keyword settings: temperature, top_k,
+    top_p, min_p, repetition_penalty, stop, seed (or rng), use_kv_cache, end_ids.
     """
     return Stream(model, tokenizer, prompt, max_new_tokens, **settings)
 
