@@ -70,6 +70,66 @@ class CommandError(ScriptFailure):
     kind = "CommandError"
 
 
+class AssertionFailed(ScriptFailure):
+    """An ASSERT whose condition is false; the message quotes it with the values involved."""
+
+    kind = "AssertionFailed"
+
+
+class Timeout(ScriptFailure):
+    """A RUN killed at its time limit (`@timeout`, `--timeout` or the default)."""
+
+    kind = "Timeout"
+
+
+class ParallelFailed(ScriptFailure):
+    """One or more PARALLEL children failed; the message lists each child's failure."""
+
+    kind = "ParallelFailed"
+
+
+class ParallelConflict(ScriptFailure):
+    """Two PARALLEL children set the same variable."""
+
+    kind = "ParallelConflict"
+
+
+class NoOptionSucceeded(ScriptFailure):
+    """Every option of a CHOOSE failed; the message lists why each one did."""
+
+    kind = "NoOptionSucceeded"
+
+
+class DirectiveError(ScriptFailure):
+    """A directive with a value it does not accept (checked where the directive is written)."""
+
+    kind = "DirectiveError"
+
+
+class ReservedName(ScriptFailure):
+    """VAR, READ or PROMPT_AGENT ... INTO tried to set a built-in name such as LAST_RUN."""
+
+    kind = "ReservedName"
+
+
+class InvalidRegex(ScriptFailure):
+    """The right side of MATCHES is not a valid regular expression."""
+
+    kind = "InvalidRegex"
+
+
+class Unsupported(ScriptFailure):
+    """A node the interpreter cannot evaluate in that place (a tree not made by the parser)."""
+
+    kind = "Unsupported"
+
+
+class InternalError(ScriptFailure):
+    """An unexpected exception inside a statement: a bug in tiss, reported as a failure."""
+
+    kind = "InternalError"
+
+
 class WorkspaceError(TissRuntimeError):
     """The workspace itself is unusable (missing, not a directory); a usage problem."""
 

@@ -30,33 +30,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from runtime.budget import Budgets
+from runtime.context import Context, RunInterrupted, ScriptText, SessionState
 from runtime.errors import ScriptFailure
 from runtime.estimate import Estimate
-from runtime.interpreter import Context, Interpreter, RunInterrupted
+from runtime.interpreter import Interpreter
+from runtime.interpreter_directives import Backends
+from runtime.options import RunOptions
 from runtime.result import FAILED, INTERRUPTED, PASSED, RunResult
 from runtime.review import Reviewer
-from runtime.shell import DEFAULT_CAP
 from runtime.trace import EventBus, Listener
 from runtime.workspace import Workspace
 from tisslang import ast
-from tisslang.formatter import expression as expr_text  # source text of a node, for messages
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run: the `tiss run` flags that are not about choosing the script."""
-
-    timeout: float | None = None  # --timeout: seconds per RUN (None: 10 minutes, or @timeout)
-    sandbox: str | None = None  # --sandbox workspace: RUN inside bubblewrap
-    assume_yes: bool = False  # --yes: approve REQUEST_REVIEW and PAUSE without asking
-    variables: Mapping[str, Any] = field(default_factory=dict)  # --var NAME=VALUE
-    model_name: str | None = None  # --model-name: the model HTTP servers are asked for
-    output_cap: int = DEFAULT_CAP  # bytes of stdout / stderr kept per RUN
+__all__ = ["Session", "RunOptions", "run"]
 
 
 class Session:
@@ -77,18 +67,14 @@ class Session:
         self.events = EventBus(listeners)
         self.reviewer = reviewer or Reviewer(assume_yes=self.options.assume_yes)
         self.budgets = Budgets()
+        self._backends = Backends(backend, self.options.model_name)
+        self._state = SessionState()
         self._cancel = threading.Event()
-        self.task_description: str | None = None
-        self.file: str | None = None
-        self._source_lines: list[str] = []
+        self._script = ScriptText()
         self._vars: dict[str, Any] = dict(self.options.variables)
         self._last: dict[str, Any] = {}
         self._directives: dict[str, Any] = {}
-        self._teardowns: list[ast.Teardown] = []
-        self._teardown_ids: set[int] = set()
-        self._result: RunResult | None = None
         self._closed = False
-        self.interpreter = Interpreter(self)
 
     # -- state the REPL shows ------------------------------------------------------------------
 
@@ -105,45 +91,20 @@ class Session:
     def directives(self) -> Mapping[str, Any]:
         return MappingProxyType(self._directives)
 
-    def _root_context(self, container: list) -> Context:
-        return Context(vars=self._vars, last=self._last, directives=self._directives,
-                       container=container, cancel=self._cancel)
+    @property
+    def file(self) -> str | None:
+        """The file name of the program that ran last."""
+        return self._script.file
+
+    @property
+    def task_description(self) -> str | None:
+        """`TASK.DESCRIPTION`: the description of the last TASK seen."""
+        return self._state.task_description
 
     @property
     def cancel_event(self) -> threading.Event:
         """The cancel event of what runs now (each program and each TEARDOWN gets a fresh one)."""
         return self._cancel
-
-    def root_lookup(self, ref: ast.Ref) -> Any:
-        return self.interpreter.lookup(ref, self._root_context([]))
-
-    # -- helpers the interpreter calls ---------------------------------------------------------
-
-    def source_line(self, line: int | None) -> str | None:
-        if line is None or not (1 <= line <= len(self._source_lines)):
-            return None
-        return self._source_lines[line - 1]
-
-    def source_span(self, node: ast.Node) -> str:
-        """The source text of a node (one or more lines), or a reconstruction without source."""
-        if node.line and node.end_line and self._source_lines and node.end_line <= len(self._source_lines):
-            if node.line == node.end_line:
-                return self._source_lines[node.line - 1][node.column - 1 : node.end_column - 1]
-            first = self._source_lines[node.line - 1][node.column - 1 :]
-            middle = self._source_lines[node.line : node.end_line - 1]
-            last = self._source_lines[node.end_line - 1][: node.end_column - 1]
-            return " ".join(part.strip() for part in [first, *middle, last])
-        return expr_text(node)
-
-    def log(self, message: str) -> None:
-        if self._result is not None:
-            self._result.logs.append(message)
-
-    def defer_teardown(self, node: ast.Teardown) -> None:
-        """Remember a TEARDOWN block for `close()`; the same block is remembered once."""
-        if id(node) not in self._teardown_ids:
-            self._teardown_ids.add(id(node))
-            self._teardowns.append(node)
 
     def cancel(self) -> None:
         """Stop what runs now: its commands are killed and it ends as `interrupted`."""
@@ -151,41 +112,50 @@ class Session:
 
     # -- running -------------------------------------------------------------------------------
 
+    def _interpreter(self, container: list) -> Interpreter:
+        """An interpreter for what runs now, on the session's state (it never calls back here)."""
+        root = Context(vars=self._vars, last=self._last, directives=self._directives,
+                       container=container, cancel=self._cancel)
+        return Interpreter(
+            workspace=self.workspace, backends=self._backends, budgets=self.budgets,
+            reviewer=self.reviewer, events=self.events, options=self.options,
+            state=self._state, root=root, script=self._script,
+        )
+
     def _collect_teardowns(self, body: tuple[ast.Node, ...]) -> None:
+        """Defer every TEARDOWN of the program, also those never reached (top level and TASK)."""
         for stmt in body:
             if isinstance(stmt, ast.Teardown):
-                self.defer_teardown(stmt)
+                self._state.defer_teardown(stmt)
             elif isinstance(stmt, ast.Task) and stmt.body:
                 self._collect_teardowns(stmt.body)
 
-    def _task_of(self, body: tuple[ast.Node, ...]) -> None:
+    def _task_of(self, body: tuple[ast.Node, ...], interpreter: Interpreter) -> None:
         for stmt in body:
             if isinstance(stmt, ast.Task):
-                self.task_description = self.interpreter.describe(stmt)
+                self._state.task_description = interpreter.describe(stmt)
                 return
 
     def execute(self, program: ast.Program, *, file: str | None = None, source: str | None = None) -> RunResult:
         """Run `program`'s statements in this session (TEARDOWN deferred to `close`)."""
         if self._closed:
             raise RuntimeError("this session is closed")
-        self.file = file
-        if source is not None and source.startswith("\ufeff"):
-            source = source[1:]  # the parser ignores a BOM; positions are counted without it
-        self._source_lines = source.splitlines() if source is not None else []
+        self._script = ScriptText(file, source)
         result = RunResult(file=file)
-        self._result = result
-        self._collect_teardowns(program.body)
-        self._task_of(program.body)
-        result.task = self.task_description
+        self._state.logs = result.logs
         self._cancel = threading.Event()
+        interpreter = self._interpreter(result.steps)
+        self._collect_teardowns(program.body)
+        self._task_of(program.body, interpreter)
+        result.task = self._state.task_description
         self.events.emit("run_start", file=file, workspace=str(self.workspace.root))
         started = time.monotonic()
         try:
-            self.interpreter.run_block(program.body, self._root_context(result.steps))
+            interpreter.run_block(program.body, interpreter.root)
         except ScriptFailure as exc:
             result.status = FAILED
-            result.failure = getattr(exc, "failure", None) or self.interpreter.record_failure(
-                exc, program, self._root_context(result.steps)
+            result.failure = getattr(exc, "failure", None) or interpreter.record_failure(
+                exc, program, interpreter.root
             )
         except (KeyboardInterrupt, RunInterrupted):
             # Stop every thread and command of this program for good; TEARDOWN and later
@@ -204,13 +174,14 @@ class Session:
         if self._closed:
             return result
         self._closed = True
-        self._result = result
+        self._state.logs = result.logs
         self._cancel = threading.Event()
         started = time.monotonic()
-        teardowns, self._teardowns = self._teardowns, []
+        teardowns, self._state.teardowns = self._state.teardowns, []
         for node in teardowns:
             try:
-                self.interpreter.run_teardown(node, self._root_context(result.steps))
+                interpreter = self._interpreter(result.steps)
+                interpreter.run_teardown(node, interpreter.root)
             except ScriptFailure as exc:
                 failure = getattr(exc, "failure", None)
                 if failure is not None:
@@ -238,8 +209,8 @@ class Session:
     # -- without running -----------------------------------------------------------------------
 
     def estimate(self, program: ast.Program) -> Estimate:
-        ctx = self._root_context([])
-        return self.interpreter.estimator(ctx).block(program.body, dict(self._directives))
+        interpreter = self._interpreter([])
+        return interpreter.estimator(interpreter.root).block(program.body, dict(self._directives))
 
 
 def run(

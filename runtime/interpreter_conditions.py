@@ -1,0 +1,94 @@
+"""ASSERT and IF conditions: their truth, and why one is false (for ASSERT's message).
+
+A mixin of `Interpreter` (`runtime/interpreter.py`): it uses the interpreter's `value(node, ctx)`
+for operands and `workspace.exists` for `FILE ... EXISTS`; the operators follow
+`runtime.values`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from runtime import values
+from runtime.errors import ScriptFailure
+from tisslang import ast
+
+if TYPE_CHECKING:
+    from runtime.context import Context
+    from runtime.workspace import Workspace
+
+_VALUE_NODES = (ast.Ref, ast.String, ast.Number, ast.Boolean, ast.ListValue, ast.ObjectValue)
+
+
+class ConditionsMixin:
+    """`condition(expr, ctx)` and `explain(expr, ctx)`; see the module docstring."""
+
+    workspace: "Workspace"
+    value: Callable[[ast.Node, "Context"], Any]
+
+    @staticmethod
+    def _positioned(node: ast.Node, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except ScriptFailure as exc:
+            if exc.line is None and node.line:
+                exc.line, exc.column = node.line, node.column
+            raise
+
+    def condition(self, expr: ast.Node, ctx: "Context") -> bool:
+        """The truth of an ASSERT / IF condition; operators follow `runtime.values`."""
+        if isinstance(expr, ast.Or):
+            return any(self.condition(operand, ctx) for operand in expr.operands)
+        if isinstance(expr, ast.And):
+            return all(self.condition(operand, ctx) for operand in expr.operands)
+        if isinstance(expr, ast.Not):
+            return not self.condition(expr.operand, ctx)
+        if isinstance(expr, ast.Compare):
+            left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
+            return self._positioned(expr, lambda: values.compare(expr.op, left, right))
+        if isinstance(expr, ast.Contains):
+            left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
+            found = self._positioned(expr, lambda: values.contains(left, right))
+            return not found if expr.negated else found
+        if isinstance(expr, ast.Matches):
+            left, pattern = self.value(expr.left, ctx), self.value(expr.pattern, ctx)
+            return self._positioned(expr, lambda: values.matches(left, pattern))
+        if isinstance(expr, ast.IsEmpty):
+            operand = self.value(expr.operand, ctx)
+            empty = self._positioned(expr, lambda: values.is_empty(operand))
+            return not empty if expr.negated else empty
+        if isinstance(expr, ast.FileExists):
+            path = self.value(expr.path, ctx)
+            if not isinstance(path, str):
+                raise values.TypeMismatch(
+                    f"FILE needs a path string, got {values.type_name(path)} {values.show(path)}",
+                    line=expr.line, column=expr.column,
+                )
+            return self._positioned(expr, lambda: self.workspace.exists(path))
+        value = self.value(expr, ctx)
+        return self._positioned(expr, lambda: values.truth(value))
+
+    def explain(self, expr: ast.Node, ctx: "Context") -> str:
+        """Why a condition is false, with the values involved (for ASSERT's message)."""
+        if isinstance(expr, ast.And):
+            for operand in expr.operands:
+                if not self.condition(operand, ctx):
+                    return self.explain(operand, ctx)
+        if isinstance(expr, ast.Compare):
+            left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
+            return f"left is {values.show(left)}, right is {values.show(right)}"
+        if isinstance(expr, ast.Contains):
+            left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
+            word = "contains" if expr.negated else "does not contain"
+            return f"{values.show(left)} {word} {values.show(right)}"
+        if isinstance(expr, ast.Matches):
+            left, pattern = self.value(expr.left, ctx), self.value(expr.pattern, ctx)
+            return f"{values.show(left)} does not match {values.show(pattern)}"
+        if isinstance(expr, ast.IsEmpty):
+            operand = self.value(expr.operand, ctx)
+            return f"the value is {values.show(operand)}"
+        if isinstance(expr, ast.FileExists):
+            return f"{values.show(self.value(expr.path, ctx))} does not exist in the workspace"
+        if isinstance(expr, _VALUE_NODES):
+            return f"the value is {values.show(self.value(expr, ctx))}"
+        return ""
