@@ -12,7 +12,12 @@ from runtime.budget import Budgets
 
 
 def prompt_tokens(backend: ModelBackend, prompt: str, settings: GenerationSettings) -> int:
-    """What the budgets charge for a prompt before it is sent: its tokens plus the persona's."""
+    """What the budgets charge for a prompt before it is sent: its tokens plus the persona's, or
+    the exact count of a backend that knows how it builds the prompt (`count_prompt_tokens`: the
+    local backend, whose chat template adds tokens of its own)."""
+    exact = getattr(backend, "count_prompt_tokens", None)
+    if callable(exact):
+        return exact(prompt, settings)
     persona = backend.count_tokens(settings.persona) if settings.persona else 0
     return backend.count_tokens(prompt) + persona
 

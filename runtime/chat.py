@@ -1,0 +1,219 @@
+"""`tiss chat` and `tiss generate --chat`: talking to an instruct model as its user.
+
+`tiss generate --chat --prompt TEXT [--system TEXT]` prints one assistant answer.
+
+`tiss chat` keeps a conversation. On a terminal it reads turns with prompt_toolkit (history in
+`$XDG_STATE_HOME/tiss/chat_history`), streams each answer as it is decoded, and keeps every turn
+for the next answer. Ctrl-C while an answer streams stops it (the part already shown stays in
+the conversation); Ctrl-C at the prompt clears the line; Ctrl-D or `/exit` leaves; `/reset`
+starts the conversation over (the system message stays). When the conversation outgrows the
+model's context, its oldest turns are dropped.
+
+With stdin not a terminal every non-empty line is one user turn, in one conversation, and each
+answer is printed on stdout followed by a newline (so `printf 'hi\\nbye\\n' | tiss chat` gives two
+answers); `/reset` works there too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from runtime.instruct import InstructModel, load_instruct
+
+PROMPT = "you> "
+HELP = "/reset starts over, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer."
+
+
+@dataclass
+class Conversation:
+    """The messages so far; the system message, if any, comes first and survives `reset`."""
+
+    system: str | None = None
+    turns: list[dict[str, str]] = field(default_factory=list)
+
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+    def ask(self, text: str) -> None:
+        self.turns.append({"role": "user", "content": text})
+
+    def answered(self, text: str) -> None:
+        self.turns.append({"role": "assistant", "content": text})
+
+    def reset(self) -> None:
+        self.turns.clear()
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The generation settings a chat uses for every answer."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.7
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return dict(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                    min_p=self.min_p, repetition_penalty=self.repetition_penalty, seed=self.seed)
+
+
+def answer(model: InstructModel, conversation: Conversation, sampling: Sampling, out: TextIO) -> str:
+    """Stream the assistant's answer to `out`, add it to the conversation and return it.
+
+    KeyboardInterrupt stops the answer; what was shown of it is kept, then the interrupt goes on
+    to the caller.
+    """
+    shown: list[str] = []
+    stream = model.reply(conversation.messages(), sampling.max_new_tokens, **sampling.settings())
+    try:
+        for piece in stream:
+            shown.append(piece)
+            out.write(piece)
+            out.flush()
+    finally:
+        conversation.answered("".join(shown).strip())
+    return conversation.turns[-1]["content"]
+
+
+def generate_chat(args: Any, out: TextIO | None = None) -> int:
+    """`tiss generate --chat`: one answer to `--prompt` (with `--system`) on stdout."""
+    from lm.generate import read_prompt
+
+    out = sys.stdout if out is None else out
+    model = load_instruct(args.checkpoint)
+    conversation = Conversation(system=args.system)
+    conversation.ask(read_prompt(args.prompt, args.prompt_file))
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    stream = model.reply(conversation.messages(), sampling.max_new_tokens, **sampling.settings())
+    try:
+        for piece in stream:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+    except BrokenPipeError:
+        _quiet_stdout(out)
+        return 0
+    if args.stats:
+        r = stream.result
+        print(f"prompt tokens: {r.prompt_tokens} (chat template included), generated tokens: "
+              f"{r.completion_tokens}, finish: {r.finish_reason}, total {r.seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    # The reader went away (`... | head`): point stdout at /dev/null so the interpreter's last
+    # flush does not report the closed pipe.
+    if out is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def chat_history_path() -> Path:
+    from runtime.repl.history import history_path
+
+    return history_path().with_name("chat_history")
+
+
+def run_chat(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """The `tiss chat` subcommand; `args` as built by `cli._add_chat`."""
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    model = load_instruct(args.checkpoint)
+    conversation = Conversation(system=args.system)
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    if not (_isatty(stdin) and _isatty(stdout)):
+        return chat_piped(model, conversation, sampling, stdin, stdout)
+    return chat_interactive(model, conversation, sampling, stdout)
+
+
+def chat_piped(model: InstructModel, conversation: Conversation, sampling: Sampling,
+               lines: Iterable[str], out: TextIO) -> int:
+    """One turn per non-empty input line; each answer on `out` with a newline after it."""
+    try:
+        for raw in lines:
+            text = raw.strip()
+            if not text:
+                continue
+            if text == "/reset":
+                conversation.reset()
+                continue
+            if text in ("/exit", "/quit"):
+                break
+            conversation.ask(text)
+            answer(model, conversation, sampling, out)
+            out.write("\n")
+            out.flush()
+    except BrokenPipeError:
+        _quiet_stdout(out)
+    return 0
+
+
+def chat_interactive(model: InstructModel, conversation: Conversation, sampling: Sampling, out: TextIO) -> int:
+    """The terminal loop: read a turn, stream the answer, until Ctrl-D or /exit."""
+    from prompt_toolkit import PromptSession
+
+    from runtime.repl.history import open_history
+
+    history, warning = open_history(chat_history_path())
+    session: PromptSession[str] = PromptSession(PROMPT, history=history)
+    system = f" (system: {_short(conversation.system)})" if conversation.system else ""
+    print(f"Chatting with {model.name}{system}. {HELP}", file=out)
+    if warning:
+        print(warning, file=out)
+    while True:
+        try:
+            text = session.prompt().strip()
+        except KeyboardInterrupt:
+            continue  # Ctrl-C at the prompt clears the line
+        except EOFError:
+            break
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            conversation.reset()
+            print("(the conversation starts over)", file=out)
+            continue
+        if text in ("/help", "/?"):
+            print(HELP, file=out)
+            continue
+        if text.startswith("/"):
+            print(f"unknown command {text.split()[0]!r}; {HELP}", file=out)
+            continue
+        conversation.ask(text)
+        try:
+            answer(model, conversation, sampling, out)
+            print(file=out)
+        except KeyboardInterrupt:
+            print("\n[stopped]", file=out)
+    return 0
+
+
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,153 @@
+"""Instruct models: a checkpoint whose tokenizer has a chat template, answering as the assistant.
+
+What `tiss generate --chat`, `tiss chat` and PROMPT_AGENT on the local backend share:
+
+- `load_instruct(spec)` loads a model by path or name (`lm.models.resolve_model`) and refuses one
+  without a chat template with a message saying what to use instead.
+- `InstructModel.prompt_ids(messages)` renders the template as transformers'
+  `apply_chat_template` does (`lm.chat.render_chat`: Jinja2 in a sandbox, with
+  `add_generation_prompt`, `bos_token`, `eos_token`) and encodes the result with the template's
+  special tokens recognised, and nothing added: the ids the model reads, which are also the
+  prompt tokens budgets are charged.
+- `InstructModel.reply(messages, ...)` streams the assistant's answer; generation ends at the
+  end-of-turn token and at EOS, neither of which is part of the text.
+- `fit(messages, ...)` drops the oldest turns of a conversation that no longer fits the context.
+
+A message is `{"role": "system" | "user" | "assistant", "content": str}`, as in transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from runtime.errors import TissRuntimeError
+
+Message = Mapping[str, str]
+
+
+class ChatError(TissRuntimeError):
+    """A model that cannot chat (no chat template, not pulled, not loadable): a usage problem."""
+
+    exit_code = 2
+
+
+def default_chat_model() -> str:
+    """The model `tiss chat` uses without --checkpoint: SmolLM2 once it is pulled."""
+    from lm.models import model_path
+
+    if model_path("smollm2") is None:
+        raise ChatError(
+            "no instruct model is given and smollm2 is not downloaded yet; run: tiss models pull "
+            "smollm2 (then `tiss chat --checkpoint smollm2`), or pass --checkpoint with a GGUF "
+            "file or Hugging Face directory whose tokenizer has a chat template"
+        )
+    return "smollm2"
+
+
+def load_instruct(spec: str | None) -> "InstructModel":
+    """The instruct model `spec` names (a path or a pulled model's name; None: the default)."""
+    import lm
+    from lm.errors import LMError
+    from lm.models import resolve_model
+
+    spec = default_chat_model() if spec is None else str(spec)
+    try:
+        model, tokenizer = lm.load(resolve_model(spec))
+    except LMError as exc:
+        raise ChatError(f"cannot load {spec!r}: {exc}") from None
+    return InstructModel(model, tokenizer, name=spec)
+
+
+def chat_template(tokenizer: Any) -> str | None:
+    """The tokenizer's chat template, or None for a plain (completion-only) model."""
+    template = getattr(tokenizer, "chat_template", None)
+    return template if isinstance(template, str) and template.strip() else None
+
+
+class InstructModel:
+    """A loaded model with a chat template, its weights prepared once for many replies."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "model") -> None:
+        from lm.inference import InferenceModel
+
+        template = chat_template(tokenizer)
+        if template is None:
+            raise ChatError(
+                f"{name!r} has no chat template, so it is not an instruct model and cannot chat; "
+                "use a model whose tokenizer has one (run: tiss models pull smollm2), or "
+                "`tiss generate` without --chat to continue text"
+            )
+        self.name = name
+        self.template = template
+        self.tokenizer = tokenizer
+        self.infer = model if isinstance(model, InferenceModel) else InferenceModel(model)
+        self.context = int(self.infer.model.config.max_seq_len)
+        self.end_ids = frozenset(end_token_ids(tokenizer, template))
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text: the conversation in the template, ending with the assistant's turn."""
+        from lm.chat import render_chat
+
+        bos, eos = special_texts(self.tokenizer)
+        return render_chat(
+            self.template, [dict(m) for m in messages], add_generation_prompt=True,
+            bos_token=bos, eos_token=eos,
+        )
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The token ids of the rendered prompt (special-token text in it is those tokens)."""
+        return list(self.tokenizer.encode(self.render(messages), allowed_special="all"))
+
+    def fit(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[list[Message], list[int]]:
+        """The conversation cut to fit the context with room for `max_new_tokens`, and its ids.
+
+        Whole turns go, oldest first; the system message and the last user message stay (if
+        those alone are too long, generation keeps the last tokens of the context).
+        """
+        kept = list(messages)
+        ids = self.prompt_ids(kept)
+        budget = max(1, self.context - max_new_tokens)
+        while len(ids) > budget:
+            first = next((i for i, m in enumerate(kept) if m.get("role") != "system"), None)
+            if first is None or first >= len(kept) - 1:
+                break
+            del kept[first]
+            # A turn is a user message with the assistant's answer after it.
+            while first < len(kept) - 1 and kept[first].get("role") == "assistant":
+                del kept[first]
+            ids = self.prompt_ids(kept)
+        return kept, ids
+
+    def reply(self, messages: Sequence[Message], max_new_tokens: int, **sampling: Any):
+        """A `lm.generate.Stream` of the assistant's answer to `messages` (fitted to the context)."""
+        from lm.generate import stream
+
+        _, ids = self.fit(messages, max_new_tokens)
+        return stream(self.infer, self.tokenizer, ids, max_new_tokens, end_ids=self.end_ids, **sampling)
+
+
+def special_texts(tokenizer: Any) -> tuple[str, str]:
+    """The BOS and EOS token texts the template may use ("" when the tokenizer has none)."""
+    out = []
+    for which in ("bos", "eos"):
+        text = getattr(tokenizer, f"{which}_token", None)
+        if not isinstance(text, str):
+            token_id = getattr(tokenizer, f"{which}_id", None)
+            text = tokenizer.decode([token_id]) if isinstance(token_id, int) else ""
+        out.append(text)
+    return out[0], out[1]
+
+
+def end_token_ids(tokenizer: Any, template: str) -> Iterable[int]:
+    """The ids that end the assistant's turn: the template's end-of-turn token and EOS."""
+    from lm.chat import end_of_turn_token
+
+    ids = set()
+    eos = getattr(tokenizer, "eos_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    token = end_of_turn_token(template, tokenizer)
+    if token is not None:
+        ids.add(token if isinstance(token, int) else tokenizer.special_tokens[token])
+    return ids
