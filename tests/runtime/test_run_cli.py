@@ -32,10 +32,30 @@ def tiss(*argv):
     return cli.main([str(a) for a in argv])
 
 
+def required_models(example: Path) -> list[str]:
+    """The models an example's header comment says it needs: `# requires: model NAME`."""
+    needs = []
+    for line in example.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break  # the header comment ends at the first line that is not a comment
+        words = line.lstrip("#").split()
+        if words[:2] == ["requires:", "model"] and len(words) == 3:
+            needs.append(words[2])
+    return needs
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
+    from lm.models import model_path
+
     monkeypatch.delenv("TISS_MODEL", raising=False)
-    code = tiss("run", example, "--workspace", ws, "--model", "echo", "--yes")
+    needs = required_models(example)
+    for name in needs:
+        if model_path(name) is None:
+            pytest.skip(f"{example.name} asks the real model {name}, which is not pulled here "
+                        f"(run: tiss models pull {name})")
+    # An example that needs a real model runs on it (its @model); the rest answer with echo.
+    code = tiss("run", example, "--workspace", ws, "--yes", *([] if needs else ["--model", "echo"]))
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "PASSED" in out.out
@@ -43,6 +63,11 @@ def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
 
 def test_examples_exist():
     assert EXAMPLES, "examples/*.tiss is empty"
+
+
+def test_the_example_that_asks_a_real_model_says_so_in_its_header():
+    assert required_models(EXAMPLES[0].parent / "ask_a_model.tiss") == ["smollm2"]
+    assert required_models(EXAMPLES[0].parent / "hello.tiss") == []
 
 
 def test_human_output_shows_steps_logs_failure_and_summary(tmp_path, ws, capsys):
