@@ -24,6 +24,16 @@ incomplete or invalid bytes instead of raising.
 The file (`tokenizer.json`, format "quantatissu-bpe", version 1) holds the split pattern, the
 merges as `[left, right, "text"]` (the text is for people reading the file and is ignored on
 load) and the special tokens with their ids.
+
+Pretrained vocabularies (`lm.tokenizer_import`: GGUF metadata, HF `tokenizer.json`) have their own
+ids: `vocab[id]` is the bytes of each token, merges are pairs of those ids in rank order, and
+the split is the model's own (`lm.pretokenize.Splitter`). Added tokens are matched before the
+split: non-special ones always (as both reference implementations do), special ones as
+`allowed_special` says (a rendered chat prompt needs "all"); `special_match` says how
+overlapping candidates are resolved ("leftmost_longest" as HF `tokenizers`, "longest_first" as
+llama.cpp, which splits on the longest special token first wherever it occurs). Such a tokenizer
+also carries `bos_id`, `eos_id`, `end_of_turn_id`, `pad_id`, `add_bos` and `chat_template`, and
+is saved as version 2 of the file format (a tokenizer trained here is still written as version 1).
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ import heapq
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache, partial
 from operator import add
 from pathlib import Path
 
@@ -41,10 +53,13 @@ import numpy as np
 from lm.atomic import write_atomic
 from lm.bpe_train import N_BYTES, learn_merges
 from lm.errors import LMError
-from lm.pretokenize import PATTERN, count_chunks, special_pattern
+from lm.pretokenize import PATTERN, PatternError, Splitter, count_chunks, special_pattern
 
 FORMAT = "quantatissu-bpe"
-VERSION = 1
+VERSION = 1  # a tokenizer trained here: bytes, merges, special tokens
+VERSION_VOCAB = 2  # a pretrained vocabulary with its own ids, split, added tokens and chat template
+SPECIAL_MATCH_MODES = ("leftmost_longest", "longest_first")
+NORMALIZERS = ("NFC", "NFD", "NFKC", "NFKD")
 EOT = "<|endoftext|>"
 FILENAME = "tokenizer.json"
 
@@ -55,6 +70,9 @@ CACHE_LIMIT = 1 << 18
 MAX_VOCAB = 0x110000
 # Chunks longer than this many bytes are merged with a heap (`_bpe_long`) instead of rescans.
 LONG_CHUNK = 256
+# Stands for a byte that has no token while merging (it takes part in no merge) and is dropped.
+_GAP = MAX_VOCAB - 1
+_GAP_CHAR = chr(_GAP)
 
 
 class TokenizerError(LMError):
@@ -98,6 +116,22 @@ class BPETokenizer:
         self.merges: list[tuple[int, int]] = []
         self.special_tokens: dict[str, int] = {}
         self.pattern = PATTERN
+        # A pretrained vocabulary (None: the layout above, bytes then merges then specials).
+        self.vocab: list[bytes] | None = None
+        self.added_tokens: dict[str, int] = {}  # non-special added tokens, always matched
+        # token text -> (lstrip, rstrip, normalized), HF added-token options (absent: all False)
+        self.token_options: dict[str, tuple[bool, bool, bool]] = {}
+        self.pretokenizer: tuple[str, ...] | None = None  # steps for `Splitter`; None: `pattern`
+        self.special_match = "leftmost_longest"
+        self.ignore_merges = False  # a chunk that is itself a token is that token (Llama 3)
+        self.missing_bytes = "skip"  # a byte without a token: "skip" (HF) or "block" (llama.cpp)
+        self.normalizer: str | None = None
+        self.bos_id: int | None = None
+        self.eos_id: int | None = None
+        self.end_of_turn_id: int | None = None
+        self.pad_id: int | None = None
+        self.add_bos = False
+        self.chat_template: str | None = None
         self._build()
 
     # ----------------------------------------------------------------------------- training
@@ -152,18 +186,34 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids: 256 bytes + merges + special tokens (the model's embedding rows)."""
+        """Number of ids (the model's embedding rows): 256 bytes + merges + special tokens, or
+        the length of a pretrained vocabulary."""
+        if self.vocab is not None:
+            return len(self.vocab)
         return N_BYTES + len(self.merges) + len(self.special_tokens)
 
     @property
     def eot_id(self) -> int:
-        """Id of "<|endoftext|>", the document separator."""
+        """Id of "<|endoftext|>", the document separator (a pretrained vocabulary without it:
+        its end-of-sequence id)."""
         try:
             return self.special_tokens[EOT]
         except KeyError:
+            if self.eos_id is not None:
+                return self.eos_id
             raise TokenizerError(
                 f"this tokenizer has no {EOT} token; train it with special_tokens including it"
             ) from None
+
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """Ids that end a generated answer: end of sequence and end of turn, where known."""
+        return frozenset(i for i in (self.eos_id, self.end_of_turn_id) if i is not None)
+
+    def token_id(self, text: str) -> int | None:
+        """The id of a special or added token given by its text, or None."""
+        found = self.special_tokens.get(text)
+        return found if found is not None else self.added_tokens.get(text)
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one id stands for (a special token's are its UTF-8 text)."""
@@ -171,21 +221,37 @@ class BPETokenizer:
 
     # ----------------------------------------------------------------------------- encoding
 
-    def encode(self, text: str, allowed_special: str | Iterable[str] = "none") -> list[int]:
+    def encode(
+        self, text: str, allowed_special: str | Iterable[str] = "none", add_bos: bool = False
+    ) -> list[int]:
         """Token ids for `text`.
 
         `allowed_special`: "none" (default: special-token text is plain text), "all", a set of
         special token strings to recognise, or "none_raise" (raise if any appears).
+        `add_bos`: put the beginning-of-sequence id first (a pretrained vocabulary's `bos_id`).
         """
         if not isinstance(text, str):
             raise TokenizerError(f"encode expects str, got {type(text).__name__}")
-        special_re = self._special_re_for(allowed_special, text)
+        allowed = self._allowed_set(allowed_special, text)
         try:
+            if self._partitions is not None:
+                ids = _ids(self._encode_vocab(text, allowed))
+                return self._bos(ids, add_bos)
+            special_re = special_pattern(allowed) if allowed else None
             if special_re is None:
-                return _ids("".join(map(self._cache_get, self._chunk_re.findall(text))))
-            return _ids(self._encode_with_specials(text, special_re))
+                ids = _ids("".join(map(self._cache_get, self._split(text))))
+            else:
+                ids = _ids(self._encode_with_specials(text, special_re))
         except UnicodeEncodeError:
             raise _surrogate_error(text) from None
+        return self._bos(ids, add_bos)
+
+    def _bos(self, ids: list[int], add_bos: bool) -> list[int]:
+        if add_bos:
+            if self.bos_id is None:
+                raise TokenizerError("add_bos=True but this tokenizer has no beginning-of-sequence token")
+            ids.insert(0, self.bos_id)
+        return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """`encode(text)` with every special-token text treated as plain text."""
@@ -197,8 +263,26 @@ class BPETokenizer:
         """`[encode(t) for t in texts]`; the chunk cache is shared across the batch."""
         return [self.encode(t, allowed_special) for t in texts]
 
+    def _encode_vocab(self, text: str, allowed: frozenset[str]) -> str:
+        """Token string for a pretrained vocabulary: added/special tokens, normalizer, split."""
+        first, second = self._partitions(allowed)
+        split, get, normalize = self._split, self._cache_get, self._normalize
+        pieces = []
+        for segment in first(text):
+            if type(segment) is int:
+                pieces.append(chr(segment))
+                continue
+            if normalize is not None:
+                segment = normalize(segment)
+            for part in second(segment) if second is not None else (segment,):
+                if type(part) is int:
+                    pieces.append(chr(part))
+                else:
+                    pieces.append("".join(map(get, split(part))))
+        return "".join(pieces)
+
     def _encode_with_specials(self, text: str, special_re: re.Pattern[str]) -> str:
-        findall, get = self._chunk_re.findall, self._cache_get
+        findall, get = self._split, self._cache_get
         pieces = []
         for j, part in enumerate(special_re.split(text)):
             if j % 2:  # split() with a group puts each matched special token at odd positions
@@ -207,12 +291,13 @@ class BPETokenizer:
                 pieces.append("".join(map(get, findall(part))))
         return "".join(pieces)
 
-    def _special_re_for(self, allowed: str | Iterable[str], text: str) -> re.Pattern[str] | None:
+    def _allowed_set(self, allowed: str | Iterable[str], text: str) -> frozenset[str]:
+        """The special tokens to recognise in `text`, checking `allowed_special`."""
         if isinstance(allowed, str):
             if allowed == "none":
-                return None
+                return frozenset()
             if allowed == "all":
-                return special_pattern(self.special_tokens)
+                return frozenset(self.special_tokens)
             if allowed == "none_raise":
                 found = special_pattern(self.special_tokens)
                 match = found.search(text) if found is not None else None
@@ -222,7 +307,7 @@ class BPETokenizer:
                         f"{match.start()}; pass allowed_special='all' to encode it as that "
                         "token, or allowed_special='none' to encode it as plain text"
                     )
-                return None
+                return frozenset()
             raise TokenizerError(
                 f"allowed_special must be 'none', 'all', 'none_raise' or a set of special "
                 f"tokens, got {allowed!r}"
@@ -243,14 +328,23 @@ class BPETokenizer:
                 f"allowed_special names token(s) this tokenizer does not have: {unknown}; "
                 f"its special tokens are {sorted(self.special_tokens)}"
             )
-        return special_pattern(allowed)
+        return frozenset(allowed)
 
     def _bpe(self, chunk: str) -> str:
         """The token string of one chunk (`chr(id)` per token)."""
-        tokens = chunk.encode("utf-8").decode("latin-1")
-        if len(tokens) > LONG_CHUNK:
-            return _bpe_long(tokens, self._merged_of)
-        return _bpe_short(tokens, self._merged_of, self._pair_of)
+        raw = chunk.encode("utf-8")
+        if self._whole is not None:
+            whole = self._whole.get(raw)
+            if whole is not None:
+                return chr(whole)
+        tokens = raw.decode("latin-1")
+        if self._byte_table is not None:
+            tokens = tokens.translate(self._byte_table)
+        if len(tokens) > LONG_CHUNK or self._heap_only:
+            tokens = _bpe_long(tokens, self._merged_of, self._result_of)
+        else:
+            tokens = _bpe_short(tokens, self._merged_of, self._pair_of, self._result_of)
+        return tokens.replace(_GAP_CHAR, "") if _GAP_CHAR in tokens else tokens
 
     # ----------------------------------------------------------------------------- decoding
 
@@ -389,24 +483,109 @@ class BPETokenizer:
     # ----------------------------------------------------------------------------- internals
 
     def _build(self) -> None:
-        """Derive the lookup tables from `merges`, `special_tokens` and `pattern`."""
-        bytes_of: dict[int, bytes] = {i: bytes([i]) for i in range(N_BYTES)}
+        """Derive the lookup tables from the fields above.
+
+        Merging works on strings of `chr(id)`. `_merged_of` maps a pair (two such characters) to
+        a character that orders like the merge's rank, `_result_of` that character to the merged
+        token, `_pair_of` back to the pair. For a tokenizer trained here the rank character and
+        the merged token coincide (merge i makes id 256 + i).
+        """
         merged_of: dict[str, str] = {}
         pair_of: dict[str, str] = {}
-        for i, (a, b) in enumerate(self.merges):
-            new = N_BYTES + i
-            bytes_of[new] = bytes_of[a] + bytes_of[b]
-            pair = chr(a) + chr(b)
-            merged_of[pair] = chr(new)
-            pair_of[chr(new)] = pair
-        for token, token_id in self.special_tokens.items():
-            bytes_of[token_id] = token.encode("utf-8")
+        result_of: dict[str, str] = {}
+        self._whole: dict[bytes, int] | None = None
+        self._byte_table: dict[int, int] | None = None
+        self._heap_only = False
+        if self.vocab is None:
+            bytes_of: dict[int, bytes] = {i: bytes([i]) for i in range(N_BYTES)}
+            for i, (a, b) in enumerate(self.merges):
+                new = N_BYTES + i
+                bytes_of[new] = bytes_of[a] + bytes_of[b]
+                pair = chr(a) + chr(b)
+                merged_of[pair] = result_of[chr(new)] = chr(new)
+                pair_of[chr(new)] = pair
+            for token, token_id in self.special_tokens.items():
+                bytes_of[token_id] = token.encode("utf-8")
+            self._split = re.compile(self.pattern).findall
+            self._partitions = None
+        else:
+            bytes_of = dict(enumerate(self.vocab))
+            id_of = self._mergeable_ids()
+            if len(self.vocab) >= MAX_VOCAB - 1:
+                raise TokenizerError(f"a vocabulary of {len(self.vocab)} tokens is too large")
+            # A byte without a token (SmolLM2 has none for 0x04, 0xF1, ...) is dropped, as both
+            # references do; HF drops it before merging (its neighbours can merge), llama.cpp
+            # after (it keeps them apart).
+            gap = None if self.missing_bytes == "skip" else _GAP
+            self._byte_table = {b: id_of.get(bytes([b]), gap) for b in range(N_BYTES)}
+            produced: dict[int, int] = {}  # token id -> highest rank of a merge that makes it
+            for rank, (a, b) in enumerate(self.merges):
+                new = id_of.get(bytes_of[a] + bytes_of[b])
+                if new is None:
+                    raise TokenizerError(
+                        f"merge {rank} ({bytes_of[a]!r} + {bytes_of[b]!r}) makes a token that is not "
+                        "in the vocabulary; this vocabulary is not supported"
+                    )
+                key = chr(rank)
+                merged_of[chr(a) + chr(b)] = key
+                pair_of[key] = chr(a) + chr(b)
+                result_of[key] = chr(new)
+                produced[new] = rank
+            # Merging every occurrence of the best pair at once (`_bpe_short`) equals the
+            # reference's one-at-a-time order only if no merge can use a token made by a merge of
+            # equal or later rank; a vocabulary that breaks this is always merged one at a time.
+            self._heap_only = any(
+                produced.get(a, -1) >= rank or produced.get(b, -1) >= rank
+                for rank, (a, b) in enumerate(self.merges)
+            )
+            if self.ignore_merges:
+                self._whole = id_of
+            try:
+                self._split = Splitter(self.pretokenizer or ()).__call__
+            except PatternError as exc:
+                raise TokenizerError(f"unsupported pre-tokenizer: {exc}") from None
+            self._partitions = lru_cache(maxsize=16)(self._make_partitions)
+        self._normalize = (
+            None if self.normalizer is None else partial(unicodedata.normalize, self.normalizer)
+        )
         self._bytes_of = bytes_of
         self._merged_of = merged_of
         self._pair_of = pair_of
+        self._result_of = result_of
         self._chunk_re = re.compile(self.pattern)
         self._cache = _ChunkCache(self._bpe)
         self._cache_get = self._cache.__getitem__
+
+    def _mergeable_ids(self) -> dict[bytes, int]:
+        """bytes -> id of every token BPE can produce (added and special tokens are not merged
+        into, unless they also are ordinary tokens)."""
+        assert self.vocab is not None
+        extra = set(self.special_tokens.values()) | set(self.added_tokens.values())
+        id_of: dict[bytes, int] = {}
+        for i, raw in enumerate(self.vocab):
+            if i not in extra:
+                id_of.setdefault(raw, i)
+        for i in sorted(extra):
+            id_of.setdefault(self.vocab[i], i)
+        return id_of
+
+    def _make_partitions(self, allowed: frozenset[str]) -> tuple[Callable, Callable | None]:
+        """The two passes that cut added tokens out of text before the split.
+
+        First pass: the tokens matched on the raw text (special tokens, and with HF the added
+        tokens marked not `normalized`); second pass, on normalized text: the rest (HF). llama.cpp
+        has a single pass over every allowed special token and every user-defined token.
+        """
+        tokens = {t: i for t, i in self.special_tokens.items() if t in allowed}
+        tokens.update(self.added_tokens)
+        if self.special_match == "longest_first":
+            return _Partition(tokens, self.token_options, longest_first=True), None
+        raw = {t: i for t, i in tokens.items() if not self.token_options.get(t, (0, 0, 0))[2]}
+        normalized = {t: i for t, i in tokens.items() if t not in raw}
+        return (
+            _Partition(raw, self.token_options, longest_first=False),
+            _Partition(normalized, self.token_options, longest_first=False) if normalized else None,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -415,14 +594,16 @@ class BPETokenizer:
         )
 
 
-def _bpe_short(tokens: str, merged_of: dict[str, str], pair_of: dict[str, str]) -> str:
+def _bpe_short(
+    tokens: str, merged_of: dict[str, str], pair_of: dict[str, str], result_of: dict[str, str]
+) -> str:
     """Apply merges by rank to `tokens` (one char per id), rescanning the chunk each round.
 
-    A merge's new id is its rank + 256, so `min` over the result characters of the pairs
-    present picks the earliest-learned merge; `str.replace` then merges all its occurrences.
-    Fastest for the short chunks text is made of, but quadratic in the chunk's length.
+    `merged_of` gives a pair's rank character, so `min` over the pairs present picks the
+    earliest-learned merge; `str.replace` then merges all its occurrences. Fastest for the
+    short chunks text is made of, but quadratic in the chunk's length.
 
-    >>> _bpe_short("aaab", {"aa": "Z", "Za": "Y"}, {"Z": "aa", "Y": "Za"})
+    >>> _bpe_short("aaab", {"aa": "Z", "Za": "Y"}, {"Z": "aa", "Y": "Za"}, {"Z": "Z", "Y": "Y"})
     'Yb'
     """
     while len(tokens) > 1:
@@ -432,19 +613,21 @@ def _bpe_short(tokens: str, merged_of: dict[str, str], pair_of: dict[str, str]) 
         )
         if best is None:
             break
-        tokens = tokens.replace(pair_of[best], best)
+        tokens = tokens.replace(pair_of[best], result_of[best])
     return tokens
 
 
-def _bpe_long(tokens: str, merged_of: dict[str, str]) -> str:
+def _bpe_long(tokens: str, merged_of: dict[str, str], result_of: dict[str, str]) -> str:
     """BPE in O(n log n) for a long chunk: a heap of (rank, position) over a linked list.
 
-    Taking the lowest rank first and, among equal ranks, the leftmost position gives the same
-    result as replacing every occurrence of the best pair left to right (`_bpe_short`): a merge
-    creates only pairs that hold the new, higher-ranked token, so the remaining occurrences of the
-    best pair are still the best, and leftmost-first is `str.replace`'s non-overlapping order.
+    This is the reference implementations' order (lowest rank first, leftmost among equal
+    ranks). For merges where every token a merge uses was made by earlier merges only, it gives
+    the same result as replacing every occurrence of the best pair left to right
+    (`_bpe_short`): a merge creates only pairs that hold the new, later-ranked token, so the
+    remaining occurrences of the best pair are still the best, and leftmost-first is
+    `str.replace`'s non-overlapping order.
 
-    >>> _bpe_long("aaab", {"aa": "Z", "Za": "Y"})  # aa first, then Za
+    >>> _bpe_long("aaab", {"aa": "Z", "Za": "Y"}, {"Z": "Z", "Y": "Y"})  # aa first, then Za
     'Yb'
     """
     symbols: list[str | None] = list(tokens)
@@ -452,18 +635,18 @@ def _bpe_long(tokens: str, merged_of: dict[str, str]) -> str:
     nxt = list(range(1, n + 1))
     prv = list(range(-1, n - 1))
     heap = [
-        (merged, i)
-        for i, merged in enumerate(map(merged_of.get, map(add, tokens, tokens[1:])))
-        if merged is not None
+        (rank, i)
+        for i, rank in enumerate(map(merged_of.get, map(add, tokens, tokens[1:])))
+        if rank is not None
     ]
-    heapq.heapify(heap)  # a merge's result character orders like its rank
+    heapq.heapify(heap)  # a rank character orders like the rank
     while heap:
-        merged, i = heapq.heappop(heap)
+        rank, i = heapq.heappop(heap)
         left = symbols[i]
         j = nxt[i]
-        if left is None or j >= n or merged_of.get(left + symbols[j]) != merged:
+        if left is None or j >= n or merged_of.get(left + symbols[j]) != rank:
             continue  # stale: this pair changed since it was pushed
-        symbols[i] = merged
+        merged = symbols[i] = result_of[rank]
         symbols[j] = None
         k = nxt[i] = nxt[j]
         if k < n:
@@ -477,6 +660,117 @@ def _bpe_long(tokens: str, merged_of: dict[str, str]) -> str:
             if before is not None:
                 heapq.heappush(heap, (before, h))
     return "".join(s for s in symbols if s is not None)
+
+
+class _Partition:
+    """Cuts added/special tokens out of text: `_Partition(tokens, options, mode)(text)` gives a
+    list of `str` (text between tokens, never empty) and `int` (a token's id).
+
+    `longest_first` (llama.cpp): every occurrence of the longest token (in UTF-8 bytes; equal
+    lengths by id) is cut out first, then the next token in what is left, and so on.
+    Otherwise (HF `tokenizers`): leftmost-longest; a token with `lstrip`/`rstrip` also takes
+    the White_Space next to it on that side.
+    """
+
+    def __init__(
+        self, tokens: dict[str, int], options: dict[str, tuple[bool, bool, bool]], longest_first: bool
+    ) -> None:
+        ordered = sorted(tokens, key=lambda t: (-len(t.encode("utf-8")), tokens[t]))
+        self._tokens = tokens
+        self._order = ordered
+        self._longest_first = longest_first
+        if not ordered:
+            self._any = None
+            return
+        self._any = re.compile("|".join(map(re.escape, ordered)))
+        if not longest_first:
+            from lm.pretokenize import WHITE_SPACE
+
+            ws = "[" + re.escape(WHITE_SPACE) + "]*"
+            parts = []
+            self._group_ids = [0]
+            for t in ordered:
+                lstrip, rstrip, _ = options.get(t, (False, False, False))
+                parts.append(f"{ws if lstrip else ''}({re.escape(t)}){ws if rstrip else ''}")
+                self._group_ids.append(tokens[t])
+            self._regex = re.compile("|".join(parts))
+
+    def __call__(self, text: str) -> list[str | int]:
+        if self._any is None or self._any.search(text) is None:
+            return [text] if text else []
+        if not self._longest_first:
+            out: list[str | int] = []
+            at = 0
+            for m in self._regex.finditer(text):
+                if m.start() > at:
+                    out.append(text[at : m.start()])
+                out.append(self._group_ids[m.lastindex])
+                at = m.end()
+            if at < len(text):
+                out.append(text[at:])
+            return out
+        fragments: list[str | int] = [text]
+        for token in self._order:
+            if not any(type(f) is str and token in f for f in fragments):
+                continue
+            token_id = self._tokens[token]
+            cut: list[str | int] = []
+            for f in fragments:
+                if type(f) is str and token in f:
+                    for j, part in enumerate(f.split(token)):
+                        if j:
+                            cut.append(token_id)
+                        if part:
+                            cut.append(part)
+                else:
+                    cut.append(f)
+            fragments = cut
+        return fragments
+
+
+@lru_cache(maxsize=1)
+def byte_level_alphabet() -> tuple[str, ...]:
+    """The printable character that stands for each byte in byte-level BPE vocabularies (GPT-2's
+    convention, used by HF `tokenizers` and GGUF files): printable Latin-1 bytes stand for
+    themselves, the other 68 bytes for U+0100 onwards, in byte order.
+
+    >>> byte_level_alphabet()[ord(" ")], byte_level_alphabet()[ord("a")], byte_level_alphabet()[0]
+    ('Ġ', 'a', 'Ā')
+    """
+    shifted = 0
+    out = []
+    for b in range(N_BYTES):
+        if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF:
+            out.append(chr(b))
+        else:
+            out.append(chr(N_BYTES + shifted))
+            shifted += 1
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _byte_level_decoding() -> dict[str, int]:
+    return {c: b for b, c in enumerate(byte_level_alphabet())}
+
+
+def byte_level_decode(text: str) -> bytes | None:
+    """The bytes a byte-level token string stands for, or None if it is not one."""
+    table = _byte_level_decoding()
+    try:
+        return bytes(table[c] for c in text)
+    except KeyError:
+        return None
+
+
+def byte_level_encode(raw: bytes) -> str:
+    """`byte_level_decode`'s inverse."""
+    alphabet = byte_level_alphabet()
+    return "".join(alphabet[b] for b in raw)
+
+
+def _in_utf8(byte: int) -> bool:
+    """Whether a byte can occur in valid UTF-8 (0xC0, 0xC1 and 0xF5..0xFF never do)."""
+    return byte < 0xC0 or 0xC2 <= byte <= 0xF4
 
 
 def _check_specials(special_tokens: Iterable[str]) -> tuple[str, ...]:

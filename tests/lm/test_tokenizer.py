@@ -368,7 +368,9 @@ def test_long_chunk_merging_equals_rescan_merging(small_alphabet_tok, text):
     tok = small_alphabet_tok
     assert len(tok.merges) > 100
     tokens = text.encode("utf-8").decode("latin-1")
-    assert _bpe_long(tokens, tok._merged_of) == _bpe_short(tokens, tok._merged_of, tok._pair_of)
+    assert _bpe_long(tokens, tok._merged_of, tok._result_of) == _bpe_short(
+        tokens, tok._merged_of, tok._pair_of, tok._result_of
+    )
 
 
 def test_long_chunks_encode_in_reasonable_time(tok):
