@@ -1,0 +1,302 @@
+"""The TissLang language server: pygls wiring, the document store, debounced diagnostics.
+
+Every feature handler goes through ``_guarded``: an internal error is logged to the client
+(``window/logMessage`` with the traceback) and the request gets an empty answer, so one bad
+input never takes the server down. Analyses run in one worker thread, so a large file being
+parsed does not stop the server from reading messages; each analysis belongs to a document
+version and is published only while that version is current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
+
+from runtime.lsp import completion, features, hover
+from runtime.lsp.document import Analysis
+from runtime.lsp.text import Text
+
+DEBOUNCE_SECONDS = 0.2
+"""How long typing must pause before a change is analysed and its diagnostics published."""
+
+
+class _Document:
+    __slots__ = ("uri", "text", "version", "analysis", "pending")
+
+    def __init__(self, uri: str, text: Text, version: int | None) -> None:
+        self.uri = uri
+        self.text = text
+        self.version = version
+        self.analysis: Analysis | None = None  # for `version`, once computed
+        self.pending: asyncio.Task | None = None
+
+
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol without its own copy of open documents: ``TissServer.documents`` keeps
+    them (see ``text.py`` for why); open, change and close go straight to our handlers."""
+
+    def _to_handler(self, method: str, params):
+        handler = self.fm.features.get(method)
+        if handler is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        yield from self._to_handler(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        yield from self._to_handler(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        yield from self._to_handler(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+
+class TissServer(LanguageServer):
+    def __init__(self) -> None:
+        from runtime.cli import _version
+
+        super().__init__("tiss-lsp", _version(), protocol_cls=_Protocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.documents: dict[str, _Document] = {}
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiss-analysis")
+
+    # --- documents ------------------------------------------------------------------------
+
+    def units(self) -> Callable[[str], int]:
+        return self.workspace.position_codec.client_num_units
+
+    def document(self, uri: str) -> _Document | None:
+        return self.documents.get(uri)
+
+    def analysis(self, uri: str) -> Analysis | None:
+        """The analysis of the document's current version, computed now if need be."""
+        doc = self.documents.get(uri)
+        if doc is None:
+            return None
+        if doc.analysis is None or doc.analysis.text is not doc.text:
+            doc.analysis = Analysis(doc.text, _filename(uri))
+        return doc.analysis
+
+    def log(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
+        try:
+            self.window_log_message(types.LogMessageParams(type=kind, message=message))
+        except Exception:  # noqa: BLE001 - the client went away; stderr is all that is left
+            logging.getLogger(__name__).exception("could not log to the client")
+
+    async def publish(self, uri: str, delay: float) -> None:
+        """Analyse the document after ``delay`` seconds and publish its diagnostics."""
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            doc = self.documents.get(uri)
+            if doc is None:
+                return
+            text, version = doc.text, doc.version
+            loop = asyncio.get_running_loop()
+            analysis = await loop.run_in_executor(self.worker, Analysis, text, _filename(uri))
+            if self.documents.get(uri) is not doc or doc.text is not text:
+                return  # edited again meanwhile: that edit publishes
+            doc.analysis = analysis
+            self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+                uri=uri, version=version, diagnostics=features.diagnostics(analysis)))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - log it, keep serving
+            self.log(f"tiss lsp: internal error while checking {uri}:\n{traceback.format_exc()}")
+
+    def schedule(self, uri: str, delay: float) -> None:
+        doc = self.documents[uri]
+        if doc.pending is not None and not doc.pending.done():
+            doc.pending.cancel()
+        doc.pending = asyncio.get_running_loop().create_task(self.publish(uri, delay))
+
+
+def _filename(uri: str) -> str:
+    path = to_fs_path(uri)
+    return path if path else uri
+
+
+def _guarded(default: Any = None):
+    """Run a handler; on an unexpected error log the traceback to the client and answer
+    ``default``. Protocol errors (a refused rename) go back to the client as errors."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        def run(ls: TissServer, params):
+            try:
+                return handler(ls, params)
+            except JsonRpcException:
+                raise
+            except Exception:  # noqa: BLE001 - one bad request must not end the server
+                ls.log(f"tiss lsp: internal error in {handler.__name__}:\n{traceback.format_exc()}")
+                return default
+
+        return run
+
+    return wrap
+
+
+def create_server() -> TissServer:
+    server = TissServer()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    @_guarded()
+    def did_open(ls: TissServer, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        ls.documents[item.uri] = _Document(item.uri, Text(item.text, ls.units()), item.version)
+        ls.schedule(item.uri, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    @_guarded()
+    def did_change(ls: TissServer, params: types.DidChangeTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        doc = ls.documents.get(uri)
+        if doc is None:
+            return
+        text = doc.text
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                start, end = change.range.start, change.range.end
+                text = text.apply((start.line, start.character), (end.line, end.character),
+                                  change.text)
+            else:
+                text = Text(change.text, ls.units())
+        doc.text, doc.version, doc.analysis = text, params.text_document.version, None
+        ls.schedule(uri, DEBOUNCE_SECONDS)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    @_guarded()
+    def did_close(ls: TissServer, params: types.DidCloseTextDocumentParams) -> None:
+        doc = ls.documents.pop(params.text_document.uri, None)
+        if doc is not None and doc.pending is not None:
+            doc.pending.cancel()
+        ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+
+    @server.feature(types.TEXT_DOCUMENT_FORMATTING)
+    @_guarded(default=[])
+    def formatting(ls: TissServer, params: types.DocumentFormattingParams):
+        analysis = ls.analysis(params.text_document.uri)
+        return features.formatting(analysis) if analysis else []
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    @_guarded(default=[])
+    def document_symbol(ls: TissServer, params: types.DocumentSymbolParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return []
+        caps = ls.client_capabilities.text_document
+        hierarchical = bool(caps and caps.document_symbol and
+                            caps.document_symbol.hierarchical_document_symbol_support)
+        return features.document_symbols(analysis, params.text_document.uri, hierarchical)
+
+    @server.feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
+    @_guarded(default=[])
+    def folding_range(ls: TissServer, params: types.FoldingRangeParams):
+        analysis = ls.analysis(params.text_document.uri)
+        return features.folding_ranges(analysis) if analysis else []
+
+    @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL, features.LEGEND)
+    @_guarded(default=types.SemanticTokens(data=[]))
+    def semantic_tokens(ls: TissServer, params: types.SemanticTokensParams):
+        analysis = ls.analysis(params.text_document.uri)
+        return features.semantic_tokens(analysis) if analysis else types.SemanticTokens(data=[])
+
+    @server.feature(types.TEXT_DOCUMENT_DEFINITION)
+    @_guarded(default=[])
+    def definition(ls: TissServer, params: types.DefinitionParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return []
+        pos = features.server_pos(analysis, params.position)
+        return features.definition(analysis, params.text_document.uri, pos)
+
+    @server.feature(types.TEXT_DOCUMENT_REFERENCES)
+    @_guarded(default=[])
+    def references(ls: TissServer, params: types.ReferenceParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return []
+        pos = features.server_pos(analysis, params.position)
+        return features.references(analysis, params.text_document.uri, pos,
+                                   params.context.include_declaration)
+
+    @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
+    @_guarded()
+    def prepare_rename(ls: TissServer, params: types.PrepareRenameParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return None
+        return features.prepare_rename(analysis, features.server_pos(analysis, params.position))
+
+    @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
+    @_guarded()
+    def rename(ls: TissServer, params: types.RenameParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return None
+        pos = features.server_pos(analysis, params.position)
+        try:
+            return features.rename(analysis, params.text_document.uri, pos, params.new_name)
+        except features.RenameError as exc:
+            raise JsonRpcInvalidParams(str(exc)) from None
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    @_guarded()
+    def on_hover(ls: TissServer, params: types.HoverParams):
+        analysis = ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return None
+        return hover.hover(analysis, features.server_pos(analysis, params.position))
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                    types.CompletionOptions(trigger_characters=["@", ".", "/", '"', "{"]))
+    @_guarded(default=[])
+    def on_completion(ls: TissServer, params: types.CompletionParams):
+        uri = params.text_document.uri
+        analysis = ls.analysis(uri)
+        if analysis is None:
+            return []
+        caps = ls.client_capabilities.text_document
+        item_caps = caps.completion.completion_item if caps and caps.completion else None
+        snippets = bool(item_caps and item_caps.snippet_support)
+        pos = features.server_pos(analysis, params.position)
+        return completion.complete(analysis, pos, _workspace_root(ls, uri), snippets)
+
+    return server
+
+
+def _workspace_root(ls: TissServer, uri: str) -> Path:
+    """The folder scripts run in for path completion: the workspace folder holding the file,
+    else the file's own directory."""
+    path = to_fs_path(uri)
+    here = Path(path).parent if path else Path.cwd()
+    for folder in (ls.workspace.folders or {}).values():
+        root = to_fs_path(folder.uri)
+        if root and (here == Path(root) or Path(root) in here.parents):
+            return Path(root)
+    if ls.workspace.root_path:
+        root = Path(ls.workspace.root_path)
+        if root == here or root in here.parents:
+            return root
+    return here
+
+
+def serve() -> int:
+    """Serve on stdin/stdout until the client says exit."""
+    create_server().start_io()
+    return 0

@@ -1,0 +1,228 @@
+"""Helpers for tools that read scripts while they are being written (editors, the language server).
+
+``parse`` is all or nothing; an editor wants the most it can get from a file that is half typed:
+
+- ``parse_tolerant(source)``: the tree when the source parses; otherwise the syntax error *and*
+  the tree of what parsed before it (the lines above the error, with the blocks still open there
+  closed), so an outline and completion keep working while one line is broken.
+- ``variable_sites(program, lines)``: every place a variable is set (the statements whose
+  table entry says so: ``VAR name``, ``READ ... AS name``, ``PROMPT_AGENT ... INTO name``) or read (a reference, also inside
+  ``{{ }}`` in strings and heredocs), with the exact span of the name -- what go to definition,
+  find references and rename need.
+- ``node_at(program, line, column)``: the innermost node that starts at a position (how a tool
+  finds what a ``Diagnostic`` is about).
+- ``BUILTIN_DOCS``: what each built-in reference and field holds, for hover help.
+
+Only the standard library and lark, like the rest of ``tisslang``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import ast, statements
+from .errors import TissSyntaxError
+from .parser import parse
+from .statements import walk
+
+# Attempts at re-parsing a shorter prefix after a syntax error: each one cuts above the error the
+# previous attempt met, so a few are enough for the common cases and the cost stays bounded on
+# large files.
+_PREFIX_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class Tolerant:
+    """The outcome of ``parse_tolerant``: ``program`` when the whole source parses, else
+    ``error`` and ``partial`` (the tree of the first ``partial_lines`` lines, or None). Spans in
+    ``partial`` that reach past those lines end at a ``}`` that was added to close a block."""
+
+    program: ast.Program | None
+    error: TissSyntaxError | None
+    partial: ast.Program | None
+    partial_lines: int = 0
+
+    @property
+    def best(self) -> ast.Program | None:
+        """The whole tree when there is one, else the partial one (or None)."""
+        return self.program if self.program is not None else self.partial
+
+
+def parse_tolerant(source: str, filename: str = "<string>") -> Tolerant:
+    """Parse ``source``; on a syntax error also parse what came before the error line.
+
+    The prefix is the lines above the error plus one ``}`` for each block still open there
+    (found with the parser's own lexer), so ``STEP "a" { RUN "x"`` followed by a broken line
+    still yields the step. Positions in the partial tree are positions in ``source``.
+    """
+    try:
+        return Tolerant(parse(source, filename), None, None)
+    except TissSyntaxError as exc:
+        error = exc
+    lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    stop = error.line - 1  # keep lines[:stop]
+    for _ in range(_PREFIX_ATTEMPTS):
+        if stop <= 0:
+            break
+        prefix = "\n".join(lines[:stop])
+        opened = _open_braces(prefix)
+        if opened < 0:
+            break
+        try:
+            partial = parse(prefix + "\n}" * opened + "\n", filename)
+            return Tolerant(None, error, partial, stop)
+        except TissSyntaxError as again:
+            stop = min(stop - 1, again.line - 1)
+    return Tolerant(None, error, None)
+
+
+def _open_braces(text: str) -> int:
+    """``{`` minus ``}`` in ``text`` as the grammar's lexer sees them (strings, comments and
+    heredoc bodies do not count); -1 when the text does not even lex."""
+    from lark.exceptions import UnexpectedInput
+    from lark.lexer import LexerThread
+
+    from .parser import _parser
+    from .source import prepare
+
+    try:
+        prepared = prepare(text, "<prefix>")
+        depth = 0
+        for tok in LexerThread.from_text(_parser().parser.lexer, prepared.text).lex(None):
+            if tok.type == "LBRACE":
+                depth += 1
+            elif tok.type == "RBRACE":
+                depth -= 1
+        return max(depth, 0)
+    except (UnexpectedInput, TissSyntaxError):
+        return -1
+
+
+@dataclass(frozen=True)
+class Site:
+    """One occurrence of a variable name: ``definition`` True where it is set.
+
+    ``line``/``column`` .. ``end_line``/``end_column`` span the name only (1-based, end
+    exclusive); for a reference that is its first part (``x`` in ``x.0``).
+    """
+
+    name: str
+    definition: bool
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    node: ast.Node
+
+    def contains(self, line: int, column: int) -> bool:
+        return self.line == line and self.column <= column <= self.end_column
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def variable_sites(program: ast.Program, lines: list[str]) -> list[Site]:
+    """Every definition and reference of a variable in ``program``, in source order.
+
+    ``lines`` are the source lines (``source.split("\\n")`` after newline normalisation); they
+    give the position of the name in ``VAR name = ...``, which the tree does not keep.
+    """
+    sites: list[Site] = []
+    for node in walk(program):
+        if isinstance(node, ast.Ref):
+            head = node.parts[0]
+            column = node.column
+            text = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
+            if text.startswith("{{", column - 1):
+                # An interpolation's span starts at its braces: the name follows them.
+                column = _skip_blanks(text, column + 1) + 1
+            if text[column - 1:column - 1 + len(head)] != head:
+                continue  # a tree built by hand, or positions from other text
+            sites.append(Site(head, False, node.line, column, node.line, column + len(head), node))
+            continue
+        name = _target(node)
+        if name is None:
+            continue
+        # The name either follows the keyword (VAR name = ...) or ends the statement
+        # (READ ... AS name, PROMPT_AGENT ... INTO name); blanks are all the grammar skips.
+        keyword = statements.BY_NODE[type(node)].keyword
+        text = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
+        match = _IDENT.match(text, _skip_blanks(text, node.column - 1 + len(keyword)))
+        if match is not None and match.group() == name:
+            column = match.start() + 1
+            sites.append(Site(name, True, node.line, column, node.line, column + len(name), node))
+            continue
+        text = lines[node.end_line - 1] if 0 < node.end_line <= len(lines) else ""
+        if text[node.end_column - 1 - len(name):node.end_column - 1] == name:
+            sites.append(Site(name, True, node.end_line, node.end_column - len(name),
+                              node.end_line, node.end_column, node))
+    sites.sort(key=lambda s: (s.line, s.column))
+    return sites
+
+
+def _skip_blanks(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t":
+        index += 1
+    return index
+
+
+def _target(node: ast.Node) -> str | None:
+    """The variable a statement sets (its table entry's ``sets`` field), if any."""
+    spec = statements.BY_NODE.get(type(node))
+    for name in spec.sets if spec is not None else ():
+        value = getattr(node, name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def node_at(program: ast.Program, line: int, column: int) -> ast.Node | None:
+    """The innermost node that starts at ``line``:``column`` (None when none does)."""
+    best: ast.Node | None = None
+    for node in walk(program):
+        if node.line == line and node.column == column and node is not program:
+            if best is None or (node.end_line, node.end_column) <= (best.end_line, best.end_column):
+                best = node
+    return best
+
+
+BUILTIN_DOCS: dict[str, tuple[str, dict[str, str]]] = {
+    "LAST_RUN": ("the last RUN (in this block of a PARALLEL: this child's)", {
+        "EXIT_CODE": "the command's exit status (128 + N when killed by signal N)",
+        "STDOUT": "what the command printed, trailing newlines removed",
+        "STDERR": "what the command printed to stderr, trailing newlines removed",
+        "EXECUTION_TIME": "how long the command ran, in seconds",
+        "COMMAND": "the command as it ran, interpolations filled in",
+        "TIMED_OUT": "true when the command was killed at its timeout",
+        "STDOUT_TRUNCATED": "true when stdout was cut at the capture cap",
+        "STDERR_TRUNCATED": "true when stderr was cut at the capture cap",
+    }),
+    "LAST_ERROR": ("the failure a CATCH block is handling", {
+        "MESSAGE": "the failure's message",
+        "KIND": "what kind of failure it was (an assertion, a missing file, a timeout ...)",
+        "LINE": "the script line where it happened",
+    }),
+    "LAST_PROMPT": ("the last PROMPT_AGENT", {
+        "TEXT": "the model's answer",
+        "PROMPT_TOKENS": "tokens in the prompt",
+        "COMPLETION_TOKENS": "tokens in the answer",
+        "FINISH_REASON": 'why the model stopped ("stop", "length" ...)',
+    }),
+    "LAST_ESTIMATE": ("the cost ESTIMATE_COST computed for its body", {
+        "API_CALLS": "model calls the body would make",
+        "TOKENS": "tokens the body would use",
+        "SECONDS": "seconds the body would take",
+        "UNBOUNDED_RUNS": "RUNs whose time could not be bounded",
+    }),
+    "LAST_REVIEW": ("the last REQUEST_REVIEW or PAUSE", {
+        "APPROVED": "true when the human approved",
+        "COMMENT": "what the human wrote",
+    }),
+    "WORKSPACE": ("the workspace directory the script runs in", {}),
+    "TASK": ("the script's TASK", {"DESCRIPTION": "the TASK's description"}),
+    "STEP": ("the innermost STEP running", {"DESCRIPTION": "the STEP's description"}),
+}
+"""Built-in references: (what the reference is, {field: what it holds}). A test keeps the names
+equal to the checker's list, so hover never describes a field ``tiss check`` would reject."""
