@@ -60,6 +60,22 @@ VERSION = 1  # a tokenizer trained here: bytes, merges, special tokens
 VERSION_VOCAB = 2  # a pretrained vocabulary with its own ids, split, added tokens and chat template
 SPECIAL_MATCH_MODES = ("leftmost_longest", "longest_first")
 NORMALIZERS = ("NFC", "NFD", "NFKC", "NFKD")
+# The version-2 fields and their values in a tokenizer trained here.
+_EXTRA_DEFAULTS: dict = {
+    "added_tokens": {},
+    "token_options": {},
+    "pretokenizer": None,
+    "special_match": "leftmost_longest",
+    "missing_bytes": "skip",
+    "ignore_merges": False,
+    "normalizer": None,
+    "bos_id": None,
+    "eos_id": None,
+    "end_of_turn_id": None,
+    "pad_id": None,
+    "add_bos": False,
+    "chat_template": None,
+}
 EOT = "<|endoftext|>"
 FILENAME = "tokenizer.json"
 
@@ -372,16 +388,50 @@ class BPETokenizer:
     # ----------------------------------------------------------------------------- files
 
     def to_dict(self) -> dict:
-        rendered = self._bytes_of
+        """The file's content: version 1 for a tokenizer trained here, version 2 (a superset) for
+        a pretrained vocabulary or once any of the pretrained-model fields is set."""
+        if self.vocab is not None:
+            data = {
+                "format": FORMAT,
+                "version": VERSION_VOCAB,
+                # Token bytes in the byte-level alphabet: printable, one character per byte.
+                "vocab": [byte_level_encode(raw) for raw in self.vocab],
+                "merges": [[a, b] for a, b in self.merges],
+                "special_tokens": dict(self.special_tokens),
+            }
+        else:
+            rendered = self._bytes_of
+            data = {
+                "format": FORMAT,
+                "version": VERSION,
+                "pattern": self.pattern,
+                "merges": [
+                    [a, b, rendered[N_BYTES + i].decode("utf-8", "backslashreplace")]
+                    for i, (a, b) in enumerate(self.merges)
+                ],
+                "special_tokens": dict(self.special_tokens),
+            }
+        extra = self._extra_fields()
+        if self.vocab is not None or any(v != _EXTRA_DEFAULTS[k] for k, v in extra.items()):
+            data["version"] = VERSION_VOCAB
+            data.update(extra)
+        return data
+
+    def _extra_fields(self) -> dict:
         return {
-            "format": FORMAT,
-            "version": VERSION,
-            "pattern": self.pattern,
-            "merges": [
-                [a, b, rendered[N_BYTES + i].decode("utf-8", "backslashreplace")]
-                for i, (a, b) in enumerate(self.merges)
-            ],
-            "special_tokens": dict(self.special_tokens),
+            "added_tokens": dict(self.added_tokens),
+            "token_options": {t: list(o) for t, o in self.token_options.items()},
+            "pretokenizer": None if self.pretokenizer is None else list(self.pretokenizer),
+            "special_match": self.special_match,
+            "missing_bytes": self.missing_bytes,
+            "ignore_merges": self.ignore_merges,
+            "normalizer": self.normalizer,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "end_of_turn_id": self.end_of_turn_id,
+            "pad_id": self.pad_id,
+            "add_bos": self.add_bos,
+            "chat_template": self.chat_template,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -424,6 +474,20 @@ class BPETokenizer:
         return cls.from_dict(data, source=str(source))
 
     @classmethod
+    def from_gguf(cls, reader: object, source: str | None = None) -> BPETokenizer:
+        """The tokenizer in an open `gguf.GGUFReader`'s metadata (`lm.tokenizer_import`)."""
+        from lm.tokenizer_import import tokenizer_from_gguf
+
+        return tokenizer_from_gguf(reader, source)
+
+    @classmethod
+    def from_hf(cls, directory: str | os.PathLike[str]) -> BPETokenizer:
+        """The tokenizer of a Hugging Face model directory (`lm.tokenizer_import`)."""
+        from lm.tokenizer_import import tokenizer_from_hf
+
+        return tokenizer_from_hf(Path(directory))
+
+    @classmethod
     def from_dict(cls, data: object, source: str = "<dict>") -> BPETokenizer:
         """Validate and build from `to_dict()` output; every defect is a `TokenizerError`."""
 
@@ -434,11 +498,13 @@ class BPETokenizer:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise bad(f'expected a JSON object with "format": "{FORMAT}"')
         version = data.get("version")
-        if version != VERSION:
+        if version not in (VERSION, VERSION_VOCAB):
             raise bad(
-                f"format version {version!r}, this program reads version {VERSION}; "
-                "re-train the tokenizer with this version of tiss"
+                f"format version {version!r}, this program reads versions {VERSION} and "
+                f"{VERSION_VOCAB}; re-train the tokenizer with this version of tiss"
             )
+        if version == VERSION_VOCAB and "vocab" in data:
+            return cls._from_vocab_dict(data, bad)
         pattern = data.get("pattern")
         if not isinstance(pattern, str):
             raise bad('"pattern" must be a string')
@@ -477,8 +543,78 @@ class BPETokenizer:
         tok.pattern = pattern
         tok.merges = merges
         tok.special_tokens = dict(sorted(specials.items(), key=lambda kv: kv[1]))
+        if version == VERSION_VOCAB:
+            tok._set_extra_fields(data, bad, vocab_size=tok.vocab_size)
         tok._build()
         return tok
+
+    @classmethod
+    def _from_vocab_dict(cls, data: dict, bad: Callable[[str], TokenizerError]) -> BPETokenizer:
+        texts = data.get("vocab")
+        if not isinstance(texts, list) or not texts or len(texts) >= MAX_VOCAB - 1:
+            raise bad('"vocab" must be a non-empty list of token strings')
+        vocab = []
+        for i, text in enumerate(texts):
+            raw = byte_level_decode(text) if isinstance(text, str) else None
+            if raw is None:
+                raise bad(f"vocab entry {i} is not a byte-level token string")
+            vocab.append(raw)
+        n = len(vocab)
+        merges_raw = data.get("merges")
+        if not isinstance(merges_raw, list) or not all(
+            isinstance(m, list) and len(m) == 2 and all(type(x) is int and 0 <= x < n for x in m)
+            for m in merges_raw
+        ):
+            raise bad(f'"merges" must be a list of [left, right] ids below {n}')
+        specials = data.get("special_tokens")
+        if not isinstance(specials, dict) or not all(
+            isinstance(t, str) and t and type(i) is int and 0 <= i < n for t, i in specials.items()
+        ):
+            raise bad(f'"special_tokens" must be an object {{token: id}} with ids below {n}')
+        tok = cls()
+        tok.vocab = vocab
+        tok.merges = [(a, b) for a, b in merges_raw]
+        tok.special_tokens = dict(specials)
+        tok._set_extra_fields(data, bad, vocab_size=n)
+        try:
+            tok._build()
+        except TokenizerError as exc:
+            raise bad(str(exc)) from None
+        return tok
+
+    def _set_extra_fields(self, data: dict, bad: Callable[[str], TokenizerError], vocab_size: int) -> None:
+        """Read and check the version-2 fields (absent ones keep their defaults)."""
+        def get(key: str, check: Callable[[object], bool], what: str):
+            value = data.get(key, _EXTRA_DEFAULTS[key])
+            if not check(value):
+                raise bad(f'"{key}" must be {what}')
+            return value
+
+        def is_id(v: object) -> bool:
+            return v is None or (type(v) is int and 0 <= v < vocab_size)
+
+        added = get("added_tokens", lambda v: isinstance(v, dict) and all(
+            isinstance(t, str) and t and type(i) is int and 0 <= i < vocab_size for t, i in v.items()),
+            "an object {token: id}")
+        options = get("token_options", lambda v: isinstance(v, dict) and all(
+            isinstance(o, list) and len(o) == 3 and all(isinstance(x, bool) for x in o) for o in v.values()),
+            "an object {token: [lstrip, rstrip, normalized]}")
+        steps = get("pretokenizer", lambda v: v is None or (
+            isinstance(v, list) and all(isinstance(s, str) for s in v)), "null or a list of patterns")
+        self.added_tokens = dict(added)
+        self.token_options = {t: (o[0], o[1], o[2]) for t, o in options.items()}
+        self.pretokenizer = None if steps is None else tuple(steps)
+        self.special_match = get("special_match", lambda v: v in SPECIAL_MATCH_MODES,
+                                 f"one of {list(SPECIAL_MATCH_MODES)}")
+        self.missing_bytes = get("missing_bytes", lambda v: v in ("skip", "block"), '"skip" or "block"')
+        self.ignore_merges = get("ignore_merges", lambda v: isinstance(v, bool), "true or false")
+        self.normalizer = get("normalizer", lambda v: v is None or v in NORMALIZERS,
+                              f"null or one of {list(NORMALIZERS)}")
+        for key in ("bos_id", "eos_id", "end_of_turn_id", "pad_id"):
+            setattr(self, key, get(key, is_id, f"null or a token id below {vocab_size}"))
+        self.add_bos = get("add_bos", lambda v: isinstance(v, bool), "true or false")
+        self.chat_template = get("chat_template", lambda v: v is None or isinstance(v, str),
+                                 "null or a string")
 
     # ----------------------------------------------------------------------------- internals
 
