@@ -307,7 +307,7 @@ def test_load_missing_file(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"format": "other"}', "expected a JSON object"),
-        ('{"format": "quantatissu-bpe", "version": 99}', "version 99, this program reads version 1"),
+        ('{"format": "quantatissu-bpe", "version": 99}', "version 99, this program reads versions 1 and 2"),
         (
             '{"format": "quantatissu-bpe", "version": 1, "pattern": " ", "merges": [[300, 1]], "special_tokens": {}}',
             "merge 0 is",
