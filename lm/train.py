@@ -19,12 +19,17 @@ Speed: a step's batch is split across `threads` data-parallel worker threads (`l
 one per available CPU, at most 8), each with one BLAS thread; `threads=1` runs on one CPU. The
 worker count decides the order in which the shards' gradients are summed, so bit-identical reruns
 and resumes need the same `threads`; any count trains the same model up to float32 rounding.
+
+Across processes: `train(..., distributed="mpi")` under `mpiexec -n N` gives each rank its share of
+every batch and sums the gradients with MPI (`lm.distributed`); the loop makes the same calls on
+`lm.distributed.SOLO` in a single process, so both paths are one loop.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -51,6 +56,7 @@ from lm.data import (
     sample_batch,
 )
 from lm.errors import LMError
+from lm.distributed import SOLO
 from lm.model import Transformer
 from lm.optim import AdamW, clip_grad_norm, cosine_lr
 from lm.parallel import DataParallel
@@ -140,6 +146,7 @@ def train(
     *,
     resume=None,
     threads: int | None = None,
+    distributed: str | None = None,
     stream: TextIO | None = None,
     callback: Callable[[int, dict], None] | None = None,
     **options: Any,
@@ -149,55 +156,109 @@ def train(
     `options` are the `TrainSettings` fields (None or absent means the default). When resuming,
     only `steps` may be given (the new total); any model option that differs from the run's is
     an incompatible-configuration error. `threads` is the number of data-parallel workers (None:
-    one per available CPU, at most 8; see the module docstring). `stream` receives the progress
-    line (default stderr); `callback(step, record)` is called after every step with its metrics
-    record. Running out of memory is a TrainError saying what to lower.
+    one per available CPU, at most 8; see the module docstring). `distributed="mpi"` trains
+    across the ranks of an MPI job, each on its share of every batch with `threads` workers
+    (`lm.distributed`; run under `mpiexec`); rank 0 alone reports and writes. `stream` receives
+    the progress line (default stderr); `callback(step, record)` is called after every step with
+    its metrics record. Running out of memory is a TrainError saying what to lower.
     """
-    with _out_of_memory_explained():
-        stream = sys.stderr if stream is None else stream
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise TrainError(f"--threads must be a positive integer, got {threads!r}")
-        unknown = set(options) - {f.name for f in fields(TrainSettings)}
-        if unknown:
-            raise TypeError(f"train() got unknown options {sorted(unknown)}")
-        given = {k: v for k, v in options.items() if v is not None}
+    stream = sys.stderr if stream is None else stream
+    group = SOLO
+    if distributed is not None:
+        from lm.distributed import connect
+
+        group = connect(distributed)
+        if not group.is_root:
+            stream = _Silent()  # rank 0 alone reports progress
+    with group.guard(), _out_of_memory_explained():
+        given = group.everyone(lambda: _check_arguments(corpus, out, resume, threads, options))
         if resume is not None:
-            if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
-                raise TrainError(
-                    "--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out"
-                )
-            return _resume(Path(resume), given, threads, stream, callback)
-        if corpus is None or out is None:
-            raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
-        if "tokenizer" in given and "vocab_size" in given:
-            raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
-        settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
-        settings.validate()
-        _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
-        run = Path(out)
-        if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
-            raise TrainError(
-                f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
-                "or choose another --out"
-            )
-        _make_dir(run)
-        train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
-        tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
-        _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) "
-                     f"({len(val_files)} held out for validation)")
-        data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
-        check_windows(data.train, settings.seq_len, "training")
+            return _resume(Path(resume), given, threads, stream, callback, group)
+        settings, run = group.everyone(lambda: _new_run(corpus, out, given, group))
+
+        def prepare():  # the writes, on rank 0 alone
+            _make_dir(run)
+            train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
+            tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
+            _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) "
+                         f"({len(val_files)} held out for validation)")
+            data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+            check_windows(data.train, settings.seq_len, "training")
+            try:
+                (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
+            except OSError as exc:
+                raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
+            return tokenizer, data
+
+        prepared = group.root_first(prepare)
+        tokenizer, data = group.everyone(lambda: prepared if group.is_root else _open_prepared(run, tokenizer=True))
         config = _model_config(settings, tokenizer.vocab_size)
         model = Transformer(config, seed=settings.seed)
         opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
         rng = np.random.default_rng(settings.seed)
         _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
                      f"{data.info['train_tokens']:,} training / {data.info['val_tokens']:,} validation tokens")
-        try:
-            (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
-        except OSError as exc:
-            raise TrainError(f"cannot write {run / METRICS_FILE}: {exc.strerror or exc}") from None
-        return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback)
+        return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback, group)
+
+
+def _check_arguments(corpus, out, resume, threads, options: dict) -> dict:
+    """The options given (not None), checked for what needs no file: the same on every rank."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TrainError(f"--threads must be a positive integer, got {threads!r}")
+    unknown = set(options) - {f.name for f in fields(TrainSettings)}
+    if unknown:
+        raise TypeError(f"train() got unknown options {sorted(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if resume is not None:
+        if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
+            raise TrainError(
+                "--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out"
+            )
+        return given
+    if corpus is None or out is None:
+        raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
+    if "tokenizer" in given and "vocab_size" in given:
+        raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
+    return given
+
+
+def _new_run(corpus, out, given: dict, group) -> tuple[TrainSettings, Path]:
+    """A new run's settings and directory, checked before any slow work."""
+    settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
+    settings.validate()
+    _check_ranks(settings, group)
+    _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
+    run = Path(out)
+    if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
+        raise TrainError(
+            f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
+            "or choose another --out"
+        )
+    return settings, run
+
+
+def _check_ranks(settings: TrainSettings, group) -> None:
+    if settings.batch_size < group.size:
+        raise TrainError(
+            f"--batch-size {settings.batch_size} is smaller than the {group.size} ranks: each rank needs at "
+            f"least one sequence of every batch. Use --batch-size {group.size} or more, or fewer ranks"
+        )
+
+
+def _open_prepared(run: Path, tokenizer: bool = False):
+    """What rank 0 wrote into the run directory, opened on another rank."""
+    from lm.tokenizer import BPETokenizer
+
+    try:
+        data = open_token_files(run / DATA_DIR)
+        if not tokenizer:
+            return data
+        return BPETokenizer.load(run / "tokenizer.json"), data
+    except LMError as exc:
+        raise TrainError(
+            f"{exc}. Rank 0 wrote it: every rank must see the run directory, so put it on a "
+            "filesystem all hosts share"
+        ) from None
 
 
 @contextmanager
@@ -207,13 +268,47 @@ def _out_of_memory_explained():
         yield
     except MemoryError as exc:
         # NumPy says how much it could not allocate; the fix is a smaller model or batch.
-        raise TrainError(
+        error = TrainError(
             f"out of memory ({exc}); lower --batch-size, --seq-len, --d-model, --n-layers or "
             "--vocab-size (the last checkpoint, if any, is unaffected)"
-        ) from None
+        )
+        error.__dict__.update(exc.__dict__)  # keeps lm.distributed's note that every rank raised it
+        raise error from None
 
 
-def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback) -> TrainResult:
+def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback, group=SOLO) -> TrainResult:
+    # Every rank reads the checkpoint itself; rank 0 alone repairs and trims the run directory.
+    model, tokenizer, settings, opt, rng, step, elapsed = group.everyone(lambda: _read_run(run, given, group))
+
+    def repair():
+        try:
+            data = open_token_files(run / DATA_DIR)
+        except DataError:
+            _say(stream, f"token files in {run / DATA_DIR} missing or damaged; re-tokenizing the corpus")
+            if not Path(settings.corpus).exists():
+                raise TrainError(
+                    f"cannot resume: the token files in {run / DATA_DIR} are missing or damaged and the "
+                    f"run's corpus {settings.corpus} is gone; put the corpus back there and resume again"
+                )
+            train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
+            data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+        if data.info.get("vocab_size") != tokenizer.vocab_size:
+            raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
+        check_windows(data.train, settings.seq_len, "training")
+        _truncate_metrics(run / METRICS_FILE, step)
+        # A save killed half way leaves its temporary directory; this run is now the only writer.
+        for stale in run.glob(f".{ckpt.RUN_CHECKPOINT}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return data
+
+    repaired = group.root_first(repair)
+    data = group.everyone(lambda: repaired if group.is_root else _open_prepared(run))
+    _say(stream, f"resuming {run} at step {step} of {settings.steps}")
+    return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, threads, stream, callback, group)
+
+
+def _read_run(run: Path, given: dict, group):
+    """The model, tokenizer, settings, optimiser, sampler, step and time of the run at `run`."""
     if run.exists() and not run.is_dir():
         raise TrainError(f"cannot resume: {run} is a file; pass the run directory that `tiss train --out` made")
     if not run.is_dir():
@@ -261,6 +356,7 @@ def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callbac
         raise TrainError(
             f"the run at {run} has already completed {step} steps; pass --steps larger than {step} to continue"
         )
+    _check_ranks(settings, group)
     if _model_config(settings, model.config.vocab_size) != model.config:
         raise TrainError(f"checkpoint {path}: config.json does not match the run's settings; it is from another run")
     opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -273,42 +369,35 @@ def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callbac
             f"{path / ckpt.TRAINER_STATE_FILE}: data sampler state is corrupt ({exc}); restore the "
             "run directory from a copy, or start a new run with --out"
         ) from None
-    try:
-        data = open_token_files(run / DATA_DIR)
-    except DataError:
-        _say(stream, f"token files in {run / DATA_DIR} missing or damaged; re-tokenizing the corpus")
-        if not Path(settings.corpus).exists():
-            raise TrainError(
-                f"cannot resume: the token files in {run / DATA_DIR} are missing or damaged and the "
-                f"run's corpus {settings.corpus} is gone; put the corpus back there and resume again"
-            )
-        train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
-        data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
-    if data.info.get("vocab_size") != tokenizer.vocab_size:
-        raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
-    check_windows(data.train, settings.seq_len, "training")
-    _truncate_metrics(run / METRICS_FILE, step)
-    # A save killed half way leaves its temporary directory; this run is now the only writer.
-    for stale in run.glob(f".{ckpt.RUN_CHECKPOINT}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    _say(stream, f"resuming {run} at step {step} of {settings.steps}")
-    return _loop(run, settings, model, tokenizer, opt, rng, data, step, elapsed, threads, stream, callback)
+    return model, tokenizer, settings, opt, rng, step, elapsed
 
 
 def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt: AdamW,
           rng: np.random.Generator, data, step: int, elapsed: float, threads: int | None, stream: TextIO,
-          callback) -> TrainResult:
+          callback, group=SOLO) -> TrainResult:
     s = settings
-    workers = DataParallel(model, threads)
-    n_workers = min(workers.workers, s.batch_size)
-    _say(stream, f"stepping on {n_workers} worker thread{'s' if n_workers > 1 else ''} (--threads)")
+    workers = DataParallel(model, group.default_threads() if threads is None else threads)
+    n_workers = min(workers.workers, max(1, s.batch_size // group.size))
+    _say(stream, f"stepping on {group.describe(n_workers)} (--threads)")
+    # However each rank built its model (fresh, resumed, or from --init), all step from rank 0's.
+    start, differ = group.align(model, opt, {"step": step, "elapsed_s": elapsed, "data_rng": rng.bit_generator.state})
+    if differ:
+        step, elapsed, rng.bit_generator.state = start["step"], start["elapsed_s"], start["data_rng"]
+        _say(stream, f"note: rank(s) {differ} built other initial weights than rank 0; every rank now has rank 0's")
     val_x, val_y = eval_windows(data.val, s.seq_len, EVAL_WINDOWS_PER_BATCH * s.batch_size)
     tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
     progress = _Progress(stream, s.steps)
     loss, val_loss = float("nan"), None
-    metrics = open(run / METRICS_FILE, "a", encoding="utf-8")
+    # Rank 0 alone writes the metrics; the others write theirs nowhere.
+    metrics = open(run / METRICS_FILE if group.is_root else os.devnull, "a", encoding="utf-8")
 
     def save() -> None:
+        # Ranks whose weights drifted from rank 0's (an MPI whose sums differ in the last bit
+        # between ranks) get rank 0's back before rank 0 saves them.
+        aligned, drifted = group.align(model, opt, {"data_rng": rng.bit_generator.state})
+        if drifted:
+            rng.bit_generator.state = aligned["data_rng"]
+            progress.note(f"note: rank(s) {drifted} had drifted from rank 0's weights; realigned")
         state = {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
@@ -317,7 +406,13 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
             "data_rng": rng.bit_generator.state,
             "elapsed_s": elapsed,
         }
-        ckpt.save(run / ckpt.RUN_CHECKPOINT, model, tokenizer, optimizer=opt, trainer_state=state)
+        failure = None
+        if group.is_root:
+            try:
+                ckpt.save(run / ckpt.RUN_CHECKPOINT, model, tokenizer, optimizer=opt, trainer_state=state)
+            except BaseException as exc:  # noqa: BLE001 - every rank learns of it below, then stops
+                failure = exc
+        group.agree_root(failure)
 
     # A diverging run is detected below from its loss and explained; NumPy's overflow warnings
     # on the way there would only print source lines at the user.
@@ -325,16 +420,25 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
         while step < s.steps:
             t0 = time.perf_counter()
             lr = cosine_lr(step, s.warmup, s.steps, s.lr, s.min_lr)
-            loss = 0.0
+            partials = []
             for micro in range(s.grad_accum):
+                # Every rank draws the whole batch (so the sampler is the same for any number of
+                # ranks) and steps on its share, weighted by the share's part of the targets.
                 x, y = sample_batch(data.train, s.batch_size, s.seq_len, rng)
-                part, grads = workers.loss_and_grads(x, y, accumulate=micro > 0, loss_scale=1.0 / s.grad_accum)
+                lo, hi, weight = group.share(y)
+                part, grads = workers.loss_and_grads(x[lo:hi], y[lo:hi], accumulate=micro > 0,
+                                                     loss_scale=1.0 / s.grad_accum * weight)
+                partials.append(part * weight)
+            # The ranks' gradients and losses summed (and whether any rank heard Ctrl-C).
+            partials, stop = group.reduce(model.flat_grads, partials, interrupted.is_set())
+            loss = 0.0
+            for part in partials:
                 loss += part / s.grad_accum
             if not math.isfinite(loss):
-                raise TrainError(
+                group.stop_all(TrainError(
                     f"the loss became {loss} at step {step + 1}; training diverged. Lower --lr "
                     f"(now {s.lr:g}) or raise --warmup; the last checkpoint in {run} is unaffected"
-                )
+                ))
             norm = clip_grad_norm(grads, s.grad_clip)
             opt.step(grads, lr=lr)
             step += 1
@@ -346,7 +450,7 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
             progress.update(step, loss, lr, tokens_per_step / dt, dt)
             if step % s.eval_every == 0 or step == s.steps:
                 if len(val_x):
-                    val_loss = _evaluate(workers, val_x, val_y, s.batch_size)
+                    val_loss = _evaluate(workers, val_x, val_y, s.batch_size, group)
                     _append(metrics, {"step": step, "val_loss": round(val_loss, 6),
                                       "val_ppl": round(math.exp(min(val_loss, 700.0)), 4)})
                     progress.note(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 700.0)):.2f}")
@@ -354,11 +458,12 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
                 save()
             if callback is not None:
                 callback(step, record)
-            if interrupted.is_set():
+            # One process stops as soon as it hears Ctrl-C; ranks stop at the step they agreed on.
+            if stop if group.size > 1 else interrupted.is_set():
                 if step % s.save_every and step != s.steps:
                     save()
                 progress.note(f"stopped at step {step}; checkpoint saved. Continue with `tiss train --resume {run}`")
-                raise KeyboardInterrupt
+                group.stop_all(KeyboardInterrupt())
     progress.note(f"done: {step} steps, loss {loss:.4f}; checkpoint in {run / ckpt.RUN_CHECKPOINT}")
     return TrainResult(out=run, step=step, loss=loss, val_loss=val_loss)
 
@@ -375,11 +480,18 @@ def _model_config(settings: TrainSettings, vocab_size: int) -> ModelConfig:
     )
 
 
-def _evaluate(model: Transformer | DataParallel, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    total, count = 0.0, 0
+def _evaluate(model: Transformer | DataParallel, x: np.ndarray, y: np.ndarray, batch_size: int,
+              group=SOLO) -> float:
+    """Mean loss over the validation windows, `batch_size` at a time, each rank on its share."""
+    partials, sizes = [], []
     for i in range(0, len(x), batch_size):
-        n = len(x[i : i + batch_size])
-        total += model.loss(x[i : i + batch_size], y[i : i + batch_size]) * n
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        lo, hi, weight = group.share(yb)
+        partials.append(model.loss(xb[lo:hi], yb[lo:hi]) * weight if hi > lo else 0.0)
+        sizes.append(len(xb))
+    total, count = 0.0, 0
+    for part, n in zip(group.reduce_values(partials), sizes):
+        total += part * n
         count += n
     return total / count
 
@@ -434,6 +546,19 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _say(stream: TextIO, message: str) -> None:
     print(message, file=stream, flush=True)
+
+
+class _Silent:
+    """The progress stream of ranks other than 0: rank 0 alone reports."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 class _SkipReport:
