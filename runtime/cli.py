@@ -48,6 +48,7 @@ def create_parser() -> argparse.ArgumentParser:
     _add_corpus(subparsers)
     _add_train(subparsers)
     _add_repl(subparsers)
+    _add_lsp(subparsers)
     return parser
 
 
@@ -340,6 +341,24 @@ def cmd_repl(args: argparse.Namespace) -> int:
     from runtime.repl.main import run_repl
 
     return run_repl(args)
+
+
+def _add_lsp(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lsp", help="run the TissLang language server (for editors)",
+        description="Serve the Language Server Protocol on stdin/stdout: diagnostics, formatting, "
+        "completion, hover, outline, navigation and highlighting for .tiss files. Needs "
+        "pip install 'quantatissu[lsp]'.",
+    )
+    p.add_argument("--stdio", action="store_true",
+                   help="accepted for editors that pass it; stdin/stdout is the only transport")
+    p.set_defaults(func=cmd_lsp)
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from runtime.lsp import main as serve_lsp
+
+    return serve_lsp()
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
