@@ -1,32 +1,39 @@
-"""An inference-only forward pass with a KV cache: the same math as `Transformer.forward`.
+"""Decoding with a KV cache: `Transformer.forward`'s math, one position at a time.
 
-`InferenceModel(model)` reads `model.config` and `model.params` (names and block math as in the
-architecture contract) and prepares what decoding wants: wq|wk|wv fused into one matrix with the
-attention scale folded into the query columns, w1|w3 fused into one, each RMSNorm weight folded
-into the rows of the matrix that follows it (`(x̂ * w) @ W == x̂ @ (w[:, None] * W)`), and RoPE
-tables for every position of the context. `forward(ids, cache)` runs new positions
-through the model, writing their keys and values into the cache at their absolute positions, and
-returns their logits; `step(token, cache)` is the one-token, batch-one fast path that decoding
-spends its time in, written to keep the number of NumPy calls per layer small.
+`InferenceModel(model)` prepares what decoding wants from `model.config` and `model.params` and
+computes with the functions of `lm.layers` that training computes with (`rms_normalize`,
+`rope_rotations` and `rotate`, `causal_attention`, `swiglu`): the math exists once.
+`forward(ids, cache)` runs new positions through the model, writing their keys and values into
+the cache at their absolute positions, and returns their logits; `step(token, cache)` is the
+one-token, batch-one path that decoding spends its time in, the same calls on one row with
+preallocated buffers.
 
-The weights are copied when the `InferenceModel` is built, so build it after training changes.
+Weights: the model's own arrays are read in place (tok_emb, wo, w1, w3, w2, the norms and the
+output head), so a pretrained model of 500 MB is not held twice. What is prepared: each layer's
+wq|wk|wv fused into one matrix with the attention norm's weight folded into its rows
+(`(x̂ * w) @ W == x̂ @ (w[:, None] * W)`) and the q and k columns in `lm.layers.pair_order`, all
+layers in one block. After the weights change (training), build a new `InferenceModel`.
+(Copying the other matrices into one block in reading order, as this module once did, measured
+no faster at the benchmark's 14.7 MB once w1 and w3 are read as one stacked operand.)
+
+The cache holds keys already rotated, in the paired column order, for the key/value heads only
+(grouped-query attention: `n_kv_heads` of them).
 
 Letters: B batch, T new positions, S positions attended to (cache length after the write),
-H heads, D head_dim, C d_model, F ffn_hidden, V vocabulary.
+H query heads, KV key/value heads, G = H/KV, D head_dim, C d_model, F ffn_hidden, V vocabulary.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from lm.errors import LMError
 from lm.kv_cache import KVCache
+from lm.layers import causal_attention, pair_order, rms_normalize, rope_rotations, rope_tables, rotate, swiglu
 
 
 class InferenceModel:
-    """A decoding view of a trained model; see the module docstring."""
+    """A decoding view of a model; see the module docstring."""
 
     def __init__(self, model) -> None:
         cfg = model.config
@@ -35,80 +42,53 @@ class InferenceModel:
         self.config = cfg
         self.n_layers = int(cfg.n_layers)
         self.n_heads = int(cfg.n_heads)
+        self.n_kv_heads = int(getattr(cfg, "n_kv_heads", None) or cfg.n_heads)
         self.d_model = int(cfg.d_model)
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+        self.head_dim = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
+        if self.head_dim % 2 or self.n_heads % self.n_kv_heads:
             raise LMError(
-                f"d_model {self.d_model} must split into {self.n_heads} heads of an even size for RoPE"
+                f"{self.n_heads} query heads over {self.n_kv_heads} key/value heads of size "
+                f"{self.head_dim}: the head size must be even (RoPE) and the heads must group evenly"
             )
-        self.head_dim = self.d_model // self.n_heads
         self.max_len = int(cfg.max_seq_len)
         self.eps = float(cfg.norm_eps)
-        emb = params["tok_emb"]
-        self.dtype = emb.dtype
-        self.tok_emb = np.array(emb, order="C", copy=True)  # (V, C): a copy, as the docstring says
-        if getattr(cfg, "tie_embeddings", False):
-            head = emb.T
-        else:
-            head = params["lm_head"]
-        self.lm_head = np.ascontiguousarray(params["norm"][:, None] * head, dtype=self.dtype)  # (C, V)
+        self.tok_emb = params["tok_emb"]  # (V, C)
+        self.dtype = self.tok_emb.dtype
+        self.lm_head = self.tok_emb.T if getattr(cfg, "tie_embeddings", False) else params["lm_head"]  # (C, V)
+        self.norm = params["norm"]  # (C,)
 
-        scale = np.asarray(1.0 / math.sqrt(self.head_dim), dtype=self.dtype)
+        H, KV, D, C = self.n_heads, self.n_kv_heads, self.head_dim, self.d_model
+        QD, KD = H * D, KV * D
+        E = QD + 2 * KD
+        qkv_block = np.empty((self.n_layers, C, E), dtype=self.dtype)  # every layer's wq|wk|wv
         self.layers = []
         for i in range(self.n_layers):
             p = f"layers.{i}."
-            # RoPE is linear, so scaling q before the rotation equals scaling the scores after.
-            wqkv = np.concatenate([params[p + "wq"] * scale, params[p + "wk"], params[p + "wv"]], axis=1)
-            w13 = np.concatenate([params[p + "w1"], params[p + "w3"]], axis=1)
-            self.layers.append(
-                (
-                    np.ascontiguousarray(params[p + "attn_norm"][:, None] * wqkv, dtype=self.dtype),  # (C, 3C)
-                    np.ascontiguousarray(params[p + "wo"]),  # (C, C)
-                    np.ascontiguousarray(params[p + "ffn_norm"][:, None] * w13, dtype=self.dtype),  # (C, 2F)
-                    np.ascontiguousarray(params[p + "w2"]),  # (F, C)
-                )
-            )
-        self.ffn_hidden = self.layers[0][3].shape[0] if self.layers else 0
-        self._pack_weights()
-
-        # Rotate-half RoPE: out = x * cos + rotate_half(x) * sin, with
-        # rotate_half(x) = concat(-x[D/2:], x[:D/2]) = x[perm] * sign; sign is folded into sin.
-        half = self.head_dim // 2
-        inv_freq = float(cfg.rope_theta) ** (-np.arange(half, dtype=np.float64) * 2.0 / self.head_dim)
-        angles = np.arange(self.max_len, dtype=np.float64)[:, None] * inv_freq[None, :]  # (S, D/2)
-        cos = np.cos(angles)
-        sin = np.sin(angles)
-        self.rope_cos = np.concatenate([cos, cos], axis=1).astype(self.dtype)  # (S, D)
-        self.rope_sin = np.concatenate([-sin, sin], axis=1).astype(self.dtype)  # (S, D), signed
-        self.rope_perm = np.concatenate([np.arange(half, self.head_dim), np.arange(half)])
+            wqkv = qkv_block[i]
+            np.take(params[p + "wq"], pair_order(H, D), axis=1, out=wqkv[:, :QD])
+            np.take(params[p + "wk"], pair_order(KV, D), axis=1, out=wqkv[:, QD : QD + KD])
+            wqkv[:, QD + KD :] = params[p + "wv"]
+            wqkv *= params[p + "attn_norm"][:, None]
+            w13 = _stacked(params[p + "w1"], params[p + "w3"])  # (2, C, F)
+            self.layers.append((wqkv, params[p + "wo"], params[p + "ffn_norm"], w13, params[p + "w2"]))
+        self._qkv_block = qkv_block
+        self.ffn_hidden = int(params["layers.0.w2"].shape[0]) if self.n_layers else 0
+        self.rot = rope_rotations(*rope_tables(self.max_len, D, float(cfg.rope_theta), self.dtype))  # (2, S, D/2)
+        self.cdt = self.rot.dtype
 
         # Scratch buffers for `step`, reused by every token.
-        self._x = np.empty(self.d_model, dtype=self.dtype)  # (C,)
-        self._h = np.empty(self.d_model, dtype=self.dtype)  # (C,)
-        self._qk = np.empty((2 * self.n_heads, self.head_dim), dtype=self.dtype)  # (2H, D)
-        self._rot = np.empty((2 * self.n_heads, 2, self.head_dim // 2), dtype=self.dtype)  # (2H, 2, D/2)
-        self._act = np.empty(self.ffn_hidden, dtype=self.dtype)  # (F,)
-        self._logits = np.empty(self.lm_head.shape[1], dtype=self.dtype)  # (V,)
-
-    def _pack_weights(self) -> None:
-        """Move the step's matrices into one contiguous block, in the order a token reads them.
-
-        A decode step streams every weight once (14.7 MB at the benchmark's shape), more than a
-        shared processor cache keeps, so the step is bound by memory traffic. One block of at
-        least 4 MB gets huge pages from NumPy on Linux (it asks the kernel for them), which
-        spares a TLB miss every 4 KB; read in order, it is one stream for the prefetcher.
-        Measured at context 16 and 512 on the benchmark's model: about 5% less time per token.
-        """
-        mats = [m for layer in self.layers for m in layer] + [self.lm_head]
-        block = np.empty(sum(m.size for m in mats), dtype=self.dtype)
-        views, offset = [], 0
-        for m in mats:
-            view = block[offset : offset + m.size].reshape(m.shape)
-            view[...] = m
-            views.append(view)
-            offset += m.size
-        self.layers = [tuple(views[4 * i : 4 * i + 4]) for i in range(self.n_layers)]
-        self.lm_head = views[-1]
-        self._weights = block
+        F = self.ffn_hidden
+        self._x = np.empty((1, C), dtype=self.dtype)
+        self._h = np.empty((1, C), dtype=self.dtype)
+        self._q = np.empty((1, KV, H // KV, 1, D), dtype=self.dtype)
+        self._probs = np.empty(H * self.max_len, dtype=self.dtype)
+        self._y = np.empty((1, KV, H // KV, 1, D), dtype=self.dtype)
+        self._gu = np.empty((2, 1, F), dtype=self.dtype)
+        self._qkv = np.empty((1, E), dtype=self.dtype)
+        self._qkv_c = self._qkv.view(self.cdt)
+        self._out = np.empty((1, C), dtype=self.dtype)
+        self._act = np.empty((1, F), dtype=self.dtype)
+        self._logits = np.empty((1, self.lm_head.shape[1]), dtype=self.dtype)
 
     @property
     def vocab_size(self) -> int:
@@ -117,7 +97,7 @@ class InferenceModel:
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         """An empty cache for `batch` rows, sized to the model's context length by default."""
         length = self.max_len if max_len is None else min(int(max_len), self.max_len)
-        return KVCache(self.n_layers, self.n_heads, self.head_dim, length, batch, self.dtype)
+        return KVCache(self.n_layers, self.n_kv_heads, self.head_dim, length, batch, self.dtype)
 
     # -- one token, batch one: the decoding hot path ------------------------------------------
 
@@ -132,55 +112,50 @@ class InferenceModel:
             raise LMError(f"token id {token} is outside the vocabulary of {self.tok_emb.shape[0]}")
         pos = cache.reserve(1)
         n = pos + 1
-        H, D, C = self.n_heads, self.head_dim, self.d_model
-        half = D // 2
-        cos = self.rope_cos[pos]  # (D,)
-        sin2 = self.rope_sin[pos].reshape(2, half)  # (2, D/2)
-        x, h, qk, rot, act = self._x, self._h, self._qk, self._rot, self._act
-        F = act.shape[0]
-        x[:] = self.tok_emb[token]  # (C,)
-        eps = self.eps
-        for li, (wqkv, wo, w13, w2) in enumerate(self.layers):
-            np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # RMSNorm, weight in wqkv
-            qkv = h @ wqkv  # (3C,)
-            q_k = qkv[: 2 * C].reshape(2 * H, D)  # (2H, D): q heads then k heads
-            np.multiply(q_k, cos, out=qk)
-            # rotate_half as a reversed view of the two halves: no gather, no temporary index.
-            np.multiply(q_k.reshape(2 * H, 2, half)[:, ::-1], sin2, out=rot)
-            qk += rot.reshape(2 * H, D)
-            keys = cache.keys[li, 0]  # (H, S, D)
-            values = cache.values[li, 0]  # (H, S, D)
-            keys[:, pos] = qk[H:]
-            values[:, pos] = qkv[2 * C :].reshape(H, D)
-            scores = np.matmul(qk[:H, None, :], keys[:, :n].transpose(0, 2, 1))  # (H, 1, S)
-            scores -= scores.max(axis=2, keepdims=True)
-            np.exp(scores, out=scores)
-            att = np.matmul(scores, values[:, :n])  # (H, 1, D)
-            att /= scores.sum(axis=2, keepdims=True)
-            x += att.reshape(C) @ wo  # (C,)
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        QD, KD, G, cdt, eps = H * D, KV * D, H // KV, self.cdt, self.eps
+        x, h, q, y, gu, act = self._x, self._h, self._q, self._y, self._gu, self._act
+        probs = self._probs[: H * n].reshape(1, KV, G, 1, n)
+        rot_q, rot_k = self.rot[0, pos], self.rot[1, pos]  # (D/2,)
+        qv = q.view(cdt).reshape(KV, G, D // 2)
+        qkv, qkv_c = self._qkv, self._qkv_c
+        q_src = qkv_c[0, : QD // 2].reshape(KV, G, D // 2)
+        k_src = qkv_c[0, QD // 2 : (QD + KD) // 2].reshape(KV, D // 2)
+        v_src = qkv[0, QD + KD :].reshape(KV, D)
+        # Every layer's slots for this position, and its keys and values so far: sliced once.
+        new_keys = cache.keys.view(cdt)[:, 0, :, pos]  # (L, KV, D/2)
+        new_values = cache.values[:, 0, :, pos]  # (L, KV, D)
+        keys, values = cache.keys[:, :, :, :n], cache.values[:, :, :, :n]  # (L, 1, KV, n, D)
+        y_row, out_row = y.reshape(1, QD), self._out
+        x[0] = self.tok_emb[token]  # (1, C)
+        with np.errstate(over="ignore"):  # see lm.layers.swiglu
+            for li, (wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
+                rms_normalize(x, eps, h)  # the norm's weight is in wqkv
+                np.matmul(h, wqkv, out=qkv)  # (1, E)
+                rotate(q_src, rot_q, qv)
+                rotate(k_src, rot_k, new_keys[li])
+                new_values[li] = v_src
+                causal_attention(q, keys[li], values[li], probs, y)
+                x += np.matmul(y_row, wo, out=out_row)  # (1, C)
 
-            np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # weight in w13
-            gu = h @ w13  # (2F,)
-            gate, up = gu[:F], gu[F:]
-            # silu(g) * u = g * u / (1 + exp(-g)), in a reused buffer.
-            np.negative(gate, out=act)
-            np.exp(act, out=act)
-            act += 1.0
-            np.divide(gate, act, out=act)
-            act *= up
-            x += act @ w2  # (C,)
+                rms_normalize(x, eps, h)
+                h *= ffn_norm
+                np.matmul(h, w13, out=gu)  # (2, 1, F): gate and value in one call
+                x += np.matmul(swiglu(gu[0], gu[1], act), w2, out=out_row)  # (1, C)
 
-        np.multiply(x, 1.0 / math.sqrt(float(np.dot(x, x)) / C + eps), out=h)  # weight in lm_head
-        np.dot(h, self.lm_head, out=self._logits)  # (V,)
-        return self._logits
+        rms_normalize(x, eps, h)
+        h *= self.norm
+        np.matmul(h, self.lm_head, out=self._logits)  # (1, V)
+        return self._logits[0]
 
     # -- any number of new positions, any batch ---------------------------------------------------
 
-    def forward(self, ids, cache: KVCache) -> np.ndarray:
+    def forward(self, ids, cache: KVCache, *, last: bool = False) -> np.ndarray:
         """Logits (B, T, V) for new positions `ids` (B, T), extending `cache` by T positions.
 
         Position i of `ids` sits at absolute position `cache.length + i` (before the call) and
-        attends to every cached position and to the new positions up to itself.
+        attends to every cached position and to the new positions up to itself. With `last`,
+        only the last position's logits, (B, 1, V): what a prefill needs, without a (T, V) array.
         """
         ids = np.asarray(ids)
         if ids.ndim == 1:
@@ -192,37 +167,58 @@ class InferenceModel:
         B, T = ids.shape
         start = cache.reserve(T)
         S = start + T
-        H, D, C = self.n_heads, self.head_dim, self.d_model
-        cos = self.rope_cos[start:S]  # (T, D)
-        sin = self.rope_sin[start:S]  # (T, D)
-        # Query i (absolute start+i) may see keys 0 .. start+i.
-        mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]  # (T, S)
-        x = self.tok_emb[ids].astype(self.dtype)  # (B, T, C)
-        for li, (wqkv, wo, w13, w2) in enumerate(self.layers):
-            h = self._rmsnorm(x)  # (B, T, C)
-            qkv = (h @ wqkv).reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, D)
-            q = qkv[0] * cos + qkv[0][..., self.rope_perm] * sin  # (B, H, T, D)
-            k = qkv[1] * cos + qkv[1][..., self.rope_perm] * sin  # (B, H, T, D)
-            cache.keys[li, :, :, start:S] = k
-            cache.values[li, :, :, start:S] = qkv[2]
-            keys = cache.keys[li, :, :, :S]  # (B, H, S, D)
-            values = cache.values[li, :, :, :S]  # (B, H, S, D)
-            scores = q @ keys.transpose(0, 1, 3, 2)  # (B, H, T, S)
-            scores[..., mask] = -np.inf
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            att = (scores @ values).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
-            x = x + att @ wo  # (B, T, C)
+        H, KV, D, C = self.n_heads, self.n_kv_heads, self.head_dim, self.d_model
+        QD, KD, G, N, cdt, dt, eps = H * D, KV * D, H // KV, B * T, self.cdt, self.dtype, self.eps
+        F = self.ffn_hidden
+        rot_q, rot_k = self.rot[0, start:S], self.rot[1, start:S]  # (T, D/2)
+        x = self.tok_emb[ids.reshape(-1)].astype(dt)  # (N, C)
+        h = np.empty((N, C), dtype=dt)
+        q = np.empty((B, KV, G, T, D), dtype=dt)
+        probs = np.empty((B, KV, G, T, S), dtype=dt)
+        y = np.empty((B, T, KV, G, D), dtype=dt)
+        a, b, act = (np.empty((N, F), dtype=dt) for _ in range(3))
+        with np.errstate(over="ignore"):  # see lm.layers.swiglu
+            for li, (wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
+                rms_normalize(x, eps, h)
+                qkv = h @ wqkv  # (N, E)
+                rotate(qkv[:, :QD].view(cdt).reshape(B, T, KV, G, D // 2).transpose(0, 2, 3, 1, 4), rot_q, q.view(cdt))
+                keys, values = cache.keys[li], cache.values[li]  # (B, KV, S_max, D)
+                k_src = qkv[:, QD : QD + KD].view(cdt).reshape(B, T, KV, D // 2).transpose(0, 2, 1, 3)
+                rotate(k_src, rot_k, keys[:, :, start:S].view(cdt))
+                values[:, :, start:S] = qkv[:, QD + KD :].reshape(B, T, KV, D).transpose(0, 2, 1, 3)
+                causal_attention(q, keys[:, :, :S], values[:, :, :S], probs, y.transpose(0, 2, 3, 1, 4))
+                x += y.reshape(N, QD) @ wo  # (N, C)
 
-            h = self._rmsnorm(x)  # (B, T, C)
-            gu = h @ w13  # (B, T, 2F)
-            F = gu.shape[-1] // 2
-            gate, up = gu[..., :F], gu[..., F:]
-            x = x + (gate / (1.0 + np.exp(-gate)) * up) @ w2  # (B, T, C)
-        return self._rmsnorm(x) @ self.lm_head  # (B, T, V)
+                rms_normalize(x, eps, h)
+                h *= ffn_norm
+                np.matmul(h, w13[0], out=a)
+                np.matmul(h, w13[1], out=b)
+                x += swiglu(a, b, act) @ w2  # (N, C)
+        if last:
+            x = x.reshape(B, T, C)[:, -1]  # (B, C)
+            h = h[:B]
+            T = 1
+        rms_normalize(x, eps, h)
+        h *= self.norm
+        return (h @ self.lm_head).reshape(B, T, -1)  # (B, T, V)
 
-    def _rmsnorm(self, x: np.ndarray) -> np.ndarray:
-        """RMSNorm without its weight, which is folded into the next matrix."""
-        ms = np.mean(x * x, axis=-1, keepdims=True)  # (B, T, 1)
-        return x / np.sqrt(ms + self.eps)  # (B, T, C)
+
+def _stacked(w1: np.ndarray, w3: np.ndarray) -> np.ndarray:
+    """w1 and w3 as one `(2, C, F)` array, so that one matmul call gives gate and value.
+
+    A `Transformer` stores w3 right after w1 in its parameter buffer, so this is a view of that
+    memory; for parameters that lie elsewhere it is a stacked copy.
+    """
+    base = w1
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if (
+        w1.shape == w3.shape and w1.dtype == w3.dtype and w1.flags.c_contiguous and w3.flags.c_contiguous
+        and base.ndim == 1 and base.flags.c_contiguous
+        and w3.ctypes.data == w1.ctypes.data + w1.nbytes
+    ):
+        start = (w1.ctypes.data - base.ctypes.data) // base.itemsize
+        view = base[start : start + 2 * w1.size].reshape((2,) + w1.shape)
+        if np.shares_memory(view[1], w3):
+            return view
+    return np.stack([w1, w3])

@@ -3,7 +3,8 @@
 Every layer's keys and values for positions `0 .. length-1` live in two float32 arrays allocated
 once for the whole context (`max_len` positions), so decoding a token writes one slot per layer
 and never concatenates or reallocates. Keys are stored after RoPE, at their absolute positions, so
-an attention step reads them as they are.
+an attention step reads them as they are. With grouped-query attention only the key/value heads
+are cached (`n_heads` here is the model's `n_kv_heads`), a factor n_heads/n_kv_heads smaller.
 
 Each head's keys are stored position-major, (S, D), as its values are: the step's scores read
 the first n rows as one contiguous run (a transposed (D, S) layout reads n of every S floats per
@@ -12,7 +13,7 @@ the benchmark's shape (4.3 MB at n = 527) beside the 14.7 MB of weights; on a pr
 shared with other processes that pushes part of the weights out to main memory too, which is why
 the 512th token costs more than the 16th (see `benchmarks/generate.py`).
 
-Letters: L layers, B batch, H heads, S cache capacity (max_len), D head_dim.
+Letters: L layers, B batch, H key/value heads, S cache capacity (max_len), D head_dim.
 """
 
 from __future__ import annotations

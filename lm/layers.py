@@ -6,11 +6,17 @@ respect to `x` and *adds* parameter gradients into the bound buffers (so micro-b
 and a tied weight can receive gradient from two places). Layers work in whatever float dtype
 their parameters have: float32 for training, float64 for gradient checks.
 
-Shape letters: B batch, T time, C model width, H heads, D head size (C = H*D), F feed-forward
-hidden width, V vocabulary, N = B*T rows.
+The math of each piece (RMSNorm, RoPE, causal attention, SwiGLU) is a function here that the
+layers call and that decoding (`lm.inference`) calls too, so it exists once.
+
+Shape letters: B batch, T time, S positions attended to, C model width, H query heads, KV
+key/value heads, G = H/KV query heads per key/value head, D head size, F feed-forward hidden
+width, V vocabulary, N = B*T rows.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -65,6 +71,169 @@ class Embedding:
         self.grad[sorted_ids[starts]] += sums
 
 
+# -- the model math, shared by training (the layers below) and decoding (lm.inference) ---------
+#
+# Each piece exists once, as a function over arrays that the training layers and the decoding
+# paths call alike: `rms_normalize`, `rope_tables` with `rope_rotations` and `rotate`,
+# `causal_attention` with `causal_softmax_`, and `swiglu`.
+
+
+def rms_normalize(x2: np.ndarray, eps: float, out: np.ndarray) -> np.ndarray:
+    """`out = x2 / sqrt(mean(x2²) + eps)` row by row (RMSNorm without its weight); returns the
+    reciprocal root mean squares, (N, 1) (a float for one row). `x2` is (N, C)."""
+    N, C = x2.shape
+    if N == 1:  # the decoding step: two NumPy calls instead of six
+        r = 1.0 / math.sqrt(float(np.vdot(x2, x2)) / C + eps)
+        np.multiply(x2, r, out=out)
+        return r  # a float broadcasts as the (1, 1) array would
+    rstd = np.einsum("nc,nc->n", x2, x2)[:, None]  # (N, 1) sums of squares
+    rstd *= 1.0 / C
+    rstd += eps
+    np.sqrt(rstd, out=rstd)
+    np.reciprocal(rstd, out=rstd)
+    np.multiply(x2, rstd, out=out)
+    return rstd
+
+
+def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of position·frequency, `(max_seq_len, head_dim/2)`, computed in float64.
+
+    Pair j couples dimensions (j, j + head_dim/2) with frequency theta^(-2j/head_dim), position
+    counting from 0 (the rotate-half convention of GPT-NeoX and Llama in Hugging Face).
+    """
+    half = head_dim // 2
+    freqs = theta ** (-2.0 * np.arange(half, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.arange(max_seq_len, dtype=np.float64)[:, None] * freqs[None, :]  # (T, D/2)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def rope_rotations(cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """The tables as `(2, max_T, D/2)` complex rotations: [0] turns queries and carries the
+    attention scale 1/sqrt(D) (RoPE is linear, so scaling q before the rotation scales the
+    scores after it, and saves a pass over them), [1] turns keys. complex64 for float32."""
+    cdt = np.result_type(cos.dtype, np.complex64)
+    rot = cos.astype(np.float64) + 1j * sin.astype(np.float64)  # (max_T, D/2)
+    D = 2 * cos.shape[1]
+    return np.stack((rot / math.sqrt(D), rot)).astype(cdt)
+
+
+def rotate(pairs: np.ndarray, rot: np.ndarray, out: np.ndarray) -> None:
+    """RoPE on vectors whose columns are in paired order (see `pair_order`), read as complex:
+    one complex multiply by `rot` (positions on the second-last axis of `pairs`)."""
+    np.multiply(pairs, rot, out=out)
+
+
+def pair_order(n_heads: int, head_dim: int, inverse: bool = False) -> np.ndarray:
+    """Column order that puts each head's rotated pairs (j, j + D/2) side by side (cached).
+
+    Columns in this order, read as complex numbers, make RoPE one complex multiply. q·k is
+    unchanged by a reordering shared by q and k, so only the gradients (and nothing outside
+    the attention) need the original order back (`inverse`).
+    """
+    key = (n_heads, head_dim, inverse)
+    order = _PAIR_ORDERS.get(key)
+    if order is None:
+        order = np.arange(n_heads * head_dim).reshape(n_heads, 2, head_dim // 2).transpose(0, 2, 1).reshape(-1)
+        if inverse:
+            order = np.argsort(order)
+        _PAIR_ORDERS[key] = order
+    return order
+
+
+_PAIR_ORDERS: dict[tuple[int, int, bool], np.ndarray] = {}
+_MASKS: dict[tuple[int, int, str], np.ndarray] = {}
+_ONES: dict[np.dtype, np.ndarray] = {}
+
+
+def _causal_mask(T: int, S: int, dtype) -> np.ndarray:
+    """Additive (T, S) mask for T queries at positions S-T .. S-1 over keys 0 .. S-1: 0 where a
+    key is at or before the query, -inf after it; cached."""
+    key = (T, S, np.dtype(dtype).str)
+    mask = _MASKS.get(key)
+    if mask is None:
+        mask = np.triu(np.full((T, S), -np.inf, dtype=dtype), k=S - T + 1)
+        if len(_MASKS) > 64:
+            _MASKS.clear()
+        _MASKS[key] = mask
+    return mask
+
+
+def _ones(S: int, dtype) -> np.ndarray:
+    """S ones of `dtype` (a slice of one cached array per dtype)."""
+    ones = _ONES.get(dtype)
+    if ones is None or ones.shape[0] < S:
+        ones = _ONES[dtype] = np.ones(max(S, 1024), dtype=dtype)
+    return ones[:S]
+
+
+def causal_softmax_(scores: np.ndarray) -> None:
+    """Masked softmax over the last axis of `(..., T, S)` scores, in place; query t sits at
+    position S-T+t. Every row keeps its own position, so every row max is finite and
+    exp(-inf) gives exactly 0 for the future positions."""
+    T, S = scores.shape[-2:]
+    if T > 1:
+        scores += _causal_mask(T, S, scores.dtype)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
+    total = np.matmul(scores, _ones(S, scores.dtype))[..., None]  # (..., T, 1)
+    scores *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
+
+
+def causal_softmax_backward_(dprobs: np.ndarray, probs: np.ndarray) -> None:
+    """Turn d(probabilities) into d(scores) in place: ds = p * (dp - sum(dp * p)) per row.
+    Masked entries have p = 0 and stay 0."""
+    dprobs -= np.einsum("...ij,...ij->...i", dprobs, probs)[..., None]  # (..., T, 1)
+    dprobs *= probs
+
+
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, y: np.ndarray) -> None:
+    """Grouped-query causal attention: `probs = softmax(q kᵀ)`, `y = probs v`.
+
+    q `(B, KV, G, T, D)`, contiguous, already rotated and scaled: query head kv*G + g is the
+    g-th of the G heads that share key/value head kv (the head order of Hugging Face's
+    `repeat_kv`). k and v `(B, KV, S, D)`, S >= T: query t sits at position S-T+t, so a cache
+    holding earlier positions works as it is. `probs` `(B, KV, G, T, S)` and `y`
+    `(B, KV, G, T, D)` (any strides) are written.
+    """
+    B, KV, G, T, D = q.shape
+    S = k.shape[2]
+    # The G query heads of a group share one key matrix: as G*T rows, one product per group.
+    np.matmul(q.reshape(B, KV, G * T, D), k.transpose(0, 1, 3, 2), out=probs.reshape(B, KV, G * T, S))
+    causal_softmax_(probs)
+    if y.flags.c_contiguous:
+        np.matmul(probs.reshape(B, KV, G * T, S), v, out=y.reshape(B, KV, G * T, D))
+    else:
+        np.matmul(probs, v[:, :, None], out=y)
+
+
+def swiglu(a: np.ndarray, b: np.ndarray, out: np.ndarray, sig: np.ndarray | None = None,
+           silu: np.ndarray | None = None) -> np.ndarray:
+    """`out = silu(a) * b`, silu(a) = a * sigmoid(a). Training passes `sig` and `silu` buffers to
+    keep sigmoid(a) and silu(a) for the backward; decoding does without (two passes fewer).
+
+    exp(-a) overflows to inf for a very negative gate, which gives silu 0, the right value: the
+    caller runs this under `np.errstate(over="ignore")` (once per step, not once per layer: the
+    context manager costs as much as two of these passes on a decoding row).
+    """
+    if sig is None:
+        np.negative(a, out=out)
+        np.exp(out, out=out)
+        out += 1.0
+        np.divide(a, out, out=out)
+        out *= b
+        return out
+    np.negative(a, out=sig)
+    np.exp(sig, out=sig)
+    sig += 1.0
+    np.reciprocal(sig, out=sig)
+    np.multiply(a, sig, out=silu)
+    return np.multiply(silu, b, out=out)
+
+
+# -- the training layers --------------------------------------------------------------------
+
+
 class RMSNorm:
     """`x / sqrt(mean(x²) + eps) * w` over the last axis (Llama's norm: no mean, no bias)."""
 
@@ -74,13 +243,8 @@ class RMSNorm:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         C = x.shape[-1]
-        rows = x.reshape(-1, C)  # (N, C)
-        rstd = np.einsum("nc,nc->n", rows, rows)[:, None]  # (N, 1) sums of squares
-        rstd *= 1.0 / C
-        rstd += self.eps
-        np.sqrt(rstd, out=rstd)
-        np.reciprocal(rstd, out=rstd)
-        xn = np.multiply(x, rstd.reshape(x.shape[:-1] + (1,)), out=self.fwd("xn", x.shape, x.dtype))
+        xn = self.fwd("xn", x.shape, x.dtype)
+        rstd = rms_normalize(x.reshape(-1, C), self.eps, xn.reshape(-1, C))  # (N, 1)
         out = np.multiply(xn, self.weight, out=self.fwd("out", x.shape, x.dtype))
         return out, (xn, rstd)  # (B, T, C)
 
@@ -99,154 +263,100 @@ class RMSNorm:
         return g.reshape(dout.shape)  # (B, T, C)
 
 
-def rope_tables(max_seq_len: int, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of position·frequency, `(max_seq_len, head_dim/2)`, computed in float64.
-
-    Pair j couples dimensions (j, j + head_dim/2) with frequency theta^(-2j/head_dim), position
-    counting from 0 (the rotate-half convention of GPT-NeoX and Llama in Hugging Face).
-    """
-    half = head_dim // 2
-    freqs = theta ** (-2.0 * np.arange(half, dtype=np.float64) / head_dim)  # (D/2,)
-    angles = np.arange(max_seq_len, dtype=np.float64)[:, None] * freqs[None, :]  # (T, D/2)
-    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
-
-
 class CausalSelfAttention:
-    """Multi-head causal self-attention with RoPE on q and k, scale 1/sqrt(D).
+    """Causal self-attention with RoPE on q and k, scale 1/sqrt(D), and grouped-query heads.
 
-    The three input projections run as one (N, C) @ (C, 3C) product over the concatenated
-    weights, and heads are split and merged through strided views (BLAS takes them as they
-    are). Internally the q and k columns of each head are reordered so that every rotated pair
-    (j, j + D/2) sits side by side: read as one complex number, RoPE is then a single complex
-    multiply by e^(i·angle). q·k is unchanged by a reordering shared by q and k, and the
-    gradients are mapped back to the contracted column order, so nothing outside sees it.
+    `n_heads` query heads of size D share `n_kv_heads` key/value heads (G = n_heads/n_kv_heads
+    each; equal counts are plain multi-head attention). wq is (C, H·D), wk and wv (C, KV·D),
+    wo (H·D, C). The three input projections run as one product over the concatenated weights,
+    with the q and k columns of each head in `pair_order`, so that RoPE is one complex multiply
+    (`rotate`); the gradients are mapped back to the contracted column order, so nothing
+    outside sees it. The attention itself is `causal_attention`, which decoding runs too.
     """
 
     def __init__(
         self,
         wq: np.ndarray, wk: np.ndarray, wv: np.ndarray, wo: np.ndarray,
         gq: np.ndarray, gk: np.ndarray, gv: np.ndarray, go: np.ndarray,
-        n_heads: int, cos: np.ndarray, sin: np.ndarray,
+        n_heads: int, cos: np.ndarray, sin: np.ndarray, n_kv_heads: int | None = None,
     ) -> None:
-        self.wq, self.wk, self.wv, self.wo = wq, wk, wv, wo  # (C, C) each
+        self.wq, self.wk, self.wv, self.wo = wq, wk, wv, wo
         self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
         self.n_heads = n_heads
-        C, half = wq.shape[0], cos.shape[1]
-        D = 2 * half
-        self.cdt = np.result_type(cos.dtype, np.complex64)  # complex64 for float32
-        rot = (cos.astype(np.float64) + 1j * sin.astype(np.float64))  # (max_T, D/2)
-        # q is rotated by e^(i·angle)/sqrt(D): the scores come out scaled, which saves a pass
-        # over the (B, H, T, T) scores in forward and in backward. Stacked (2, max_T, D/2) so
-        # that q and k turn in one multiply.
-        self.rot = np.stack((rot / np.sqrt(D), rot)).astype(self.cdt)
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        self.head_dim = 2 * cos.shape[1]
+        self.rot = rope_rotations(cos, sin)  # (2, max_T, D/2): q (scaled), k
+        self.cdt = self.rot.dtype
         self.fwd, self.tmp = Buffers(), Buffers()
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         B, T, C = x.shape
-        H = self.n_heads
-        D, N, dt, f, cdt = C // H, B * T, x.dtype, self.fwd, self.cdt
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        G, QD, KD = H // KV, H * D, KV * D
+        E = QD + 2 * KD
+        N, dt, f, cdt = B * T, x.dtype, self.fwd, self.cdt
         x2 = x.reshape(N, C)  # (N, C)
-        w_qkv = f("w_qkv", (C, 3 * C), dt)  # (C, 3C): q and k columns in paired order
-        _to_pairs(self.wq, w_qkv[:, :C], H)
-        _to_pairs(self.wk, w_qkv[:, C : 2 * C], H)
-        w_qkv[:, 2 * C :] = self.wv
-        qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, 3 * C), dt)).reshape(B, T, 3, H, D)  # (B, T, 3, H, D)
-        qk = f("qk", (2, B, H, T, D), dt)  # q (scaled) and k, each (B, H, T, D)
-        qk_src = qkv[:, :, :2].view(cdt).transpose(2, 0, 3, 1, 4)  # (2, B, H, T, D/2) complex pairs
-        np.multiply(qk_src, self.rot[:, None, None, :T], out=qk.view(cdt))
-        q, k = qk[0], qk[1]
-        v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, H, T, D) strided view
-        att = np.matmul(q, k.transpose(0, 1, 3, 2), out=f("att", (B, H, T, T), dt))  # (B, H, T, T)
-        _causal_softmax_(att)
-        y = f("y", (B, T, H, D), dt)
-        np.matmul(att, v, out=y.transpose(0, 2, 1, 3))  # heads written straight into (B, T, H, D)
-        y2 = y.reshape(N, C)  # (N, C)
+        w_qkv = f("w_qkv", (C, E), dt)  # (C, E): q and k columns in paired order
+        _to_pairs(self.wq, w_qkv[:, :QD], H, D)
+        _to_pairs(self.wk, w_qkv[:, QD : QD + KD], KV, D)
+        w_qkv[:, QD + KD :] = self.wv
+        qkv = np.matmul(x2, w_qkv, out=f("qkv", (N, E), dt))  # (N, E)
+        q = f("q", (B, KV, G, T, D), dt)  # rotated and scaled
+        k = f("k", (B, KV, T, D), dt)  # rotated
+        q_src = qkv[:, :QD].view(cdt).reshape(B, T, KV, G, D // 2).transpose(0, 2, 3, 1, 4)
+        rotate(q_src, self.rot[0, :T], q.view(cdt))
+        k_src = qkv[:, QD : QD + KD].view(cdt).reshape(B, T, KV, D // 2).transpose(0, 2, 1, 3)
+        rotate(k_src, self.rot[1, :T], k.view(cdt))
+        v = qkv[:, QD + KD :].reshape(B, T, KV, D).transpose(0, 2, 1, 3)  # (B, KV, T, D) strided view
+        att = f("att", (B, KV, G, T, T), dt)
+        y = f("y", (B, T, KV, G, D), dt)  # heads written straight into the order wo reads
+        causal_attention(q, k, v, att, y.transpose(0, 2, 3, 1, 4))
+        y2 = y.reshape(N, QD)  # (N, H·D)
         out = np.matmul(y2, self.wo, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
         return out, (x2, w_qkv, q, k, v, att, y2)
 
     def backward(self, dout: np.ndarray, cache: tuple) -> np.ndarray:
         x2, w_qkv, q, k, v, att, y2 = cache
-        B, H, T, D = q.shape
-        C, N, dt, t, cdt = H * D, B * T, dout.dtype, self.tmp, self.cdt
+        B, KV, G, T, D = q.shape
+        H, N, C = KV * G, B * T, x2.shape[1]
+        QD, KD = H * D, KV * D
+        E = QD + 2 * KD
+        dt, t, cdt = dout.dtype, self.tmp, self.cdt
         dout2 = dout.reshape(N, C)  # (N, C)
-        self.go += np.matmul(y2.T, dout2, out=t("dwo", (C, C), dt))  # (C, C)
-        dy = np.matmul(dout2, self.wo.T, out=t("dy", (N, C), dt))
-        dy = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-        dqkv = t("dqkv", (B, T, 3, H, D), dt)
-        np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[:, :, 2].transpose(0, 2, 1, 3))  # dv
-        datt = np.matmul(dy, v.transpose(0, 1, 3, 2), out=t("datt", (B, H, T, T), dt))  # (B, H, T, T)
-        _causal_softmax_backward_(datt, att)  # now the gradient of the scaled scores q_s @ k^T
-        pre = t("pre_rope", (2, B, H, T, D), dt)  # d q_s and d k before RoPE's transpose
-        np.matmul(datt, k, out=pre[0])
-        np.matmul(datt.transpose(0, 1, 3, 2), q, out=pre[1])  # q is already scaled
+        self.go += np.matmul(y2.T, dout2, out=t("dwo", (QD, C), dt))  # (H·D, C)
+        dy = np.matmul(dout2, self.wo.T, out=t("dy", (N, QD), dt))
+        # dy in q's (B, KV, G·T, D) layout, so each group's G heads are one operand.
+        dyg = t("dyg", (B, KV, G, T, D), dt)
+        dyg[...] = dy.reshape(B, T, KV, G, D).transpose(0, 2, 3, 1, 4)
+        dyg = dyg.reshape(B, KV, G * T, D)
+        att_g = att.reshape(B, KV, G * T, T)
+        dqkv = t("dqkv", (N, E), dt)
+        # dv sums over the G heads sharing it: the G·T rows of one product.
+        np.matmul(att_g.transpose(0, 1, 3, 2), dyg, out=dqkv[:, QD + KD :].reshape(B, T, KV, D).transpose(0, 2, 1, 3))
+        datt = np.matmul(dyg, v.transpose(0, 1, 3, 2), out=t("datt", (B, KV, G * T, T), dt))
+        causal_softmax_backward_(datt, att_g)  # now the gradient of the scaled scores q_s kᵀ
+        dq = np.matmul(datt, k, out=t("dq", (B, KV, G, T, D), dt).reshape(B, KV, G * T, D))
+        dk = np.matmul(datt.transpose(0, 1, 3, 2), q.reshape(B, KV, G * T, D), out=t("dk", (B, KV, T, D), dt))
         # The transpose of a rotation is the rotation by the opposite angle, written into dqkv.
-        d_qk = dqkv[:, :, :2].view(cdt).transpose(2, 0, 3, 1, 4)  # (2, B, H, T, D/2)
-        np.multiply(pre.view(cdt), self.rot[:, None, None, :T].conj(), out=d_qk)
-        dqkv2 = dqkv.reshape(N, 3 * C)  # (N, 3C)
-        dw = np.matmul(x2.T, dqkv2, out=t("dw", (C, 3 * C), dt))  # (C, 3C), q and k columns paired
-        g_tmp = t("g_tmp", (C, C), dt)
-        _from_pairs_add(dw[:, :C], self.gq, H, g_tmp)  # back to the contracted column order
-        _from_pairs_add(dw[:, C : 2 * C], self.gk, H, g_tmp)
-        self.gv += dw[:, 2 * C :]
-        return np.matmul(dqkv2, w_qkv.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
+        dq_dst = dqkv[:, :QD].view(cdt).reshape(B, T, KV, G, D // 2).transpose(0, 2, 3, 1, 4)
+        rotate(dq.view(cdt).reshape(B, KV, G, T, D // 2), self.rot[0, :T].conj(), dq_dst)
+        dk_dst = dqkv[:, QD : QD + KD].view(cdt).reshape(B, T, KV, D // 2).transpose(0, 2, 1, 3)
+        rotate(dk.view(cdt), self.rot[1, :T].conj(), dk_dst)
+        dw = np.matmul(x2.T, dqkv, out=t("dw", (C, E), dt))  # (C, E), q and k columns paired
+        _from_pairs_add(dw[:, :QD], self.gq, H, D, t("gq_tmp", (C, QD), dt))  # back to contract order
+        _from_pairs_add(dw[:, QD : QD + KD], self.gk, KV, D, t("gk_tmp", (C, KD), dt))
+        self.gv += dw[:, QD + KD :]
+        return np.matmul(dqkv, w_qkv.T, out=t("dx", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
 
 
-def _to_pairs(w: np.ndarray, out: np.ndarray, H: int) -> None:
+def _to_pairs(w: np.ndarray, out: np.ndarray, H: int, D: int) -> None:
     """Copy w's columns into `out` reordered per head as j, j + D/2, j+1, j+1 + D/2, ..."""
-    np.take(w, _pair_order(w.shape[1], H), axis=1, out=out, mode="clip")  # "clip": no index check, no buffering
+    np.take(w, pair_order(H, D), axis=1, out=out, mode="clip")  # "clip": no index check, no buffering
 
 
-def _from_pairs_add(g_pairs: np.ndarray, g: np.ndarray, H: int, tmp: np.ndarray) -> None:
+def _from_pairs_add(g_pairs: np.ndarray, g: np.ndarray, H: int, D: int, tmp: np.ndarray) -> None:
     """Add gradient columns in the paired order of `_to_pairs` back into `g` (contract order)."""
-    g += np.take(g_pairs, _pair_order(g.shape[1], H, inverse=True), axis=1, out=tmp, mode="clip")
-
-
-_PAIR_ORDERS: dict[tuple[int, int, bool], np.ndarray] = {}
-
-
-def _pair_order(C: int, H: int, inverse: bool = False) -> np.ndarray:
-    """Column order that puts each head's rotated pairs (j, j + D/2) side by side (cached)."""
-    key = (C, H, inverse)
-    order = _PAIR_ORDERS.get(key)
-    if order is None:
-        D = C // H
-        order = np.arange(C).reshape(H, 2, D // 2).transpose(0, 2, 1).reshape(-1)  # (C,)
-        if inverse:
-            order = np.argsort(order)
-        _PAIR_ORDERS[key] = order
-    return order
-
-
-_MASKS: dict[tuple[int, str], np.ndarray] = {}
-
-
-def _causal_mask(T: int, dtype) -> np.ndarray:
-    """Additive mask, 0 on and below the diagonal and -inf above; cached per (T, dtype)."""
-    key = (T, np.dtype(dtype).str)
-    mask = _MASKS.get(key)
-    if mask is None:
-        mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
-        _MASKS[key] = mask
-    return mask
-
-
-def _causal_softmax_(att: np.ndarray) -> None:
-    """Masked softmax over the last axis, in place. Row i always keeps its diagonal, so every
-    row max is finite and exp(-inf) gives exactly 0 for the future positions."""
-    T = att.shape[-1]
-    att += _causal_mask(T, att.dtype)
-    att -= att.max(axis=-1, keepdims=True)
-    np.exp(att, out=att)
-    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
-    total = np.matmul(att, np.ones(T, dtype=att.dtype))[..., None]  # (B, H, T, 1)
-    att *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
-
-
-def _causal_softmax_backward_(datt: np.ndarray, att: np.ndarray) -> None:
-    """Turn d(probabilities) into d(scores) in place: ds = p * (dp - sum(dp * p)) per row.
-    Masked entries have p = 0 and stay 0."""
-    datt -= np.einsum("bhij,bhij->bhi", datt, att)[..., None]  # (B, H, T, 1) row sums of dp * p
-    datt *= att
+    g += np.take(g_pairs, pair_order(H, D, inverse=True), axis=1, out=tmp, mode="clip")
 
 
 class SwiGLU:
@@ -272,13 +382,9 @@ class SwiGLU:
         x2 = x.reshape(N, C)  # (N, C)
         a = np.matmul(x2, self.w1, out=f("a", (N, F), dt))  # (N, F) gate
         b = np.matmul(x2, self.w3, out=f("b", (N, F), dt))  # (N, F) value
-        sig = np.negative(a, out=f("sig", (N, F), dt))  # (N, F)
+        sig, silu = f("sig", (N, F), dt), f("silu", (N, F), dt)  # kept: they save backward passes
         with np.errstate(over="ignore"):
-            np.exp(sig, out=sig)  # overflow gives inf, so sigmoid 0, which is right
-        sig += 1.0
-        np.reciprocal(sig, out=sig)
-        silu = np.multiply(a, sig, out=f("silu", (N, F), dt))  # (N, F) kept: it saves backward passes
-        h = np.multiply(silu, b, out=f("h", (N, F), dt))  # (N, F)
+            h = swiglu(a, b, f("h", (N, F), dt), sig, silu)  # (N, F)
         out = np.matmul(h, self.w2, out=f("out", (N, C), dt)).reshape(B, T, C)  # (B, T, C)
         return out, (x2, a, b, sig, silu, h)
 

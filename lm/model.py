@@ -24,12 +24,15 @@ from lm.loss import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape, in the contracted order."""
     V, C, F = config.vocab_size, config.d_model, config.ffn_hidden
+    QD, KD = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
     shapes: dict[str, tuple[int, ...]] = {"tok_emb": (V, C)}
     for i in range(config.n_layers):
         p = f"layers.{i}."
         shapes[p + "attn_norm"] = (C,)
-        for name in ("wq", "wk", "wv", "wo"):
-            shapes[p + name] = (C, C)
+        shapes[p + "wq"] = (C, QD)
+        shapes[p + "wk"] = (C, KD)
+        shapes[p + "wv"] = (C, KD)
+        shapes[p + "wo"] = (QD, C)
         shapes[p + "ffn_norm"] = (C,)
         shapes[p + "w1"] = (C, F)
         shapes[p + "w3"] = (C, F)
@@ -41,7 +44,11 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _flat_views(shapes: dict[str, tuple[int, ...]], buffer: np.ndarray) -> dict[str, np.ndarray]:
-    """Named views into `buffer`: matrices first, then vectors, each group in contract order."""
+    """Named views into `buffer`: matrices first, then vectors, each group in contract order.
+
+    Every view is contiguous and together they tile the buffer, which the optimiser relies on
+    to update all parameters as one array (`lm.optim`).
+    """
     order = [n for n, s in shapes.items() if len(s) >= 2] + [n for n, s in shapes.items() if len(s) < 2]
     views: dict[str, np.ndarray] = {}
     offset = 0
@@ -58,10 +65,11 @@ class Transformer:
     `dtype=np.float64` gives a model for gradient checks. Initialisation follows GPT-2 and Llama
     practice: normal(0, 0.02) for every matrix, the output projections of residual branches (wo,
     w2) scaled by 1/sqrt(2·n_layers) so the residual stream's variance does not grow with depth,
-    and ones for the norm weights.
+    and ones for the norm weights. `init=False` leaves every parameter zero, for a loader that
+    fills them (a pretrained model's 100 million random draws would cost seconds).
     """
 
-    def __init__(self, config: ModelConfig, seed: int = 0, dtype=np.float32) -> None:
+    def __init__(self, config: ModelConfig, seed: int = 0, dtype=np.float32, *, init: bool = True) -> None:
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -72,7 +80,8 @@ class Transformer:
         self.flat_grads = np.zeros(total, dtype=self.dtype)
         self.params: dict[str, np.ndarray] = _flat_views(shapes, self.flat_params)
         self.grads: dict[str, np.ndarray] = _flat_views(shapes, self.flat_grads)
-        self._init_params(seed)
+        if init:
+            self._init_params(seed)
         self._build_layers()
 
     @property
@@ -114,7 +123,7 @@ class Transformer:
             attn = CausalSelfAttention(
                 P[p + "wq"], P[p + "wk"], P[p + "wv"], P[p + "wo"],
                 G[p + "wq"], G[p + "wk"], G[p + "wv"], G[p + "wo"],
-                cfg.n_heads, cos, sin,
+                cfg.n_heads, cos, sin, cfg.n_kv_heads,
             )
             ffn = SwiGLU(P[p + "w1"], P[p + "w3"], P[p + "w2"], G[p + "w1"], G[p + "w3"], G[p + "w2"])
             self.blocks.append(

@@ -94,27 +94,30 @@ def test_float64_model_matches_tightly():
     assert_close(infer.forward(ids, InferenceModel(m64).new_cache())[0], got, tol=1e-10)
 
 
-def test_step_weights_are_one_block_in_reading_order():
-    # The decode step streams its weights from memory; they sit in one block, in the order a
-    # token reads them (each layer's wqkv, wo, w13, w2, then the head), end to end.
-    infer = InferenceModel(make_model(ctx=16, n_layers=3))
-    block = infer._weights
-    mats = [m for layer in infer.layers for m in layer] + [infer.lm_head]
-    assert block.flags.c_contiguous and block.size == sum(m.size for m in mats)
-    offset = 0
-    for m in mats:
-        assert m.flags.c_contiguous and np.shares_memory(m, block)
-        assert (m.__array_interface__["data"][0] - block.__array_interface__["data"][0]) == offset * block.itemsize
-        offset += m.size
-
-
-def test_inference_model_keeps_its_own_copy_of_the_weights():
-    model = make_model(ctx=16)
+def test_inference_model_reads_the_model_weights_in_place():
+    # A pretrained model is hundreds of MB: decoding must not hold a second copy. Only each
+    # layer's fused wq|wk|wv (norm folded, q/k columns paired) is prepared, all in one block.
+    model = make_model(ctx=16, n_layers=3, tie=True)
     infer = InferenceModel(model)
+    P = model.params
+    assert np.shares_memory(infer.tok_emb, P["tok_emb"]) and np.shares_memory(infer.lm_head, P["tok_emb"])
+    for i, (wqkv, wo, ffn_norm, w13, w2) in enumerate(infer.layers):
+        p = f"layers.{i}."
+        assert wo is P[p + "wo"] and w2 is P[p + "w2"] and ffn_norm is P[p + "ffn_norm"]
+        assert np.shares_memory(w13[0], P[p + "w1"]) and np.shares_memory(w13[1], P[p + "w3"])
+        assert np.array_equal(w13[0], P[p + "w1"]) and np.array_equal(w13[1], P[p + "w3"])
+        assert np.shares_memory(wqkv, infer._qkv_block) and not np.shares_memory(wqkv, model.flat_params)
+    C, E = 32, 3 * 32
+    assert infer._qkv_block.flags.c_contiguous and infer._qkv_block.size == 3 * C * E
+
+
+def test_a_new_inference_model_sees_changed_weights():
+    model = make_model(ctx=16)
     ids = np.random.default_rng(3).integers(0, 257, size=(1, 6))
-    want = model.forward(ids)[0, -1]
-    for p in model.params.values():  # training changes the model after the view was built
+    for p in model.params.values():  # training changes the model
         p *= 0.5
+    want = model.forward(ids)[0, -1]
+    infer = InferenceModel(model)
     cache = infer.new_cache()
     infer.forward(ids[:, :5], cache)
     assert_close(infer.step(int(ids[0, 5]), cache), want)
