@@ -208,7 +208,7 @@ class MPIGroup(Solo):
                   file=sys.stderr, flush=True)
             self.comm.Abort(code)
 
-    def _wait_idle(self) -> None:
+    def wait_idle(self) -> None:
         """A barrier that sleeps instead of spinning (MPI's blocking calls poll a core flat out)."""
         request = self.comm.Ibarrier()
         while not request.Test():
@@ -236,7 +236,7 @@ class MPIGroup(Solo):
             result, failure = fn(), None
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the others must know
             result, failure = None, exc
-        self._wait_idle()
+        self.wait_idle()
         outcomes = self.comm.allgather(None if failure is None else _describe(failure))
         self._settle(outcomes, failure)
         return result
@@ -251,7 +251,7 @@ class MPIGroup(Solo):
                 failure = exc
         while True:
             try:
-                self._wait_idle()
+                self.wait_idle()
                 break
             except KeyboardInterrupt:  # rank 0 hears Ctrl-C too (mpiexec forwards it); wait for it
                 interrupted = True
