@@ -61,7 +61,7 @@ def tokenizer_from_gguf(reader: gguf.GGUFReader, source: str | None = None) -> B
 
     `reader` is an open `gguf.GGUFReader`; `source` names the file in error messages.
     """
-    where = source or str(getattr(reader, "path", "the GGUF file"))
+    where = source or str(getattr(getattr(reader, "data", None), "filename", None) or "the GGUF file")
 
     def bad(why: str) -> TokenizerError:
         return TokenizerError(f"{where}: {why}")
