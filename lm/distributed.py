@@ -164,17 +164,13 @@ class MPIGroup(Solo):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.is_root = self.rank == 0
         self.reduce_seconds, self.reduce_bytes, self.reduce_calls = 0.0, 0, 0
-        self._local_size: int | None = None
+        # Ranks on this machine (sharing its memory): a collective call, so made here, where every
+        # rank is, rather than where some rank may need it.
+        local = comm.Split_type(mpi.COMM_TYPE_SHARED)
+        self.local_size = local.Get_size()
+        local.Free()
 
     # -- threads --------------------------------------------------------------------------------
-
-    def local_size(self) -> int:
-        """Ranks on this machine (sharing its memory)."""
-        if self._local_size is None:
-            local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
-            self._local_size = local.Get_size()
-            local.Free()
-        return self._local_size
 
     def default_threads(self) -> int:
         """This rank's share of the machine's CPUs (at most 8), or its own CPUs if it is bound."""
@@ -182,7 +178,7 @@ class MPIGroup(Solo):
             return 1  # BLAS threads cannot be held to one per worker here
         cpus = available_cpus()
         if cpus >= (os.cpu_count() or cpus):  # not bound to a subset: share the machine's CPUs
-            cpus = cpus // self.local_size()
+            cpus = cpus // self.local_size
         return max(1, min(cpus, MAX_DEFAULT_WORKERS))
 
     def describe(self, threads: int) -> str:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if comm.startswith("python") and f"PMI_RANK={rank}".encode() in environ:
+        if comm.startswith("python") and {f"PMI_RANK={rank}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode()} & set(environ):
             return pid
     return None
 
@@ -224,7 +225,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(victim, corpus, t
         _wait_for_steps(proc, run, 5)
         pid = _rank_pid(proc.pid, victim)
         if pid is None:
-            pytest.skip("the launcher does not set PMI_RANK, so the rank cannot be found")
+            pytest.skip("the launcher sets neither PMI_RANK nor OMPI_COMM_WORLD_RANK: the rank cannot be found")
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         proc.communicate(timeout=30)
@@ -332,6 +333,9 @@ def test_without_mpi4py_the_message_names_the_extra(tmp_path, corpus, monkeypatc
     assert not (tmp_path / "run").exists()
 
 
+FAKE_MPI = types.SimpleNamespace(COMM_TYPE_SHARED=1)
+
+
 class _FakeComm:
     def __init__(self, rank, size):
         self.rank, self.size = rank, size
@@ -341,6 +345,12 @@ class _FakeComm:
 
     def Get_size(self):
         return self.size
+
+    def Split_type(self, kind):
+        return self
+
+    def Free(self):
+        pass
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7])
@@ -356,7 +366,7 @@ def test_shares_cover_the_batch_and_weights_make_the_mean(size):
     expected = losses[counted].mean()
     rows, total = [], 0.0
     for rank in range(size):
-        lo, hi, weight = MPIGroup(_FakeComm(rank, size), None).share(targets)
+        lo, hi, weight = MPIGroup(_FakeComm(rank, size), FAKE_MPI).share(targets)
         rows.extend(range(lo, hi))
         if counted[lo:hi].any():
             total += losses[lo:hi][counted[lo:hi]].mean() * weight
