@@ -127,7 +127,7 @@ def end_of_turn_token(
     (whitespace skipped): `<|im_end|>` for ChatML, `<|eot_id|>` for Llama 3, the EOS token for
     templates that end a turn with `eos_token`.
     """
-    marker = "\x1fanswer\x1f"
+    marker = "ANSWER-5e1f0c"  # survives `trim` and friends
     conversations = (
         [{"role": "user", "content": "question"}, {"role": "assistant", "content": marker}],
         [{"role": "system", "content": "system"}, {"role": "user", "content": "question"},
@@ -302,6 +302,17 @@ def _environment():
         trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = tojson
+    sandboxed_attr = env.filters["attr"]
+
+    @jinja2.pass_environment
+    def attr(environment, obj, name):
+        # Jinja's sandbox answers an unsafe `attr` with an empty value; refuse it outright, as a
+        # name written in the template is refused (`_refuse_internals`).
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"attribute {name!r} is not available to templates")
+        return sandboxed_attr(environment, obj, name)
+
+    env.filters["attr"] = attr
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     env.globals["dict"] = TemplateDict()
