@@ -1,7 +1,7 @@
 """A small, trainable decoder transformer in NumPy, with its BPE tokenizer."""
 
 from lm.tokenizer import BPETokenizer
-from lm.generate import GenerationResult, generate, stream
+from lm.generate import GenerationResult, SamplingSettings, generate, stream
 from lm.sampling import sample_token
 from lm.config import ModelConfig
 from lm.model import Transformer

@@ -2,7 +2,9 @@
 
 `stream(model, tokenizer, prompt, ...)` returns a `Stream`: iterating it yields text pieces as
 tokens are decoded, and once it is exhausted `stream.result` holds the `GenerationResult`.
-`generate(...)` runs a stream to the end and returns that result.
+`generate(...)` runs a stream to the end and returns that result. How tokens are chosen is one
+`SamplingSettings` (given whole as `settings=`, or field by field as keywords), the single
+definition `tiss generate` and the local model backend build too.
 
 Decoding details a caller can rely on:
 - Pieces never split a UTF-8 character: token bytes go through an incremental UTF-8 decoder, so
@@ -34,9 +36,9 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Mapping, TextIO
 
 import numpy as np
 
@@ -67,20 +69,52 @@ class GenerationResult:
     first_token_seconds: float | None = None  # wall time until the first token was sampled
 
 
-def _check_settings(max_new_tokens, repetition_penalty, stop) -> tuple[str, ...]:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
-    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
-        raise GenerationError(f"repetition_penalty must be > 0 (1 means none), got {repetition_penalty!r}")
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    stops = tuple(stop)
-    for s in stops:
-        if not isinstance(s, str) or s == "":
-            raise GenerationError(f"stop sequences must be non-empty strings, got {s!r}")
-    return stops
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a completion is sampled: the one definition of these settings.
+
+    `lm.generate` and `lm.stream` take it (whole as `settings=`, or as keywords named like its
+    fields), `tiss generate` builds it from its flags and the local model backend from the
+    directives. Validated when made: a setting out of range raises `SamplingError` (temperature,
+    top_k, top_p, min_p) or `GenerationError` (the rest) naming it, before any work is done.
+    """
+
+    max_new_tokens: int = 128  # tokens sampled at most (0: none)
+    temperature: float = 1.0  # logits are divided by it; 0 is greedy
+    top_k: int | None = None  # keep the k most likely tokens (None: all)
+    top_p: float | None = None  # keep the smallest set whose probability reaches p, in (0, 1]
+    min_p: float | None = None  # drop tokens below min_p times the top probability, in [0, 1]
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context (1: none)
+    stop: tuple[str, ...] = ()  # end before the first of these strings; one string or None work too
+    seed: int | None = None  # seeds the sampler's numpy Generator (None: fresh entropy)
+
+    def __post_init__(self) -> None:
+        validate_sampling(self.temperature, self.top_k, self.top_p, self.min_p)
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise GenerationError(f"max_new_tokens must be a whole number >= 0, got {n!r}")
+        penalty = self.repetition_penalty
+        if not isinstance(penalty, (int, float)) or not penalty > 0:
+            raise GenerationError(f"repetition_penalty must be > 0 (1 means none), got {penalty!r}")
+        stop = self.stop
+        stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+        for s in stops:
+            if not isinstance(s, str) or s == "":
+                raise GenerationError(f"stop sequences must be non-empty strings, got {s!r}")
+        object.__setattr__(self, "stop", stops)
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise GenerationError(f"seed must be a whole number >= 0, got {seed!r}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], base: "SamplingSettings | None" = None) -> "SamplingSettings":
+        """`base` (the defaults if None) with the fields `options` holds; other keys are ignored,
+        so `vars()` of a command's parsed arguments can be passed as it is."""
+        given = {f.name: options[f.name] for f in fields(cls) if f.name in options}
+        return cls(**given) if base is None else replace(base, **given)
+
+
+_SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingSettings))
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -140,30 +174,33 @@ class _StopFilter:
 class Stream:
     """An iterable of decoded text pieces; `result` is set once iteration has finished.
 
-    Settings are validated when the stream is made, so bad settings fail before any work.
-    A stream is single-use.
+    `settings` (a `SamplingSettings`; the defaults if None) with any of its fields given as
+    keywords on top, and `max_new_tokens` (None: the settings' own) on top of those. Settings
+    are validated when the stream is made, so bad settings fail before any work. `rng` replaces
+    the generator `seed` would make. A stream is single-use.
     """
 
     def __init__(
         self,
         model,
         tokenizer,
-        prompt: str,
-        max_new_tokens: int = 128,
+        prompt: str | Sequence[int],
+        max_new_tokens: int | None = None,
         *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        stop: Sequence[str] | str | None = None,
-        seed: int | None = None,
+        settings: SamplingSettings | None = None,
         rng: np.random.Generator | None = None,
         use_kv_cache: bool = True,
         end_ids: Iterable[int] = (),
+        **sampling: Any,
     ) -> None:
-        validate_sampling(temperature, top_k, top_p, min_p)
-        self._stops = _check_settings(max_new_tokens, repetition_penalty, stop)
+        if max_new_tokens is not None:
+            sampling["max_new_tokens"] = max_new_tokens
+        unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the settings "
+                            f"are {', '.join(sorted(_SAMPLING_FIELDS))}")
+        self.settings = SamplingSettings.from_options(sampling, settings)
+        settings = self.settings
         if isinstance(prompt, (list, tuple)):
             if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in prompt):
                 raise GenerationError("a prompt given as token ids must be a list of whole numbers")
@@ -177,10 +214,12 @@ class Stream:
             self._infer, self._model = (InferenceModel(model) if use_kv_cache else None), model
         self._tokenizer = tokenizer
         self._prompt = prompt
-        self._max_new = max_new_tokens
-        self._sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-        self._penalty = float(repetition_penalty)
-        self._rng = rng if rng is not None else np.random.default_rng(seed)
+        self._max_new = settings.max_new_tokens
+        self._stops = settings.stop
+        self._sampling = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                              min_p=settings.min_p)
+        self._penalty = float(settings.repetition_penalty)
+        self._rng = rng if rng is not None else np.random.default_rng(settings.seed)
         self._use_cache = use_kv_cache
         self._started = False
         self.result: GenerationResult | None = None
@@ -313,51 +352,25 @@ class Stream:
         return out
 
 
-def stream(model, tokenizer, prompt: str, max_new_tokens: int = 128, **settings) -> Stream:
+def stream(model, tokenizer, prompt: str | Sequence[int], max_new_tokens: int | None = None, **options) -> Stream:
     """Decode `prompt`'s continuation piece by piece; see `Stream` and the module docstring.
 
     `model` is a `Transformer` (or an `InferenceModel` built from one, to reuse its prepared
-    weights across calls); `prompt` is text or token ids. Keyword settings: temperature, top_k,
-    top_p, min_p, repetition_penalty, stop, seed (or rng), use_kv_cache, end_ids.
+    weights across calls); `prompt` is text or token ids. Keyword options: `settings` (a
+    `SamplingSettings`) and its fields (temperature, top_k, top_p, min_p, repetition_penalty,
+    stop, seed), rng, use_kv_cache, end_ids.
     """
-    return Stream(model, tokenizer, prompt, max_new_tokens, **settings)
+    return Stream(model, tokenizer, prompt, max_new_tokens, **options)
 
 
-def generate(
-    model,
-    tokenizer,
-    prompt: str,
-    max_new_tokens: int = 128,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    stop: Sequence[str] | str | None = None,
-    seed: int | None = None,
-    rng: np.random.Generator | None = None,
-    use_kv_cache: bool = True,
-) -> GenerationResult:
+def generate(model, tokenizer, prompt: str | Sequence[int], max_new_tokens: int | None = None,
+             **options) -> GenerationResult:
     """Generate a continuation of `prompt` and return it with its token counts.
 
-    The same settings and seed give the same text, with the cache or without it.
+    Takes what `stream` takes. The same settings and seed give the same text, with the cache
+    or without it.
     """
-    s = Stream(
-        model,
-        tokenizer,
-        prompt,
-        max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        stop=stop,
-        seed=seed,
-        rng=rng,
-        use_kv_cache=use_kv_cache,
-    )
+    s = Stream(model, tokenizer, prompt, max_new_tokens, **options)
     for _ in s:
         pass
     return s.result
@@ -375,22 +388,22 @@ def read_prompt(prompt: str | None, prompt_file: str | Path | None) -> str:
 def generate_to_console(
     checkpoint: str | Path | None,
     prompt: str,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | None = None,
     *,
     stats: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
-    **settings,
+    **options,
 ) -> GenerationResult:
     """What `tiss generate` does: load a checkpoint (the default model if None), stream the
     completion to `out` as it is decoded, and with `stats` print token counts, tokens/s and the
-    time to the first token to `err`."""
+    time to the first token to `err`. `options` are what `stream` takes."""
     from lm.checkpoint import load
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     model, tokenizer = load() if checkpoint is None else load(checkpoint)
-    s = stream(model, tokenizer, prompt, max_new_tokens, **settings)
+    s = stream(model, tokenizer, prompt, max_new_tokens, **options)
     try:
         for piece in s:
             out.write(piece)

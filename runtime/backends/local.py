@@ -130,10 +130,6 @@ class LocalBackend:
 
         started = time.monotonic()
         loaded = self._for(settings.model)
-        temperature = DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
-        top_p = settings.top_p
-        if top_p is not None and top_p <= 0:
-            top_p, temperature = None, 0.0  # an empty nucleus keeps only the most likely token
         try:
             end_ids: frozenset[int] = frozenset()
             if loaded.instruct is not None:
@@ -141,19 +137,7 @@ class LocalBackend:
                 end_ids = loaded.instruct.end_ids
             else:
                 text = f"{settings.persona}\n\n{prompt}" if settings.persona else prompt
-            s = stream(
-                loaded.infer,
-                loaded.tokenizer,
-                text,
-                DEFAULT_MAX_TOKENS if settings.max_tokens is None else settings.max_tokens,
-                temperature=temperature,
-                top_k=settings.top_k or None,
-                top_p=top_p,
-                min_p=settings.min_p or None,
-                stop=settings.stop or None,
-                seed=settings.seed,
-                end_ids=end_ids,
-            )
+            s = stream(loaded.infer, loaded.tokenizer, text, settings=_sampling(settings), end_ids=end_ids)
             with loaded.lock:
                 for _ in s:
                     if settings.timeout is not None and time.monotonic() - started > settings.timeout:
@@ -175,6 +159,26 @@ class LocalBackend:
 
     def __repr__(self) -> str:
         return f"LocalBackend({None if self.path is None else str(self.path)!r})"
+
+
+def _sampling(settings: GenerationSettings):
+    """The `lm.generate.SamplingSettings` the directives in `settings` ask for (see the module
+    docstring for the defaults and what 0 means); raises `LMError` for values `lm` refuses."""
+    from lm.generate import SamplingSettings
+
+    temperature = DEFAULT_TEMPERATURE if settings.temperature is None else settings.temperature
+    top_p = settings.top_p
+    if top_p is not None and top_p <= 0:
+        top_p, temperature = None, 0.0  # an empty nucleus keeps only the most likely token
+    return SamplingSettings(
+        max_new_tokens=DEFAULT_MAX_TOKENS if settings.max_tokens is None else settings.max_tokens,
+        temperature=temperature,
+        top_k=settings.top_k or None,
+        top_p=top_p,
+        min_p=settings.min_p or None,
+        stop=settings.stop,
+        seed=settings.seed,
+    )
 
 
 def _resolve(spec: str | Path) -> str:
