@@ -110,14 +110,29 @@ def resolve(path) -> Path:
             return old
         raise CheckpointError(f"no checkpoint at {path}: the directory does not exist")
     if not p.is_dir():
-        raise CheckpointError(f"{path} is a file, not a checkpoint directory")
+        raise CheckpointError(
+            f"{path} is a file, not a checkpoint directory; supported: a checkpoint or run directory, "
+            "a GGUF file or a Hugging Face model directory"
+        )
     return p
+
+
+def _load_pretrained(p: Path, dtype):
+    """A GGUF file or a Hugging Face model directory through `lm.pretrained`, else None."""
+    from lm import pretrained
+
+    if p.is_file() and (p.suffix.lower() == ".gguf" or pretrained.is_gguf(p)):
+        return pretrained.load_gguf(p, dtype)
+    if p.is_dir() and pretrained.is_hf_directory(p):
+        return pretrained.load_hf(p, dtype)
+    return None
 
 
 def load(path=None, dtype=np.float32):
     """Read a checkpoint directory (or a run directory) into `(model, tokenizer)`.
 
-    With no `path`, the default model shipped in `lm/default_model/`.
+    With no `path`, the default model shipped in `lm/default_model/`. A GGUF file or a Hugging
+    Face model directory of a Llama-family model loads through `lm.pretrained`.
 
     Every defect is a `CheckpointError` naming the file and what to do: missing files, corrupt
     JSON or safetensors, parameters missing, unexpected or of the wrong shape, non-finite
@@ -132,6 +147,9 @@ def load(path=None, dtype=np.float32):
                 "reinstall the package or pass a checkpoint directory made by `tiss train`"
             )
         path = DEFAULT_MODEL_DIR
+    pretrained = _load_pretrained(Path(path), dtype)
+    if pretrained is not None:
+        return pretrained
     ckpt = resolve(path)
     missing = [f for f in (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE) if not (ckpt / f).is_file()]
     if missing:

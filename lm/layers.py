@@ -279,13 +279,15 @@ class CausalSelfAttention:
         wq: np.ndarray, wk: np.ndarray, wv: np.ndarray, wo: np.ndarray,
         gq: np.ndarray, gk: np.ndarray, gv: np.ndarray, go: np.ndarray,
         n_heads: int, cos: np.ndarray, sin: np.ndarray, n_kv_heads: int | None = None,
+        rot: np.ndarray | None = None,
     ) -> None:
         self.wq, self.wk, self.wv, self.wo = wq, wk, wv, wo
         self.gq, self.gk, self.gv, self.go = gq, gk, gv, go
         self.n_heads = n_heads
         self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         self.head_dim = 2 * cos.shape[1]
-        self.rot = rope_rotations(cos, sin)  # (2, max_T, D/2): q (scaled), k
+        # (2, max_T, D/2): q (scaled), k. A model passes one `rot` to all its layers.
+        self.rot = rope_rotations(cos, sin) if rot is None else rot
         self.cdt = self.rot.dtype
         self.fwd, self.tmp = Buffers(), Buffers()
 

@@ -17,7 +17,9 @@ import numpy as np
 
 from lm.config import ModelConfig
 from lm.errors import LMError
-from lm.layers import Block, Buffers, CausalSelfAttention, Embedding, OutputHead, RMSNorm, SwiGLU, rope_tables
+from lm.layers import (
+    Block, Buffers, CausalSelfAttention, Embedding, OutputHead, RMSNorm, SwiGLU, rope_rotations, rope_tables,
+)
 from lm.loss import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 
 
@@ -116,6 +118,7 @@ class Transformer:
     def _build_layers(self) -> None:
         cfg, P, G = self.config, self.params, self.grads
         cos, sin = rope_tables(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta, self.dtype)
+        rot = rope_rotations(cos, sin)  # shared by every layer
         self.embedding = Embedding(P["tok_emb"], G["tok_emb"])
         self.blocks: list[Block] = []
         for i in range(cfg.n_layers):
@@ -123,7 +126,7 @@ class Transformer:
             attn = CausalSelfAttention(
                 P[p + "wq"], P[p + "wk"], P[p + "wv"], P[p + "wo"],
                 G[p + "wq"], G[p + "wk"], G[p + "wv"], G[p + "wo"],
-                cfg.n_heads, cos, sin, cfg.n_kv_heads,
+                cfg.n_heads, cos, sin, cfg.n_kv_heads, rot,
             )
             ffn = SwiGLU(P[p + "w1"], P[p + "w3"], P[p + "w2"], G[p + "w1"], G[p + "w3"], G[p + "w2"])
             self.blocks.append(
