@@ -374,3 +374,27 @@ def test_shares_cover_the_batch_and_weights_make_the_mean(size):
             assert weight == 0.0
     assert rows == list(range(7))
     assert total == pytest.approx(expected, rel=1e-12)
+
+
+def test_every_tiss_command_in_the_scale_out_guide_parses():
+    """docs/scale-out.md's `mpiexec ... tiss train ...` lines stay true to the CLI."""
+    import re
+    import shlex
+
+    from runtime import cli
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(re.sub(r'"?\$\w+"?', "1", line), comments=True)
+            starts = [i for i, w in enumerate(words) if w == "tiss" or w.endswith("/tiss")]
+            if starts:
+                commands.append(words[starts[0] + 1:])
+    assert len(commands) >= 4 and all("--distributed" in c for c in commands)
+    for argv in commands:
+        try:
+            args = cli.create_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"docs/scale-out.md: `tiss {' '.join(argv)}` is rejected by the CLI")
+        assert args.distributed == "mpi"
