@@ -10,12 +10,14 @@ right after ``SET_BUDGET`` only budget names are offered.
 
 from __future__ import annotations
 
-import bisect
 from pathlib import Path
 
 from lsprotocol import types
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+
+from tisslang import ast
+from tisslang.statements import walk
 
 from runtime.lsp import knowledge
 from runtime.lsp.document import Analysis, Pos
@@ -35,15 +37,16 @@ _KINDS = {
 }
 
 
-def complete(analysis: Analysis, pos: Pos, workspace: Path, snippets: bool) -> list[types.CompletionItem]:
+def complete(analysis: Analysis, pos: Pos, workspace: Path, snippets: bool,
+             markdown: bool = True) -> list[types.CompletionItem]:
     text = analysis.text
     offset = text.offset(*pos)
-    before = text.normalised[:offset]
+    before = text.normalised[_window_start(analysis, pos, offset):offset]
     names = analysis.definitions_before(pos)
     completer = TissCompleter(variables=lambda: names, workspace=lambda: workspace)
     found = list(completer.get_completions(Document(before, len(before)),
                                            CompleteEvent(completion_requested=True)))
-    if _after_set_budget(analysis, offset, found):
+    if _after_set_budget(before, found):
         found = [c for c in found if c.display_meta_text == "budget"]
     items = []
     for order, c in enumerate(found):
@@ -60,7 +63,7 @@ def complete(analysis: Analysis, pos: Pos, workspace: Path, snippets: bool) -> l
         )
         doc = knowledge.describe(c.text, meta)
         if doc:
-            item.documentation = types.MarkupContent(types.MarkupKind.Markdown, doc)
+            item.documentation = types.MarkupContent(types.MarkupKind.Markdown, doc) if markdown else doc
         snippet = knowledge.snippet(c.text) if snippets and meta == "statement" else None
         if snippet:
             item.kind = types.CompletionItemKind.Snippet
@@ -70,13 +73,29 @@ def complete(analysis: Analysis, pos: Pos, workspace: Path, snippets: bool) -> l
     return items
 
 
-def _after_set_budget(analysis: Analysis, offset: int, found) -> bool:
+# Up to this many characters before the cursor go to the completer as they are; in a bigger file
+# it gets the cursor's line (or the heredoc around it), which is all its answers depend on, so
+# completion stays instant in a 1 MB script.
+WINDOW = 100_000
+
+
+def _window_start(analysis: Analysis, pos: Pos, offset: int) -> int:
+    """Where the text given to the completer starts: the file's start when it is small, else
+    the cursor's line, or the WRITE line of the heredoc whose body holds the cursor."""
+    if offset <= WINDOW:
+        return 0
+    line = pos[0] + 1
+    if analysis.tree is not None:
+        for node in walk(analysis.tree, blocks_only=True):
+            if isinstance(node, ast.Write) and node.delimiter and node.line < line <= node.end_line:
+                return analysis.text.offset(node.line - 1, 0)
+    return analysis.text.offset(pos[0], 0)
+
+
+def _after_set_budget(before: str, found) -> bool:
     """Whether the word being typed directly follows SET_BUDGET (only budgets fit there)."""
     if not found:
         return False
-    start = offset + found[0].start_position
-    tokens = analysis.tokens
-    i = bisect.bisect_left(analysis.token_starts, start) - 1
-    while i >= 0 and tokens[i].kind in (scan.COMMENT, scan.HEADER):
-        i -= 1
-    return i >= 0 and tokens[i].kind == scan.KEYWORD and tokens[i].text == "SET_BUDGET"
+    tokens = [token for token in scan.scan(before[: len(before) + found[0].start_position]).tokens
+              if token.kind not in (scan.COMMENT, scan.HEADER)]
+    return bool(tokens) and tokens[-1].kind == scan.KEYWORD and tokens[-1].text == "SET_BUDGET"

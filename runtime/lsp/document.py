@@ -99,8 +99,9 @@ class Analysis:
         if self.program is None:  # parse_tolerant gives a tree or an error, never neither
             return []
         found = []
-        index = self._starts()
-        for diagnostic in tisslang.check(self.program):
+        checked = tisslang.check(self.program)
+        index = self._starts() if checked else {}
+        for diagnostic in checked:
             node = index.get((diagnostic.line, diagnostic.column))
             start = (diagnostic.line - 1, diagnostic.column - 1)
             end = self._node_end(node, start) if node is not None else self._word_end(start)
@@ -243,7 +244,7 @@ class Analysis:
     def folds(self) -> list[Fold]:
         folds: list[Fold] = []
         if self.tree is not None:
-            for node in walk(self.tree):
+            for node in walk(self.tree, blocks_only=True):  # statements: blocks and heredocs
                 if node is not self.tree:
                     folds.extend(_node_folds(node))
             folds.extend(_comment_folds(self.tree.comments, self.text.lines))

@@ -15,7 +15,7 @@ from runtime.lsp.document import Analysis, Pos
 from runtime.repl import scan
 
 
-def hover(analysis: Analysis, pos: Pos) -> types.Hover | None:
+def hover(analysis: Analysis, pos: Pos, markdown: bool = True) -> types.Hover | None:
     token = analysis.token_at(pos)
     if token is None:
         return None
@@ -41,7 +41,8 @@ def hover(analysis: Analysis, pos: Pos) -> types.Hover | None:
         return None
     a, b = text.position(start), text.position(end)
     return types.Hover(
-        contents=types.MarkupContent(types.MarkupKind.Markdown, doc),
+        contents=types.MarkupContent(
+            types.MarkupKind.Markdown if markdown else types.MarkupKind.PlainText, doc),
         range=types.Range(types.Position(*text.to_client(*a)), types.Position(*text.to_client(*b))),
     )
 

@@ -26,7 +26,7 @@ from pygls.uris import to_fs_path
 
 from runtime.lsp import completion, features, hover
 from runtime.lsp.document import Analysis
-from runtime.lsp.text import Text
+from runtime.lsp.text import Text, units_for
 
 DEBOUNCE_SECONDS = 0.2
 """How long typing must pause before a change is analysed and its diagnostics published."""
@@ -77,7 +77,8 @@ class TissServer(LanguageServer):
     # --- documents ------------------------------------------------------------------------
 
     def units(self) -> Callable[[str], int]:
-        return self.workspace.position_codec.client_num_units
+        encoding = self.workspace.position_encoding
+        return units_for(getattr(encoding, "value", encoding))
 
     def document(self, uri: str) -> _Document | None:
         return self.documents.get(uri)
@@ -261,7 +262,10 @@ def create_server() -> TissServer:
         analysis = ls.analysis(params.text_document.uri)
         if analysis is None:
             return None
-        return hover.hover(analysis, features.server_pos(analysis, params.position))
+        caps = ls.client_capabilities.text_document
+        formats = caps.hover.content_format if caps and caps.hover else None
+        markdown = formats is None or types.MarkupKind.Markdown in formats
+        return hover.hover(analysis, features.server_pos(analysis, params.position), markdown)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=["@", ".", "/", '"', "{"]))
@@ -274,8 +278,10 @@ def create_server() -> TissServer:
         caps = ls.client_capabilities.text_document
         item_caps = caps.completion.completion_item if caps and caps.completion else None
         snippets = bool(item_caps and item_caps.snippet_support)
+        markdown = bool(item_caps and item_caps.documentation_format and
+                        types.MarkupKind.Markdown in item_caps.documentation_format)
         pos = features.server_pos(analysis, params.position)
-        return completion.complete(analysis, pos, _workspace_root(ls, uri), snippets)
+        return completion.complete(analysis, pos, _workspace_root(ls, uri), snippets, markdown)
 
     return server
 

@@ -23,7 +23,16 @@ Units = Callable[[str], int]  # code units of a string in the client's encoding
 
 
 def utf16_units(text: str) -> int:
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def utf8_units(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def units_for(encoding: str | None) -> Units:
+    """The unit counter for a negotiated ``positionEncoding`` (UTF-16 unless said otherwise)."""
+    return {"utf-8": utf8_units, "utf-32": len}.get(str(encoding or "utf-16"), utf16_units)
 
 
 class Text:
@@ -37,6 +46,10 @@ class Text:
         self.bom = units("\ufeff") if source.startswith("\ufeff") else 0
         self.lines = self.normalised.split("\n")
         self._starts: list[int] | None = None  # offsets of lines in `normalised`
+        # When every character is one unit for the client (ASCII, or no astral characters
+        # for UTF-16), columns need no counting: the common case, and what keeps semantic
+        # tokens for a 1 MB file cheap.
+        self.one_unit = units(self.normalised) == len(self.normalised)
 
     # --- positions --------------------------------------------------------------------------
 
@@ -49,6 +62,8 @@ class Text:
         text = self.lines[line]
         column = max(0, min(column, len(text)))
         shift = self.bom if line == 0 else 0
+        if self.one_unit:
+            return line, column + shift
         return line, self.units(text[:column]) + shift
 
     def from_client(self, line: int, units: int) -> tuple[int, int]:
@@ -59,9 +74,11 @@ class Text:
             return 0, 0
         text = self.lines[line]
         if line == 0 and self.bom:
-            units -= 1
+            units -= self.bom
         if units <= 0:
             return line, 0
+        if self.one_unit:
+            return line, min(units, len(text))
         count = 0
         for index, ch in enumerate(text):
             if count >= units:

@@ -31,7 +31,8 @@ CAPABILITIES = t.ClientCapabilities(
     text_document=t.TextDocumentClientCapabilities(
         document_symbol=t.DocumentSymbolClientCapabilities(hierarchical_document_symbol_support=True),
         completion=t.CompletionClientCapabilities(
-            completion_item=t.ClientCompletionItemOptions(snippet_support=True)),
+            completion_item=t.ClientCompletionItemOptions(
+                snippet_support=True, documentation_format=[t.MarkupKind.Markdown])),
         rename=t.RenameClientCapabilities(prepare_support=True),
         hover=t.HoverClientCapabilities(content_format=[t.MarkupKind.Markdown]),
         folding_range=t.FoldingRangeClientCapabilities(),
@@ -501,3 +502,53 @@ async def test_binary_garbage_is_just_a_syntax_error(client):
     symbols = await client.text_document_document_symbol_async(t.DocumentSymbolParams(doc_id(uri)))
     assert symbols == []
     assert no_internal_errors(client)
+
+
+# A second server with faults planted from outside (the test's own code, run before serving):
+# hover always raises, and the first diagnostics run raises. The server must log each to the
+# client with its traceback and go on serving.
+FAULTY = """
+import runtime.lsp.features as features, runtime.lsp.hover as hover
+def broken_hover(*args, **kwargs):
+    raise RuntimeError("planted hover fault")
+hover.hover = broken_hover
+real = features.diagnostics
+calls = []
+def diagnostics_failing_once(analysis):
+    calls.append(1)
+    if len(calls) == 1:
+        raise RuntimeError("planted diagnostics fault")
+    return real(analysis)
+features.diagnostics = diagnostics_failing_once
+from runtime.lsp.server import serve
+serve()
+"""
+
+
+@pytest_lsp.fixture(
+    scope="module",
+    config=ClientServerConfig(server_command=[sys.executable, "-c", FAULTY]),
+)
+async def faulty(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(t.InitializeParams(capabilities=CAPABILITIES))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_an_internal_error_is_logged_and_the_server_keeps_serving(faulty):
+    uri = "file:///tmp/faulty.tiss"
+    faulty.text_document_did_open(t.DidOpenTextDocumentParams(
+        t.TextDocumentItem(uri=uri, language_id="tisslang", version=1, text='LOG "{{ x }}"\n')))
+    await wait_for(lambda: any("planted diagnostics fault" in m.message for m in faulty.log_messages))
+    assert await hover(faulty, uri, 0, 1) is None
+    await wait_for(lambda: any("planted hover fault" in m.message for m in faulty.log_messages))
+    logged = [m for m in faulty.log_messages if "planted" in m.message]
+    assert all(m.type == t.MessageType.Error and "Traceback" in m.message for m in logged)
+    # Still serving: the outline answers, and the next change gets its diagnostics.
+    symbols = await faulty.text_document_document_symbol_async(t.DocumentSymbolParams(doc_id(uri)))
+    assert symbols == [] or list(symbols) == []
+    faulty.text_document_did_change(t.DidChangeTextDocumentParams(
+        text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[t.TextDocumentContentChangePartial(
+            range=t.Range(t.Position(0, 0), t.Position(0, 0)), text="VAR x = 1\n")]))
+    await wait_for(lambda: uri in faulty.diagnostics and list(faulty.diagnostics[uri]) == [])
