@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lm.atomic import current_umask, fsync_directory
 from lm.config import ConfigError, ModelConfig
 from lm.errors import LMError
 from lm.model import Transformer, param_shapes
@@ -82,13 +83,12 @@ def save(
         if trainer_state is not None:
             _write_text(tmp / TRAINER_STATE_FILE, json.dumps(trainer_state, indent=2) + "\n")
         # mkdtemp and mkstemp make owner-only entries; a checkpoint is shared like any output.
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~umask)
             _fsync_file(f)
-        _fsync_dir(tmp)
+        fsync_directory(tmp)
 
     _replace_directory(target, write)
     return target
@@ -275,19 +275,6 @@ def _fsync_file(file: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _replace_directory(target: Path, write) -> None:
     """Build a directory with `write(tmp)` and swap it in for `target`; clear errors on failure."""
     parent = target.parent
@@ -303,7 +290,7 @@ def _replace_directory(target: Path, write) -> None:
             os.rename(target, old)
         os.rename(tmp, target)
         tmp = None
-        _fsync_dir(parent)
+        fsync_directory(parent)
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
