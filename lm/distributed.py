@@ -204,11 +204,21 @@ class MPIGroup(Solo):
                   file=sys.stderr, flush=True)
             self.comm.Abort(code)
 
-    def wait_idle(self) -> None:
-        """A barrier that sleeps instead of spinning (MPI's blocking calls poll a core flat out)."""
+    def wait_idle(self) -> bool:
+        """A barrier that sleeps instead of spinning (MPI's blocking calls poll a core flat out).
+
+        Returns whether Ctrl-C arrived meanwhile: the wait goes on regardless, since the other
+        ranks can only be left together.
+        """
         request = self.comm.Ibarrier()
-        while not request.Test():
-            time.sleep(POLL_SECONDS)
+        interrupted = False
+        while True:
+            try:
+                while not request.Test():
+                    time.sleep(POLL_SECONDS)
+                return interrupted
+            except KeyboardInterrupt:
+                interrupted = True
 
     def _settle(self, outcomes: list, failure: BaseException | None) -> None:
         """Raise on every rank if any rank failed: rank 0 the error, the others `RankExit`."""
@@ -222,40 +232,28 @@ class MPIGroup(Solo):
             raise RankExit(code)
         if failure is not None:
             raise _mark(failure)
+        if (code, message) == _describe(KeyboardInterrupt()):
+            raise _mark(KeyboardInterrupt())
         error = DistributedError(f"rank {first} of {self.size}: {message}")
         error.exit_code = code
         raise _mark(error)
 
     def everyone(self, fn: Callable[[], Any]) -> Any:
         """Run `fn()` on every rank; if it failed anywhere, every rank stops (rank 0 says why)."""
+        result, failure = None, None
         try:
-            result, failure = fn(), None
+            result = fn()
         except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: the others must know
-            result, failure = None, exc
-        self.wait_idle()
+            failure = exc
+        if self.wait_idle() and failure is None:
+            failure = KeyboardInterrupt()
         outcomes = self.comm.allgather(None if failure is None else _describe(failure))
         self._settle(outcomes, failure)
         return result
 
     def root_first(self, fn: Callable[[], Any]) -> Any:
         """Run `fn()` on rank 0 while the others wait idle; its failure stops every rank."""
-        result, failure, interrupted = None, None, False
-        if self.is_root:
-            try:
-                result = fn()
-            except BaseException as exc:  # noqa: BLE001
-                failure = exc
-        while True:
-            try:
-                self.wait_idle()
-                break
-            except KeyboardInterrupt:  # rank 0 hears Ctrl-C too (mpiexec forwards it); wait for it
-                interrupted = True
-        outcome = self.comm.bcast(None if failure is None else _describe(failure), root=0)
-        self._settle([outcome], failure)
-        if interrupted:
-            raise KeyboardInterrupt  # only this rank was interrupted: `guard` ends the job
-        return result
+        return self.everyone(fn if self.is_root else lambda: None)
 
     def agree_root(self, failure: BaseException | None) -> None:
         """After something only rank 0 did (a save): its failure, if any, stops every rank."""
