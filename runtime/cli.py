@@ -303,6 +303,9 @@ def _add_train(subparsers) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="initialisation and data-sampling seed (0)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="data-parallel worker threads (default: one per CPU, at most 8); the same N reproduces a run bit for bit")
+    p.add_argument("--distributed", choices=["mpi"],
+                   help="train across the processes `mpiexec -n N` starts, each on its share of every batch "
+                   "(needs quantatissu[mpi]; see docs/scale-out.md)")
     p.set_defaults(func=cmd_train)
 
 
@@ -314,7 +317,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seq_len=args.seq_len, d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
         ffn_hidden=args.ffn_hidden, vocab_size=args.vocab_size, tokenizer=args.tokenizer, lr=args.lr,
         warmup=args.warmup, grad_accum=args.grad_accum, eval_every=args.eval_every,
-        save_every=args.save_every, seed=args.seed, threads=args.threads,
+        save_every=args.save_every, seed=args.seed, threads=args.threads, distributed=args.distributed,
     )
     return EXIT_OK
 
