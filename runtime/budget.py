@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from runtime.errors import ScriptFailure
+from tisslang import directives as directive_table
 
 EXECUTION_TIME = "EXECUTION_TIME"
 API_CALLS = "API_CALLS"
@@ -38,8 +38,9 @@ TOKENS = "TOKENS"
 BUDGET_NAMES = (EXECUTION_TIME, API_CALLS, TOKENS)
 BUDGET_ALIASES = {"TOKEN_COUNT": TOKENS}
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# What a duration string looks like is the language's (the checker uses the same pattern).
+_DURATION = directive_table.DURATION
+_UNIT_SECONDS = directive_table.UNIT_SECONDS
 
 
 class BudgetError(ScriptFailure):
@@ -66,6 +67,11 @@ class BudgetExceeded(ScriptFailure):
         super().__init__(f"budget {budget} exceeded: {detail}")
 
 
+# The longest duration anything accepts (about 126 years): longer ones overflow the timers
+# (threading.TIMEOUT_MAX is about 9.2e9 s on Linux), and mean "never" anyway.
+MAX_SECONDS = 4e9
+
+
 def parse_duration(value: object, what: str = EXECUTION_TIME) -> float:
     """Seconds from a number or a string such as "500ms", "30s", "5m", "1h" or "90".
 
@@ -80,8 +86,10 @@ def parse_duration(value: object, what: str = EXECUTION_TIME) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise BudgetError(f"{what} must be a duration like 30, \"30s\", \"5m\" or \"500ms\", got {value!r}")
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+    if math.isnan(seconds) or seconds < 0:
         raise BudgetError(f"{what} must be a duration of zero or more seconds, got {value!r}")
+    if seconds > MAX_SECONDS:  # 1e400 is inf: too large, not negative
+        raise BudgetError(f"{what} {value!r} is too large: at most {MAX_SECONDS:g} seconds (about 126 years)")
     return seconds
 
 

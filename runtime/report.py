@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from runtime.estimate import Estimate
 from runtime.result import FAILED, INTERRUPTED, NOT_CHOSEN, PASSED, SKIPPED, Failure, RunResult
+from runtime.secret import redact
 
 _RESET = "\033[0m"
 _COLOURS = {"green": "\033[32m", "red": "\033[31m", "yellow": "\033[33m", "dim": "\033[2m", "bold": "\033[1m"}
@@ -40,7 +41,7 @@ def shown(text: object) -> str:
     lines with `\\r`, retitle the window or forge a green `[  OK  ]`. The trace and the JSON
     report keep the text exactly.
     """
-    text = str(text)
+    text = redact(str(text))
     if not any(_is_control(c) for c in text):
         return text
     return "".join(f"\\x{ord(c):02x}" if _is_control(c) else c for c in text)
@@ -51,17 +52,23 @@ def _is_control(c: str) -> bool:
     return (code < 0x20 and c not in "\n\t") or 0x7F <= code <= 0x9F
 
 
-def write_line(stream: TextIO, text: str) -> None:
-    """Write one line and flush; if the reader has gone (`tiss run ... | head`), drop output.
+def write_line(stream: TextIO | None, text: str) -> bool:
+    """Write one line (the API key redacted) and flush; if it cannot be written (the reader has
+    gone, `tiss run ... | head`; stdout closed or on a full disk), drop the output.
 
     The run itself goes on to the end (TEARDOWN included) and exits with its own status: a
-    closed pipe must not stop a script half-way through its side effects.
+    closed pipe must not stop a script half-way through its side effects. Returns whether
+    the line was written.
     """
+    if stream is None:  # Python gives None for a descriptor that was closed at start-up
+        return False
     try:
-        stream.write(text + "\n")
+        stream.write(redact(text) + "\n")
         stream.flush()
-    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):  # BrokenPipeError, EBADF, ENOSPC; ValueError: file closed
         _silence(stream)
+        return False
 
 
 def _silence(stream: TextIO) -> None:
@@ -71,6 +78,10 @@ def _silence(stream: TextIO) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
         os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:  # what stayed in the buffer would raise again at the next flush
+        stream.flush()
     except (OSError, ValueError, AttributeError):
         pass
 

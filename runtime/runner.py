@@ -8,6 +8,7 @@ for the JSON document). Exit status: 0 passed, 1 a step failed, 2 invalid script
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,10 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from runtime.budget import MAX_SECONDS
 from runtime.errors import TissRuntimeError
 from runtime.interpolate import BUILTIN_ROOTS
 from runtime.report import ProgressPrinter, format_estimate, format_report, use_colour, write_line
 from runtime.review import Reviewer
+from runtime.secret import redact_value
 from runtime.session import RunOptions, Session
 from runtime.trace import JsonlTrace
 from runtime.workspace import Workspace
@@ -47,6 +50,13 @@ def parse_vars(items: list[str] | None) -> dict[str, str | bool]:
             )
         if name in BUILTIN_ROOTS:
             raise UsageError(f"--var {name}: {name} is a built-in reference and cannot be set; choose another name")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # bytes that are not UTF-8 arrive as lone surrogates
+            raise UsageError(
+                f"--var {name}: the value is not valid UTF-8 (byte 0x{ord(value[exc.start]) & 0xFF:02x} "
+                f"at offset {exc.start}); pass text, or write the data to a file and READ it"
+            ) from None
         out[name] = {"true": True, "false": False}.get(value, value)
     return out
 
@@ -84,6 +94,8 @@ def run_script(args: Any) -> int:
     program, source = _parse_script(args.script)
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.timeout is not None and args.timeout > MAX_SECONDS:
+        raise UsageError(f"--timeout {args.timeout:g} is too large: at most {MAX_SECONDS:g} seconds (about 126 years)")
     workspace = Workspace(args.workspace or os.getcwd())
     if args.sandbox:
         from runtime.shell import sandbox_argv
@@ -93,7 +105,7 @@ def run_script(args: Any) -> int:
     from runtime.backends.select import resolve_backend
 
     try:
-        backend = resolve_backend(args.model, args.model_name)
+        backend = resolve_backend(args.model, args.model_name, user=True)
     except BackendError as exc:  # a --model / TISS_MODEL that names nothing usable
         raise UsageError(str(exc)) from None
     options = RunOptions(
@@ -110,23 +122,28 @@ def run_script(args: Any) -> int:
     if args.dry_run:
         from runtime.plan import format_plan
 
+        from runtime.backends.select import describe_endpoints
+
         session = Session(workspace, backend=backend, options=options)
         estimate = session.estimate(program)
+        endpoints = describe_endpoints(program, backend)
         if json_report:
-            write_line(sys.stdout, json.dumps({"file": args.script, "dry_run": True, "estimate": estimate.as_value()}))
+            document = {"file": args.script, "dry_run": True, "estimate": estimate.as_value()}
+            if endpoints:
+                document["endpoints"] = endpoints
+            write_line(sys.stdout, json.dumps(document))
         else:
             write_line(sys.stdout, f"dry run of {args.script} in {workspace.root} (nothing is executed)")
             write_line(sys.stdout, format_plan(program))
             write_line(sys.stdout, format_estimate(estimate))
+            if endpoints:
+                write_line(sys.stdout, "model endpoints:\n" + "\n".join(f"  {line}" for line in endpoints))
         return 0
 
     listeners: list[Any] = [ProgressPrinter(human, colour)]
     trace = None
     if args.trace:
-        try:
-            trace = JsonlTrace(args.trace)
-        except OSError as exc:
-            raise UsageError(f"cannot write the trace file {args.trace}: {exc.strerror or exc}") from None
+        trace = _open_trace(args.trace, [args.script])
     if trace is not None:
         listeners.append(trace)
     reviewer = Reviewer(assume_yes=args.yes)
@@ -138,6 +155,36 @@ def run_script(args: Any) -> int:
         if trace is not None:
             trace.close()
     write_line(human, format_report(result, colour))
-    if json_report:
-        write_line(sys.stdout, json.dumps(result.to_dict(), ensure_ascii=False))
-    return result.exit_code
+    status = result.exit_code
+    if json_report and not write_line(sys.stdout, json.dumps(redact_value(result.to_dict()), ensure_ascii=False)):
+        _complain("cannot write the JSON report to stdout (closed or full); the run's own status "
+                  f"was {result.exit_code}")
+        status = 2
+    if trace is not None and trace.error is not None:
+        _complain(f"cannot write the trace file {args.trace}: {trace.error.strerror or trace.error}; "
+                  f"the trace is incomplete (the run's own status was {result.exit_code})")
+        status = 2
+    return status
+
+
+def _complain(message: str) -> None:
+    write_line(sys.stderr, f"tiss: error: {message}")
+
+
+def _open_trace(path: str, inputs: list[str]) -> JsonlTrace:
+    """The `--trace` file, refused when it is one of the run's inputs (it would be overwritten
+    before it is read) or a FIFO nobody reads (opening it would hang)."""
+    for source in inputs:
+        try:
+            if os.path.samefile(path, source):
+                raise UsageError(f"--trace {path} is the script itself; writing the trace would "
+                                 "overwrite it: choose another file")
+        except OSError:  # the trace file does not exist yet: it cannot be an input
+            pass
+    try:
+        return JsonlTrace(path)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise UsageError(f"--trace {path} is a FIFO that no process is reading; start the "
+                             "reader first, or choose a regular file") from None
+        raise UsageError(f"cannot write the trace file {path}: {exc.strerror or exc}") from None

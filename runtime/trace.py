@@ -31,6 +31,8 @@ import threading
 import time
 from typing import IO, Any, Callable, Protocol
 
+from runtime.secret import redact, redact_value
+
 Event = dict[str, Any]
 
 
@@ -64,22 +66,44 @@ class EventBus:
                 try:
                     listener(event)
                 except Exception as exc:  # a broken listener must not break the run
-                    print(f"tiss: warning: event listener failed: {exc}", file=sys.stderr)
+                    print(redact(f"tiss: warning: event listener failed: {exc}"), file=sys.stderr)
 
 
 class JsonlTrace:
-    """A listener that appends each event as one JSON line to a file (flushed per event)."""
+    """A listener that appends each event as one JSON line to a file (flushed per event).
+
+    The file is opened without blocking, so a FIFO nobody reads is refused at once
+    (`OSError` ENXIO) instead of hanging the run before it starts. Once a write fails (a full
+    disk, `/dev/full`) the trace stops and `error` holds why; the run goes on, and the caller
+    reports the incomplete trace at the end. Every string is redacted (the API key) first.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._handle: IO[str] = open(self.path, "w", encoding="utf-8")
+        self.error: OSError | None = None
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            os.set_blocking(fd, True)
+            self._handle: IO[str] = open(fd, "w", encoding="utf-8", errors="backslashreplace")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def __call__(self, event: Event) -> None:
-        self._handle.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
-        self._handle.flush()
+        if self.error is not None:
+            return
+        try:
+            self._handle.write(json.dumps(redact_value(event), ensure_ascii=False, default=str) + "\n")
+            self._handle.flush()
+        except OSError as exc:
+            self.error = exc
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
 
     def __enter__(self) -> "JsonlTrace":
         return self

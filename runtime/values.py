@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from runtime.errors import ScriptFailure
+from runtime.secret import redact
 
 
 class TypeMismatch(ScriptFailure):
@@ -70,6 +71,7 @@ def show(value: Any, limit: int = 200) -> str:
         text = json.dumps(value)
     else:
         text = json.dumps(value, ensure_ascii=False)
+    text = redact(text)  # before the cut: a secret straddling it must not leave its first part
     if len(text) > limit:
         text = text[: limit - 12] + f"… ({len(text)} chars)"
     return text

@@ -16,8 +16,16 @@ already held. (A process that *moves a whole directory* of the workspace elsewhe
 operation holds it can still redirect that one operation; under `--sandbox workspace` commands
 cannot do that, because the workspace is its own mount and renames out of it fail with EXDEV.)
 
+The root itself is opened once, when the `Workspace` is made, and every walk starts from that
+descriptor, never from the path: a command that renames the workspace away and puts a symlink
+(or another directory) in its place cannot redirect a later WRITE, READ or DELETE. Each
+operation, and each RUN (`command_cwd`), first checks that the path still names that same
+directory and fails, saying so, when it does not.
+
 WRITE is atomic: a temporary file next to the target, fsync, rename, then fsync of the
-directory, so a crash leaves either the old or the new content, never half of it.
+directory, so a crash leaves either the old or the new content, never half of it. The new file
+gets the old one's permission bits except set-user-ID and set-group-ID: new content is never
+made setuid by WRITE.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from runtime.errors import PathError, WorkspaceError
+from runtime.errors import CommandError, PathError, WorkspaceError
 
 
 def _current_umask() -> int:
@@ -85,6 +93,53 @@ class Workspace:
                 "script works in"
             )
         self.root = Path(os.path.realpath(path))
+        try:
+            self._root_fd: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise WorkspaceError(f"workspace {raw!r} cannot be opened: {exc.strerror}") from None
+        info = os.fstat(self._root_fd)
+        self._identity = (info.st_dev, info.st_ino)
+
+    def close(self) -> None:
+        """Let go of the root descriptor; the workspace cannot be used afterwards."""
+        fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (AttributeError, OSError):
+            pass
+
+    def _check_root(self) -> None:
+        """Fail unless `root` still names the directory opened at the start."""
+        try:
+            info = os.stat(self.root)
+        except OSError as exc:
+            raise PathError(
+                f"the workspace {str(self.root)!r} cannot be opened ({exc.strerror}); "
+                "did a command remove or replace it?"
+            ) from None
+        if (info.st_dev, info.st_ino) != self._identity or self._root_fd is None:
+            raise PathError(
+                f"the workspace {str(self.root)!r} was moved or replaced since the run began "
+                "(by a command?); tiss only works in the directory it started in, so it stops here"
+            )
+
+    def command_cwd(self) -> str:
+        """The workspace path for a RUN's working directory, once it is checked to still be
+        the workspace (not a directory or symlink a command put in its place)."""
+        try:
+            self._check_root()
+        except PathError as exc:
+            if os.path.lexists(self.root):
+                raise
+            raise CommandError(
+                f"cannot run the command: the workspace {str(self.root)!r} no longer exists "
+                "(did a command remove it?)"
+            ) from exc
+        return str(self.root)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -137,13 +192,11 @@ class Workspace:
         """
         pending = self._components(path)
         pending.reverse()  # a stack: the next component is at the end
+        self._check_root()
         try:
-            stack = [os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+            stack = [os.dup(self._root_fd)]  # type: ignore[arg-type]  # checked just above
         except OSError as exc:
-            raise PathError(
-                f"the workspace {str(self.root)!r} cannot be opened ({exc.strerror}); "
-                "did a command remove or replace it?"
-            ) from None
+            raise PathError(f"the workspace {str(self.root)!r} cannot be used ({exc.strerror})") from None
         names: list[str] = []  # the directories in `stack` below the root, for messages
         links = 0
         link_shown = ""  # where the last symlink followed pointed, for messages
@@ -330,7 +383,9 @@ class Workspace:
         else:
             if stat.S_ISDIR(info.st_mode):
                 raise PathError(f"cannot WRITE {path!r}: it is a directory")
-            mode = stat.S_IMODE(info.st_mode)
+            # Never set-user-ID or set-group-ID on new content: a user's setuid file rewritten
+            # by tiss running as root would otherwise become a root-owned setuid program.
+            mode = stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
         tmp = f".{target.name[:80]}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,

@@ -104,7 +104,7 @@ def _make_session_factory(args: Any):
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     workspace = Workspace(args.workspace or os.getcwd())
     try:
-        backend = resolve_backend(args.model, args.model_name)
+        backend = resolve_backend(args.model, args.model_name, user=True)
     except BackendError as exc:
         raise UsageError(str(exc)) from None
     options = RunOptions(timeout=args.timeout, assume_yes=args.yes, model_name=args.model_name)

@@ -148,7 +148,7 @@ def test_minimal_request_has_only_the_user_message_and_no_auth(stub):
 
 
 def test_model_name_from_selection_is_used_unless_the_script_sets_model(stub):
-    backend = resolve_backend(stub.url, "served-model", env={"TISS_API_KEY": API_KEY})
+    backend = resolve_backend(stub.url, "served-model", env={"TISS_API_KEY": API_KEY}, user=True)
     backend.generate("a", GenerationSettings())
     backend.generate("b", GenerationSettings(model="override"))
     assert [r.body["model"] for r in stub.requests] == ["served-model", "override"]
