@@ -49,6 +49,8 @@ def create_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_repl(subparsers)
     _add_lsp(subparsers)
+    _add_models(subparsers)
+    _add_chat(subparsers)
     return parser
 
 
@@ -140,7 +142,12 @@ def _add_generate(subparsers) -> None:
         help="sample text from a model checkpoint (the shipped default model if none is given)",
         description="Stream a continuation of a prompt to stdout.",
     )
-    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: the shipped model)")
+    p.add_argument("--checkpoint", metavar="MODEL",
+                   help="checkpoint directory, GGUF file, Hugging Face directory or pulled model name "
+                   "(default: the shipped model; with --chat, smollm2)")
+    p.add_argument("--chat", action="store_true",
+                   help="answer as the assistant: the prompt is the user's message in the model's chat template")
+    p.add_argument("--system", metavar="TEXT", help="with --chat: the system message")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", metavar="TEXT", help="the prompt text")
     src.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file (- for stdin)")
@@ -164,20 +171,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from lm.generate import generate_to_console, read_prompt
+    if args.system is not None and not args.chat:
+        print("tiss: error: --system needs --chat (a system message is part of a chat)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.chat:
+        from runtime.chat import generate_chat
+
+        return generate_chat(args)
+    from lm.generate import SamplingSettings, generate_to_console, read_prompt
+    from lm.models import resolve_model
 
     generate_to_console(
-        args.checkpoint,
+        None if args.checkpoint is None else resolve_model(args.checkpoint),
         read_prompt(args.prompt, args.prompt_file),
-        args.max_new_tokens,
+        settings=SamplingSettings.from_options(vars(args)),  # the flags named like its fields
         stats=args.stats,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        stop=args.stop,
-        seed=args.seed,
         use_kv_cache=not args.no_kv_cache,
     )
     return EXIT_OK
@@ -364,6 +372,65 @@ def cmd_lsp(args: argparse.Namespace) -> int:
     return serve_lsp()
 
 
+def _add_chat(subparsers) -> None:
+    p = subparsers.add_parser(
+        "chat",
+        help="talk with an instruct model (one with a chat template), e.g. smollm2",
+        description="An interactive multi-turn chat: answers stream as they are decoded; Ctrl-C stops "
+        "an answer, Ctrl-D or /exit leaves, /reset starts over. With stdin not a terminal, each line "
+        "is one turn and each answer one line of output.",
+    )
+    p.add_argument("--checkpoint", metavar="MODEL",
+                   help="GGUF file, Hugging Face directory or pulled model name (default: smollm2)")
+    p.add_argument("--system", metavar="TEXT", help="the system message")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="tokens per answer at most (512)")
+    p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="0 is greedy (0.7)")
+    p.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus probability mass (0.95)")
+    p.add_argument("--min-p", type=float, metavar="M", help="drop tokens below M times the top probability")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed, for reproducible answers")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in cmd_generate: decoding is matrix-vector
+    from runtime.chat import run_chat
+
+    return run_chat(args)
+
+
+def _add_models(subparsers) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="download named pretrained models (smollm2) into the user cache, or list them",
+        description="Named pretrained models live in $XDG_CACHE_HOME/quantatissu/models "
+        "(~/.cache/...); --checkpoint, --model and @model accept their names.",
+    )
+    p.set_defaults(func=lambda args, p=p: _print_help_usage_error(p))
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    pull = sub.add_parser("pull", help="download a model from where it is published (version and hash pinned)")
+    pull.add_argument("name", metavar="NAME", help="the model, e.g. smollm2")
+    pull.add_argument("--force", action="store_true", help="download again even if it is already there")
+    pull.set_defaults(func=cmd_models_pull)
+    ls = sub.add_parser("list", help="show every known model: name, size on disk and path (or how to pull it)")
+    ls.set_defaults(func=cmd_models_list)
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from lm.models import pull_command
+
+    return pull_command(args.name, force=args.force)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from lm.models import list_command
+
+    return list_command()
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """The project's own exception bases: these are messages for the user, never tracebacks."""
     from lm.errors import LMError
@@ -384,6 +451,9 @@ def render_error(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runtime.secret import take_api_key
+
+    take_api_key()  # out of the environment before anything runs: no child may read it
     parser = create_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -396,5 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tiss: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _user_error_types() as exc:
-        print(render_error(exc), file=sys.stderr)
+        from runtime.secret import redact
+
+        print(redact(render_error(exc)), file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
