@@ -146,6 +146,22 @@ def test_only_rank_0_writes(corpus, tmp_path):
 
 
 @needs_mpi
+def test_ranks_that_built_other_weights_start_from_rank_0s(corpus, single, tmp_path):
+    """However a rank made its model (here another --seed: other weights, another sampler), every
+    rank steps from rank 0's, so the run is rank 0's run, bit for bit (two ranks, as above)."""
+    run = tmp_path / "run"
+    args = [*CLI, "train", "--distributed", "mpi", "--corpus", str(corpus), "--out", str(run), "--threads", "1",
+            *_flags(TINY)]
+    cmd = [MPIEXEC, "-n", "1", *args, ":", "-n", "1", *args, "--seed", "99"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "note: rank(s) [1] built other initial weights than rank 0" in done.stderr
+    expected = _params(single / "t2")
+    for name, value in _params(run).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+
+
+@needs_mpi
 def test_resume_with_another_number_of_ranks(corpus, single, tmp_path):
     """2 ranks to step 4, then 3 ranks (and, bit for bit, one process on 2 threads) on to step 8."""
     first = {**TINY, "steps": 4, "save_every": 4}
