@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable
 
 from runtime import values
+from runtime.backends.base import BackendCancelled
 from runtime.backends.guarded import generate_within_budget
 from runtime.budget import Budgets, parse_duration
 from runtime.context import Context, RunInterrupted, ScriptText, SessionState
@@ -44,6 +45,7 @@ from runtime.interpreter_directives import Backends, DirectivesMixin
 from runtime.options import RunOptions
 from runtime.result import FAILED, INTERRUPTED, PASSED, SKIPPED, Failure, StepResult
 from runtime.review import Reviewer, ReviewRejected
+from runtime.secret import redact
 from runtime.shell import DEFAULT_TIMEOUT, run_command
 from runtime.trace import EventBus
 from runtime.workspace import Workspace
@@ -398,7 +400,7 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
         shell = ctx.directives.get("shell", "/bin/sh")
         result = run_command(
             command,
-            cwd=str(self.workspace.root),
+            cwd=self.workspace.command_cwd(),  # fails if a command moved or replaced the workspace
             timeout=timeout,
             shell=shell,
             cap=self.options.output_cap,
@@ -423,8 +425,9 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
             "exit_code": result.exit_code,
             "timed_out": result.timed_out,
             "run_time": round(result.duration, 6),
-            "stdout": result.stdout[-_TRACE_TEXT_CAP:],
-            "stderr": result.stderr[-_TRACE_TEXT_CAP:],
+            # Redacted before the cut, so no part of the API key survives it.
+            "stdout": redact(result.stdout)[-_TRACE_TEXT_CAP:],
+            "stderr": redact(result.stderr)[-_TRACE_TEXT_CAP:],
             "stdout_truncated": result.stdout_truncated,
             "stderr_truncated": result.stderr_truncated,
         }
@@ -445,7 +448,11 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
         prompt = self.text(node.prompt, ctx)
         backend = self.backend_for(ctx)
         settings = self.settings(ctx)
-        completion = generate_within_budget(backend, prompt, settings, self.budgets)
+        try:  # ctx.cancel lets Ctrl-C stop a call in a PARALLEL child at once
+            completion = generate_within_budget(backend, prompt, settings.replace(cancel=ctx.cancel), self.budgets)
+        except BackendCancelled:
+            self.check_cancel(ctx)
+            raise RunInterrupted() from None
         ctx.last["LAST_PROMPT"] = {
             "TEXT": completion.text,
             "PROMPT_TOKENS": completion.prompt_tokens,

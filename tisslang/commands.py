@@ -65,9 +65,34 @@ def check_command(paths: Iterable[str], *, known: Iterable[str] = (),
         diagnostics = check(program, known=known)
         for diagnostic in diagnostics:
             print(diagnostic.render(path), file=err)
+        for note in _endpoint_notes(program, path):  # information, not findings
+            print(note, file=err)
         if diagnostics and status == EXIT_OK:
             status = EXIT_FINDINGS
     return status
+
+
+def _endpoint_notes(program, path: str) -> list[str]:
+    """A note for each ``@model`` that calls (or may call) an HTTP server: which endpoints a
+    script would talk to, and that the API key goes to none but the user's own."""
+    from . import ast
+
+    notes, stack = [], [program]
+    while stack:
+        node = stack.pop()
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+        if not (isinstance(node, ast.Directive) and node.name == "model" and node.value is not None):
+            continue
+        where = f"{path}:{node.line}:{node.column}: note:"
+        value = node.value
+        if isinstance(value, ast.String) and value.is_literal:
+            if value.text.strip().startswith(("http://", "https://")):
+                notes.append(f"{where} @model calls {value.text.strip()}; TISS_API_KEY is sent to it "
+                             "only if it is on the server given by --model or TISS_MODEL")
+        elif isinstance(value, (ast.String, ast.Ref)):
+            notes.append(f"{where} @model is computed at run time and may name any server; "
+                         "TISS_API_KEY is sent only to the server given by --model or TISS_MODEL")
+    return notes
 
 
 def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = False,
@@ -101,6 +126,11 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
             if status == EXIT_OK:
                 status = EXIT_FINDINGS
             continue
+        if not os.stat(path).st_mode & 0o222:  # even root must not rewrite a read-only file
+            print(f"tiss: error: {path} is read-only; tiss fmt leaves it as it is (make it "
+                  "writable, or see the changes with --diff)", file=err)
+            status = EXIT_INVALID
+            continue
         try:
             write_atomic(Path(path), formatted)
         except OSError as exc:
@@ -114,11 +144,16 @@ def fmt_command(paths: Iterable[str], *, check_only: bool = False, diff: bool = 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: a temporary file in the same directory, fsync, rename,
-    keeping the original file's permissions (a new file gets the mode ``open()`` would give it,
-    not ``mkstemp``'s owner-only one)."""
+    keeping the original file's permissions, owner and group (a new file gets the mode
+    ``open()`` would give it, not ``mkstemp``'s owner-only one). A symlink is kept: its target
+    is replaced. Set-user-ID and set-group-ID bits are never carried onto the new content."""
+    path = Path(os.path.realpath(path))  # write the link's target; the link stays a link
     directory = path.parent
+    owner = None
     if path.exists():
-        mode = path.stat().st_mode & 0o7777
+        info = path.stat()
+        mode = info.st_mode & 0o1777
+        owner = (info.st_uid, info.st_gid)
     else:
         umask = os.umask(0)
         os.umask(umask)
@@ -129,6 +164,8 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.fchown(handle.fileno(), *owner)  # EPERM: refused, the file is left as it was
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

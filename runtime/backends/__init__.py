@@ -5,6 +5,7 @@ checkpoint path is selected (see `select.py`).
 """
 
 from runtime.backends.base import (
+    BackendCancelled,
     BackendError,
     BackendNotConfigured,
     Completion,
@@ -19,6 +20,7 @@ from runtime.backends.http import HttpBackend
 from runtime.backends.select import is_backend_spec, require_backend, resolve_backend
 
 __all__ = [
+    "BackendCancelled",
     "BackendError",
     "BackendNotConfigured",
     "Completion",

@@ -9,6 +9,7 @@ budgets can refuse the call before it is sent, then calls `generate` and records
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Protocol, runtime_checkable
 
@@ -58,6 +59,15 @@ class BackendNotConfigured(BackendError):
         )
 
 
+class BackendCancelled(BackendError):
+    """The call was abandoned because the run was cancelled (Ctrl-C, SIGTERM) while it waited.
+
+    The interpreter turns it into the interruption it is; it never reaches a report as a failure.
+    """
+
+    kind = "Interrupted"
+
+
 class SettingsError(BackendError):
     """A generation directive with a value of the wrong type or range: the script must change."""
 
@@ -75,7 +85,9 @@ def estimate_tokens(text: str) -> int:
     >>> estimate_tokens(""), estimate_tokens("abcd"), estimate_tokens("abcde")
     (0, 1, 2)
     """
-    return math.ceil(len(text.encode("utf-8")) / 4)
+    # surrogatepass: a lone surrogate (from a model's reply or a non-UTF-8 --var) is counted,
+    # not a crash.
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,9 @@ class GenerationSettings:
     """How to generate one completion; `None` means "the backend's own default".
 
     `timeout` is in seconds. The interpreter passes the least of `@timeout` and the remaining
-    EXECUTION_TIME budget, so a backend never waits longer than the run may.
+    EXECUTION_TIME budget, so a backend never waits longer than the run may: it is a deadline
+    for the whole call, not for each read. `cancel`, when set from another thread (Ctrl-C in a
+    PARALLEL block), makes the backend abandon the call and raise `BackendCancelled`.
     """
 
     persona: str | None = None
@@ -149,6 +163,7 @@ class GenerationSettings:
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     timeout: float | None = None
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_directives(cls, directives: Mapping[str, Any]) -> "GenerationSettings":

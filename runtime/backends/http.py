@@ -10,15 +10,25 @@ reply's `usage`; a server that sends none is charged with `estimate_tokens`.
 Before a call is sent the budgets charge `count_tokens(prompt)`, the documented estimate of one
 token per 4 bytes of UTF-8 (`estimate_tokens`), since a generic server offers no tokenizer.
 
-The API key (TISS_API_KEY, passed in by `select.py`) goes only into the `Authorization: Bearer`
-header: it is not kept in any public attribute, not shown by `repr`, and scrubbed from every
-error message in case a server echoes it back.
+The API key (TISS_API_KEY, passed in by `select.py` only for the origin the user configured)
+goes only into the `Authorization: Bearer` header: it is not kept in any public attribute, not
+shown by `repr`, and redacted from every error message (before any text is shortened) in case a
+server echoes it back.
+
+`settings.timeout` bounds the whole call (connecting, headers, body), not each read: a watcher
+thread shuts the socket down when the deadline passes or `settings.cancel` is set, so a server
+that trickles one byte at a time cannot hold a call past its deadline, and Ctrl-C during a
+PARALLEL block stops a call at once. Replies are parsed defensively: nesting too deep for the
+JSON parser is a malformed reply, and lone surrogates in the text become U+FFFD.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,11 +36,22 @@ import urllib.request
 from http.client import HTTPException
 from typing import Any
 
-from runtime.backends.base import BackendError, Completion, GenerationSettings, estimate_tokens
+from runtime import secret
+from runtime.backends.base import (
+    BackendCancelled,
+    BackendError,
+    Completion,
+    GenerationSettings,
+    estimate_tokens,
+)
 
 DEFAULT_TIMEOUT = 120.0  # seconds; chat models on a busy server can take a while
 _MAX_REPLY_BYTES = 64 * 1024 * 1024  # a chat reply is text; anything bigger is not a reply
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_WATCH_POLL = 0.05  # seconds between the watcher's looks at the cancel event
+_SNIPPET = 200  # characters of a malformed reply quoted in the error
+_DETAIL = 300  # characters of a server's error explanation quoted in the error
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalise_base_url(url: str) -> str:
@@ -64,8 +85,86 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener_for(url: str) -> urllib.request.OpenerDirector:
-    handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
+class _Call:
+    """One request's deadline and cancel event. A watcher thread shuts down every socket the
+    request opened when either comes, which ends any blocking read or connect at once."""
+
+    def __init__(self, timeout: float, cancel: threading.Event | None) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.cancel = cancel
+        self.expired: str | None = None  # "timeout" or "cancelled" once the watcher fired
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="http-deadline", daemon=True)
+        self._watcher.start()
+
+    def remaining(self) -> float:
+        # Capped for the socket layer, which cannot take a timeout of years; the watcher
+        # enforces the real deadline.
+        return min(86400.0, max(0.001, self.deadline - time.monotonic()))
+
+    def connect(self, address: Any, timeout: Any = None, source_address: Any = None) -> socket.socket:
+        # Each blocking step also gets at most what is left of the whole call.
+        sock = socket.create_connection(address, self.remaining(), source_address)
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+        return sock
+
+    def _watch(self) -> None:
+        while True:
+            left = self.deadline - time.monotonic()
+            if self._done.wait(max(0.0, min(_WATCH_POLL, left))):
+                return
+            if self.cancel is not None and self.cancel.is_set():
+                self._expire("cancelled")
+                return
+            if time.monotonic() >= self.deadline:
+                self._expire("timeout")
+                return
+
+    def _expire(self, why: str) -> None:
+        with self._lock:
+            self.expired = why
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        self._done.set()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _opener_for(url: str, call: _Call) -> urllib.request.OpenerDirector:
+    """An opener whose connections register their sockets with `call` (see `_Call`)."""
+
+    class Connection(http.client.HTTPConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = call.connect
+
+    class SecureConnection(http.client.HTTPSConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = call.connect
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):  # noqa: ANN001 - urllib's signature
+            return self.do_open(Connection, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):  # noqa: ANN001 - urllib's signature
+            return self.do_open(SecureConnection, req, context=self._context)
+
+    handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects(), Handler(), SecureHandler()]
     # A proxy from the environment must not capture calls to a server on this machine.
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in _LOOPBACK_HOSTS:
@@ -86,8 +185,7 @@ def _error_detail(raw: bytes) -> str:
             error = error.get("message", error)
         if error is not None:
             text = error if isinstance(error, str) else json.dumps(error)
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
+    return secret.cut(" ".join(text.split()), _DETAIL)
 
 
 _HTTP_HINTS = {
@@ -134,7 +232,7 @@ class HttpBackend:
         self.model_name = model_name
         self.default_timeout = default_timeout
         self.__api_key = _Secret(api_key) if api_key else None
-        self._opener = _opener_for(self.url)
+        secret.register(api_key)
 
     def __repr__(self) -> str:
         auth = "set" if self.__api_key else "none"
@@ -174,7 +272,11 @@ class HttpBackend:
         if self.__api_key:
             request.add_header("Authorization", f"Bearer {self.__api_key.reveal()}")
         started = time.monotonic()
-        raw = self._send(request, timeout, started)
+        call = _Call(timeout, getattr(settings, "cancel", None))
+        try:
+            raw = self._send(request, call)
+        finally:
+            call.finish()
         elapsed = time.monotonic() - started
         return self._parse(raw, prompt, settings, elapsed)
 
@@ -182,8 +284,13 @@ class HttpBackend:
 
     def _fail(self, message: str) -> BackendError:
         if self.__api_key:
-            message = message.replace(self.__api_key.reveal(), "[redacted]")
-        return BackendError(message)
+            message = message.replace(self.__api_key.reveal(), secret.REDACTED)
+        return BackendError(secret.redact(message))
+
+    def _stopped(self, call: _Call) -> BackendError:
+        if call.expired == "cancelled":
+            return BackendCancelled(f"the call to the model server at {self.base_url} was cancelled")
+        return self._timed_out(call.timeout)
 
     def _timed_out(self, timeout: float) -> BackendError:
         return self._fail(
@@ -191,14 +298,25 @@ class HttpBackend:
             "raise @timeout or check that the server is not overloaded"
         )
 
-    def _send(self, request: urllib.request.Request, timeout: float, started: float) -> bytes:
+    def _send(self, request: urllib.request.Request, call: _Call) -> bytes:
         try:
-            with self._opener.open(request, timeout=timeout) as response:
-                return self._read(response, timeout, started)
-        except urllib.error.HTTPError as exc:
+            with _opener_for(self.url, call).open(request, timeout=call.remaining()) as response:
+                raw = self._read(response)
+        except BackendError:
+            raise
+        except (OSError, HTTPException, ValueError) as exc:  # URLError and HTTPError are OSErrors
+            if call.expired:  # whatever the cut-off socket raised, the reason is the deadline
+                raise self._stopped(call) from None
+            raise self._transport_error(exc, call.timeout) from None
+        if call.expired:  # the watcher cut the reply short
+            raise self._stopped(call)
+        return raw
+
+    def _transport_error(self, exc: Exception, timeout: float) -> BackendError:
+        if isinstance(exc, urllib.error.HTTPError):
             try:
                 detail = _error_detail(exc.read(4096))
-            except (OSError, HTTPException):
+            except (OSError, HTTPException, ValueError):
                 detail = ""
             hint = _HTTP_HINTS.get(exc.code) or (
                 "the server failed; try again or check its logs" if exc.code >= 500 else ""
@@ -206,38 +324,39 @@ class HttpBackend:
             if 300 <= exc.code < 400:
                 location = exc.headers.get("Location", "") if exc.headers else ""
                 hint = "redirects are not followed; give the final URL to --model" + (
-                    f" (it points to {location})" if location else ""
+                    f" (it points to {secret.cut(location, _DETAIL)})" if location else ""
                 )
-            parts = [f"the model server at {self.base_url} answered HTTP {exc.code} {exc.reason}"]
+            if exc.code == 401 and self.__api_key is None and secret.api_key() is not None:
+                hint = (f"TISS_API_KEY is sent only to the server given by --model or TISS_MODEL "
+                        f"({secret.bound_origin() or 'none is'}), not to a script's @model")
+            parts = [f"the model server at {self.base_url} answered HTTP {exc.code} {secret.cut(str(exc.reason), _DETAIL)}"]
             parts += [detail] if detail else []
-            raise self._fail(": ".join(parts) + (f" ({hint})" if hint else "")) from None
-        except urllib.error.URLError as exc:
+            return self._fail(": ".join(parts) + (f" ({hint})" if hint else ""))
+        if isinstance(exc, urllib.error.URLError):
             reason = exc.reason
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise self._timed_out(timeout) from None
+                return self._timed_out(timeout)
             if isinstance(reason, ConnectionRefusedError):
-                raise self._fail(
+                return self._fail(
                     f"could not connect to the model server at {self.base_url}: connection "
                     "refused; start the server, or choose another backend with --model or "
                     "TISS_MODEL"
-                ) from None
+                )
             if isinstance(reason, socket.gaierror):
-                raise self._fail(
+                return self._fail(
                     f"could not find the host of the model server {self.base_url}; "
                     "check the URL given to --model or TISS_MODEL"
-                ) from None
-            raise self._fail(f"could not reach the model server at {self.base_url}: {reason}") from None
-        except (TimeoutError, socket.timeout):
-            raise self._timed_out(timeout) from None
-        except (OSError, HTTPException) as exc:
-            raise self._fail(
-                f"the connection to the model server at {self.base_url} failed mid-reply: "
-                f"{exc or type(exc).__name__}"
-            ) from None
+                )
+            return self._fail(f"could not reach the model server at {self.base_url}: {secret.cut(str(reason), _DETAIL)}")
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return self._timed_out(timeout)
+        return self._fail(
+            f"the connection to the model server at {self.base_url} failed mid-reply: "
+            f"{secret.cut(str(exc) or type(exc).__name__, _DETAIL)}"
+        )
 
-    def _read(self, response: Any, timeout: float, started: float) -> bytes:
-        # The socket timeout bounds each wait for data; the deadline bounds a server that
-        # keeps trickling bytes, to within one more socket timeout.
+    def _read(self, response: Any) -> bytes:
+        # The deadline is the watcher's (see `_Call`); here only the size is bounded.
         chunks, size = [], 0
         while True:
             chunk = response.read(65536)
@@ -247,13 +366,12 @@ class HttpBackend:
             if size > _MAX_REPLY_BYTES:
                 raise self._fail(f"the model server at {self.base_url} sent a reply over 64 MiB")
             chunks.append(chunk)
-            if time.monotonic() - started > timeout:
-                raise self._timed_out(timeout)
 
     # -- reply ----------------------------------------------------------------------------
 
     def _malformed(self, why: str, raw: bytes) -> BackendError:
-        snippet = raw[:200].decode("utf-8", errors="replace")
+        # Redacted before it is cut: a key straddling the cut must not leave its first part.
+        snippet = secret.cut(raw[: _SNIPPET + 4096].decode("utf-8", errors="replace"), _SNIPPET, "")
         return self._fail(
             f"the model server at {self.base_url} sent a malformed reply ({why}): {snippet!r}; "
             "is this an OpenAI-compatible /chat/completions endpoint?"
@@ -266,6 +384,8 @@ class HttpBackend:
             reply = json.loads(raw.decode("utf-8"))
         except ValueError:
             raise self._malformed("not JSON", raw) from None
+        except RecursionError:
+            raise self._malformed("JSON nested too deeply", raw) from None
         if not isinstance(reply, dict):
             raise self._malformed("not a JSON object", raw)
         if "error" in reply and "choices" not in reply:
@@ -280,6 +400,7 @@ class HttpBackend:
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str):
             raise self._malformed("choices[0].message.content is not text", raw)
+        text = _clean(text)
         finish = choice.get("finish_reason")
         usage = reply.get("usage")
         prompt_tokens = completion_tokens = None
@@ -297,10 +418,15 @@ class HttpBackend:
             text=text,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            finish_reason=finish if isinstance(finish, str) else "unknown",
-            model=model if isinstance(model, str) else "",
+            finish_reason=_clean(finish) if isinstance(finish, str) else "unknown",
+            model=_clean(model) if isinstance(model, str) else "",
             elapsed=elapsed,
         )
+
+
+def _clean(text: str) -> str:
+    """JSON may carry lone surrogates (`"\\ud800"`), which no file or terminal can take."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _is_count(value: object) -> bool:
