@@ -278,7 +278,7 @@ def test_a_name_not_pulled_yet_says_how_to_pull_it(tmp_path, monkeypatch, capsys
 
 
 def test_the_hugging_face_directory_answers_too(tmp_path, capsys):
-    pytest.importorskip("lm.hf_load", reason="the Hugging Face loader is not in this tree yet")
+    pytest.importorskip("lm.pretrained", reason="the Hugging Face loader is not in this tree yet")
     directory = write_chat_model(tmp_path / "hf")
     assert cli.main(["generate", "--checkpoint", str(directory), "--chat", "--prompt", QUESTION, "--temperature", "0"]) == 0
     assert capsys.readouterr().out == ANSWER + "\n"
