@@ -10,7 +10,7 @@
   ``{{ }}`` in strings and heredocs), with the exact span of the name -- what go to definition,
   find references and rename need.
 - ``node_at(program, line, column)``: the innermost node that starts at a position (how a tool
-  finds what a ``Diagnostic`` is about).
+  finds what a ``Diagnostic`` is about), found by descending, not by walking the whole tree.
 - ``BUILTIN_DOCS``: what each built-in reference and field holds, for hover help.
 
 Only the standard library and lark, like the rest of ``tisslang``.
@@ -179,13 +179,28 @@ def _target(node: ast.Node) -> str | None:
 
 
 def node_at(program: ast.Program, line: int, column: int) -> ast.Node | None:
-    """The innermost node that starts at ``line``:``column`` (None when none does)."""
+    """The innermost node that starts at ``line``:``column`` (None when none does).
+
+    It descends through the nodes whose span holds the position, so finding what one
+    diagnostic is about costs a path through the tree, not a walk of all of it.
+    """
+    position = (line, column)
     best: ast.Node | None = None
-    for node in walk(program):
-        if node.line == line and node.column == column and node is not program:
-            if best is None or (node.end_line, node.end_column) <= (best.end_line, best.end_column):
-                best = node
-    return best
+    node: ast.Node = program
+    while True:
+        inner = None
+        for child in ast.iter_child_nodes(node):
+            start = (child.line, child.column)
+            if start == position:
+                inner = child  # starts here: better than one that only holds the position
+                break
+            if inner is None and start <= position < (child.end_line, child.end_column):
+                inner = child  # (a comment inside a block is the program's child, not the block's)
+        if inner is None:
+            return best
+        if (inner.line, inner.column) == position:
+            best = inner
+        node = inner
 
 
 BUILTIN_DOCS: dict[str, tuple[str, dict[str, str]]] = {

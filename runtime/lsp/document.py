@@ -19,7 +19,7 @@ from functools import cached_property
 
 import tisslang
 from tisslang import ast, statements
-from tisslang.analysis import Site, parse_tolerant, variable_sites
+from tisslang.analysis import Site, node_at, parse_tolerant, variable_sites
 from tisslang.statements import walk
 
 from runtime.lsp.text import Text
@@ -100,9 +100,13 @@ class Analysis:
             return []
         found = []
         checked = tisslang.check(self.program)
-        index = self._starts() if checked else {}
+        # A few findings: descend to each one's node; many: index every node once.
+        index = self._starts() if len(checked) > 20 else None
         for diagnostic in checked:
-            node = index.get((diagnostic.line, diagnostic.column))
+            if index is not None:
+                node = index.get((diagnostic.line, diagnostic.column))
+            else:
+                node = node_at(self.program, diagnostic.line, diagnostic.column)
             start = (diagnostic.line - 1, diagnostic.column - 1)
             end = self._node_end(node, start) if node is not None else self._word_end(start)
             found.append(Finding(diagnostic.severity, diagnostic.message, start, end, "check"))

@@ -87,3 +87,18 @@ def test_builtin_docs_describe_exactly_the_checkers_builtins():
         what, docs = BUILTIN_DOCS[name]
         assert what and set(docs) == set(fields), name
         assert all(docs.values())
+
+
+def test_node_at_agrees_with_a_walk_of_every_node():
+    for text in TEXTS:
+        program = tisslang.parse(text)
+        innermost: dict[tuple[int, int], ast.Node] = {}
+        for node in tisslang.walk(program):
+            if node is program:
+                continue
+            key = (node.line, node.column)
+            other = innermost.get(key)
+            if other is None or (node.end_line, node.end_column) <= (other.end_line, other.end_column):
+                innermost[key] = node
+        for (line, column), node in innermost.items():
+            assert node_at(program, line, column) is node, (line, column)
