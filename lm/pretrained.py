@@ -293,9 +293,11 @@ def _hf_config(data: Any, file: Path) -> ModelConfig:
     rope = data.get("rope_parameters") or {}
     scaling = data.get("rope_scaling") or {}
     theta = rope.get("rope_theta", data.get("rope_theta", 10000.0))
-    kind = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default":
-        raise unsupported(f"RoPE scaling {kind!r}", "plain RoPE (rope_type 'default')")
+    if not isinstance(rope, dict) or not isinstance(scaling, dict):
+        raise CheckpointError(f"{file}: rope_parameters / rope_scaling must be JSON objects")
+    for kind in (rope.get("rope_type"), scaling.get("rope_type") or scaling.get("type")):
+        if kind not in (None, "default"):
+            raise unsupported(f"RoPE scaling {kind!r}", "plain RoPE (rope_type 'default')")
     if data.get("partial_rotary_factor", 1.0) != 1.0:
         raise unsupported("partial rotary embedding", "RoPE on the whole head")
     if data.get("hidden_act", "silu") != "silu":
