@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from lm.console import say
 from lm.errors import LMError
 from lm.loss import IGNORE_INDEX
 from lm.parallel import MAX_DEFAULT_WORKERS, available_cpus, default_workers
@@ -50,6 +51,7 @@ INSTALL_HINT = "pip install 'quantatissu[mpi]'"
 # Set by the launchers for the processes they start (MPICH/Intel MPI, PMIx, Open MPI, MPICH's
 # hydra): a single rank with one of these was started as `mpiexec -n 1` on purpose.
 LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+SIZE_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # how many processes such a launcher started
 POLL_SECONDS = 0.02  # how often a rank waiting for rank 0 looks whether it is done
 
 
@@ -76,6 +78,15 @@ def connect(kind: str) -> "MPIGroup":
             f"--distributed mpi: mpi4py could not start MPI ({exc}); {INSTALL_HINT} brings MPICH"
         ) from None
     comm = MPI.COMM_WORLD
+    started = next((os.environ[name] for name in SIZE_ENV if os.environ.get(name, "").isdigit()), None)
+    if started is not None and int(started) != comm.Get_size():
+        # Each process came up as a world of its own and would train (and write) alone.
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        raise DistributedError(
+            f"the launcher started {started} processes but MPI sees {comm.Get_size()}: that mpiexec "
+            f"belongs to another MPI library than the one mpi4py loaded ({library}). Use the mpiexec "
+            f"installed beside this Python ({INSTALL_HINT}), or an mpi4py built for that MPI"
+        )
     if comm.Get_size() == 1 and not any(name in os.environ for name in LAUNCHER_ENV):
         raise DistributedError(
             "--distributed mpi found a single process: start one per rank with an MPI launcher, "
@@ -200,8 +211,7 @@ class MPIGroup(Solo):
             code, message = _describe(exc)
             if not isinstance(exc, (LMError, KeyboardInterrupt, SystemExit)):
                 traceback.print_exc()
-            print(f"tiss: error: rank {self.rank} of {self.size}: {message}; stopping every rank",
-                  file=sys.stderr, flush=True)
+            say(sys.stderr, f"rank {self.rank} of {self.size}: {message}; stopping every rank", "error")
             self.comm.Abort(code)
 
     def wait_idle(self) -> bool:

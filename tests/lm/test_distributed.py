@@ -337,6 +337,19 @@ def test_a_single_process_outside_mpiexec_is_told_how_to_start(tmp_path, corpus)
     assert not (tmp_path / "run").exists()
 
 
+def test_a_launcher_of_another_mpi_is_recognised(tmp_path, corpus):
+    """Started by an mpiexec that is not this MPI's, each process would be a world of one."""
+    pytest.importorskip("mpi4py")
+    env = {k: v for k, v in ENV.items() if not k.startswith(("PMI", "PMIX", "OMPI_COMM", "MPI_LOCAL", "HYDRA"))}
+    env["OMPI_COMM_WORLD_SIZE"] = "3"  # what Open MPI's mpirun tells each of 3 processes
+    done = subprocess.run([*CLI, "train", "--distributed", "mpi", "--corpus", str(corpus), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]  # mpi4py may warn first ("suspicious MPI execution environment")
+    assert last.startswith("tiss: error: the launcher started 3 processes but MPI sees 1: that mpiexec")
+    assert not (tmp_path / "run").exists()
+
+
 def test_without_mpi4py_the_message_names_the_extra(tmp_path, corpus, monkeypatch, capsys):
     from runtime import cli
 
