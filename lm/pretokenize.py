@@ -159,8 +159,8 @@ class PatternError(ValueError):
 
 
 @lru_cache(maxsize=1)
-def _categories() -> dict[str, str]:
-    """General category (two letters, and its first letter) -> class body of code point ranges."""
+def _category_spans() -> dict[str, list[tuple[int, int]]]:
+    """General category (two letters, and its first letter) -> its code points as ranges."""
     import unicodedata
 
     categories = map(unicodedata.category, map(chr, range(0x110000)))
@@ -175,12 +175,52 @@ def _categories() -> dict[str, str]:
             else:
                 spans.append([start, end])
         start = end + 1
-    return {
-        key: "".join(
-            _class_char(a) if a == b else f"{_class_char(a)}-{_class_char(b)}" for a, b in spans
-        )
-        for key, spans in ranges.items()
-    }
+    return {key: [(a, b) for a, b in spans] for key, spans in ranges.items()}
+
+
+@lru_cache(maxsize=64)
+def _category_class(name: str, bmp: bool) -> str | None:
+    """The body of a character class for a category; `bmp`: only its BMP code points."""
+    spans = _category_spans().get(name)
+    if spans is None:
+        return None
+    limit = 0xFFFF if bmp else 0x10FFFF
+    return "".join(
+        _class_char(a) if a == min(b, limit) else f"{_class_char(a)}-{_class_char(min(b, limit))}"
+        for a, b in spans
+        if a <= limit
+    )
+
+
+@lru_cache(maxsize=1)
+def _astral_stand_ins() -> dict[str, str]:
+    """For every general category: a BMP character of that category (the highest one), to
+    stand in for characters beyond the BMP while a BMP-only pattern splits the text.
+
+    Python's `re` tests a class holding ranges beyond U+FFFF by scanning those ranges one by one
+    for every character not in its BMP part, which makes `\\p{L}` four times slower than a
+    BMP-only class. Every class `translate` builds is a union of general categories (and
+    White_Space, which has no astral members), so a character and its category's stand-in
+    belong to exactly the same classes; the split is computed on the stand-in text and cut from
+    the original, position for position (both are one code point).
+    """
+    out: dict[str, str] = {}
+    for key, spans in _category_spans().items():
+        if len(key) == 2:
+            bmp = [c for a, b in reversed(spans) if a <= 0xFFFF for c in (min(b, 0xFFFF), a)]
+            found = next((chr(c) for c in bmp if chr(c) not in WHITE_SPACE), None)
+            if found is not None:
+                out[key] = found
+    return out
+
+
+def _stand_in(match: re.Match[str]) -> str:
+    import unicodedata
+
+    return _astral_stand_ins()[unicodedata.category(match.group())]
+
+
+ASTRAL_RE = re.compile("[\U00010000-\U0010ffff]")
 
 
 def _class_char(cp: int) -> str:
@@ -191,7 +231,7 @@ def _white_space_class() -> str:
     return "".join(_class_char(ord(c)) for c in WHITE_SPACE)
 
 
-def translate(pattern: str) -> str:
+def translate(pattern: str, bmp: bool = False) -> str:
     """A peer's pattern (`\\p{L}`, `\\p{N}`, `\\s`, ...) as an equivalent Python `re` pattern.
 
     Supported escapes: `\\p{X}` / `\\P{X}` for a general category or category group (L, Lu, N, Nd,
@@ -214,7 +254,7 @@ def translate(pattern: str) -> str:
                 if pattern[i + 2 : i + 3] != "{" or close < 0:
                     raise PatternError(f"pattern {pattern!r}: malformed \\{e} at {i}")
                 name = pattern[i + 3 : close]
-                body = _categories().get(name)
+                body = _category_class(name, bmp)
                 if body is None:
                     raise PatternError(
                         f"pattern {pattern!r}: \\{e}{{{name}}} is not a general category; only "
@@ -277,34 +317,49 @@ class Splitter:
     def __init__(self, steps: Iterable[str]) -> None:
         self.steps = tuple(steps)
         folded = _FOLDED.get(self.steps)
+        # Patterns naming characters beyond the BMP themselves cannot use the stand-ins.
+        self._bmp = not any(
+            "\\U" in s or ASTRAL_RE.search(s) or any(c in s for c in _astral_stand_ins().values())
+            for s in self.steps
+        )
         try:
             if folded is not None or (len(self.steps) == 1 and self.steps[0] in _COVERING):
-                self._findall = re.compile(translate(folded or self.steps[0])).findall
+                compiled = re.compile(translate(folded or self.steps[0], self._bmp))
+                self._findall = compiled.findall
+                self._finditer = compiled.finditer
                 self._compiled: list[re.Pattern[str]] = []
             else:
                 self._findall = None
-                self._compiled = [re.compile(translate(s)) for s in self.steps]
+                self._compiled = [re.compile(translate(s, self._bmp)) for s in self.steps]
         except re.error as exc:
             raise PatternError(f"pre-tokenizer pattern cannot be compiled: {exc}") from None
 
     def __call__(self, text: str) -> list[str]:
+        if self._bmp and ASTRAL_RE.search(text) is not None:
+            mapped = ASTRAL_RE.sub(_stand_in, text)
+            if self._findall is not None:
+                return [text[m.start() : m.end()] for m in self._finditer(mapped)]
+            return [text[a:b] for a, b in self._spans(mapped)]
         if self._findall is not None:
             return self._findall(text)
-        pieces = [text] if text else []
+        return [text[a:b] for a, b in self._spans(text)]
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        pieces = [(0, len(text))] if text else []
         for compiled in self._compiled:
-            out: list[str] = []
-            for piece in pieces:
-                at = 0
-                for m in compiled.finditer(piece):
+            out: list[tuple[int, int]] = []
+            for lo, hi in pieces:
+                at = lo
+                for m in compiled.finditer(text, lo, hi):
                     start, end = m.span()
                     if start == end:
                         continue
                     if start > at:
-                        out.append(piece[at:start])
-                    out.append(piece[start:end])
+                        out.append((at, start))
+                    out.append((start, end))
                     at = end
-                if at < len(piece):
-                    out.append(piece[at:])
+                if at < hi:
+                    out.append((at, hi))
             pieces = out
         return pieces
 

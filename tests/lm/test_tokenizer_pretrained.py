@@ -351,3 +351,20 @@ def test_full_smollm2_vocabulary_against_llama_cpp():
         assert tok.encode(text, "all") == peer.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     check()
+
+
+@SETTINGS
+@given(st.lists(st.one_of(TRICKY, st.characters(min_codepoint=0x10000).filter(_assigned),
+                          st.characters()), max_size=30).map("".join))
+def test_astral_stand_ins_split_exactly_as_the_full_classes(text):
+    import re
+
+    from lm.pretokenize import LLAMA3_SPLIT_CPP, QWEN2_SPLIT_CPP
+
+    for steps in ([GPT2_SPLIT], [LLAMA3_SPLIT], [LLAMA3_SPLIT_CPP], [QWEN2_SPLIT_CPP],
+                  [DIGIT_SPLIT, GPT2_SPLIT], [DIGIT_SPLIT + "+", r"\p{P}+", GPT2_SPLIT]):
+        fast = Splitter(steps)
+        exact = Splitter([])
+        exact._bmp, exact._findall = False, None
+        exact._compiled = [re.compile(translate(s)) for s in steps]
+        assert fast(text) == exact(text), steps
