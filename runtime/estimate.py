@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from runtime.backends.base import ModelBackend, estimate_tokens
 from runtime.budget import parse_duration
-from runtime.errors import ScriptFailure
+from runtime.errors import ScriptFailure, Unsupported
 from tisslang import ast
 
 
@@ -105,35 +105,52 @@ class Estimator:
         return total
 
     def statement(self, stmt: ast.Node, directives: dict[str, Any]) -> Estimate:
-        if isinstance(stmt, ast.PromptAgent):
-            return self.prompt(self._text(stmt.prompt), directives)
-        if isinstance(stmt, ast.Run):
-            timeout = directives.get("timeout")
-            if timeout is None:
-                return Estimate(unbounded_runs=1)
-            try:
-                return Estimate(seconds=parse_duration(timeout, what="@timeout"))
-            except ScriptFailure:
-                return Estimate(unbounded_runs=1)
-        if isinstance(stmt, ast.If):
-            return self.block(stmt.body, directives).worst(self.block(stmt.orelse, directives))
-        if isinstance(stmt, ast.Try):
-            return self.block(stmt.body, directives) + self.block(stmt.handler, directives)
-        if isinstance(stmt, ast.Choose):
-            total = Estimate()
-            for option in stmt.options:
-                total = total + self.block(option.body, directives)
-            return total
-        if isinstance(stmt, ast.Parallel):
-            total, longest = Estimate(), 0.0
-            for child in stmt.body:
-                cost = self.block((child,), directives)
-                total = total + cost
-                longest = max(longest, cost.seconds)
-            return Estimate(total.api_calls, total.tokens, longest, total.unbounded_runs)
-        body = getattr(stmt, "body", None)
-        if isinstance(body, tuple):  # STEP, SETUP, TEARDOWN, TASK, ESTIMATE_COST
-            return self.block(body, directives)
+        """The cost of one statement; a statement this estimator does not know is an error."""
+        try:
+            method = _COSTS[type(stmt)]
+        except KeyError:
+            raise Unsupported(f"the cost estimate has no rule for {type(stmt).__name__} statements; "
+                              "this is a bug in tiss, please report it") from None
+        return method(self, stmt, directives)
+
+    def _prompt_agent(self, stmt: ast.PromptAgent, directives: dict[str, Any]) -> Estimate:
+        return self.prompt(self._text(stmt.prompt), directives)
+
+    def _run(self, stmt: ast.Run, directives: dict[str, Any]) -> Estimate:
+        timeout = directives.get("timeout")
+        if timeout is None:
+            return Estimate(unbounded_runs=1)
+        try:
+            return Estimate(seconds=parse_duration(timeout, what="@timeout"))
+        except ScriptFailure:
+            return Estimate(unbounded_runs=1)
+
+    def _if(self, stmt: ast.If, directives: dict[str, Any]) -> Estimate:
+        return self.block(stmt.body, directives).worst(self.block(stmt.orelse, directives))
+
+    def _try(self, stmt: ast.Try, directives: dict[str, Any]) -> Estimate:
+        return self.block(stmt.body, directives) + self.block(stmt.handler, directives)
+
+    def _choose(self, stmt: ast.Choose, directives: dict[str, Any]) -> Estimate:
+        total = Estimate()
+        for option in stmt.options:
+            total = total + self.block(option.body, directives)
+        return total
+
+    def _parallel(self, stmt: ast.Parallel, directives: dict[str, Any]) -> Estimate:
+        total, longest = Estimate(), 0.0
+        for child in stmt.body:
+            cost = self.block((child,), directives)
+            total = total + cost
+            longest = max(longest, cost.seconds)
+        return Estimate(total.api_calls, total.tokens, longest, total.unbounded_runs)
+
+    def _body(self, stmt: Any, directives: dict[str, Any]) -> Estimate:
+        """STEP, SETUP, TEARDOWN, TASK, OPTION, ESTIMATE_COST: the cost of the block."""
+        return self.block(stmt.body, directives)
+
+    def _free(self, stmt: ast.Node, directives: dict[str, Any]) -> Estimate:
+        """Statements that call no model and start no command."""
         return Estimate()
 
     def prompt(self, prompt: str, directives: dict[str, Any]) -> Estimate:
@@ -146,3 +163,33 @@ class Estimator:
             tokens += int(max_tokens)
         return Estimate(api_calls=1, tokens=tokens)
 
+
+# One rule per statement of the table (tests/tisslang/test_statement_table.py checks that none
+# is missing). Directives never reach `statement`: `block` applies them to the scope.
+_COSTS: dict[type, Callable[[Estimator, Any, dict[str, Any]], Estimate]] = {
+    ast.PromptAgent: Estimator._prompt_agent,
+    ast.Run: Estimator._run,
+    ast.If: Estimator._if,
+    ast.Try: Estimator._try,
+    ast.Choose: Estimator._choose,
+    ast.Parallel: Estimator._parallel,
+    ast.Task: Estimator._body,
+    ast.Setup: Estimator._body,
+    ast.Teardown: Estimator._body,
+    ast.Step: Estimator._body,
+    ast.Option: Estimator._body,
+    ast.EstimateCost: Estimator._body,
+    ast.Write: Estimator._free,
+    ast.Read: Estimator._free,
+    ast.Assert: Estimator._free,
+    ast.Var: Estimator._free,
+    ast.Log: Estimator._free,
+    ast.SetBudget: Estimator._free,
+    ast.RequestReview: Estimator._free,
+    ast.Pause: Estimator._free,
+    ast.Mkdir: Estimator._free,
+    ast.Delete: Estimator._free,
+    ast.Directive: Estimator._free,
+}
+COST_RULES = frozenset(_COSTS)
+"""The node classes the estimator has a rule for."""

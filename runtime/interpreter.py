@@ -49,7 +49,7 @@ from runtime.secret import redact
 from runtime.shell import DEFAULT_TIMEOUT, run_command
 from runtime.trace import EventBus
 from runtime.workspace import Workspace
-from tisslang import ast
+from tisslang import ast, statements
 
 __all__ = ["Interpreter", "Context", "RunInterrupted", "Backends", "SessionState", "ScriptText"]
 
@@ -178,15 +178,11 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
                 self.skip(stmt.body, step.children)
                 self.emit("step_end", kind=step.kind, description=step.description, line=step.line,
                           status=status, duration=0.0, failure=None, started=False)
-            elif isinstance(stmt, ast.Choose):
-                self.skip(stmt.options, container)
             elif isinstance(stmt, ast.Teardown):
                 continue  # teardowns run at the end whatever happened
             else:
-                for name in ("body", "orelse", "handler"):
-                    block = getattr(stmt, name, None)
-                    if isinstance(block, tuple):
-                        self.skip(block, container)
+                for _, block in statements.blocks(stmt):  # CHOOSE's options are steps too
+                    self.skip(block, container)
 
     def describe(self, node: ast.Node, ctx: Context | None = None) -> str:
         """A block's description, interpolated where its references are set (else as written)."""

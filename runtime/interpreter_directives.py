@@ -17,6 +17,7 @@ from runtime.backends.select import is_backend_spec
 from runtime.budget import parse_duration
 from runtime.errors import DirectiveError
 from tisslang import ast
+from tisslang import directives as directive_table
 
 if TYPE_CHECKING:
     from runtime.context import Context
@@ -50,20 +51,20 @@ class Backends:
 
 
 def check_directive(name: str, value: Any) -> None:
-    """Refuse a directive value the directive cannot use, where the directive is written."""
+    """Refuse, where it is written, a value the directive table says the directive cannot use.
+
+    Directives checked when used (the generation settings) and unknown ones pass here.
+    """
+    spec = directive_table.BY_NAME.get(name)
+    if spec is None or spec.checked != directive_table.WHERE_WRITTEN:
+        return
     if name == "timeout":
-        seconds = parse_duration(value, what="@timeout")
-        if seconds <= 0:
-            raise DirectiveError(
-                f"@timeout must be more than zero seconds, got {values.show(value)}; "
-                'write e.g. @timeout "30s"',
-            )
-    elif name == "shell" and (not isinstance(value, str) or not value.strip()):
-        raise DirectiveError(
-            f'@shell must name a shell program such as "bash" or "/bin/zsh", got {values.show(value)}',
-        )
-    elif name == "choose" and value not in ("cheapest", "first", "ordered", True):
-        raise DirectiveError(f'@choose must be "cheapest" or "first", got {values.show(value)}')
+        parse_duration(value, what="@timeout")  # the budgets' duration rules (and messages)
+    try:
+        spec.convert(value)
+    except directive_table.DirectiveValueError as exc:
+        hint = f"; {exc.hint}" if exc.hint else ""
+        raise DirectiveError(f"@{name} {exc.requirement}, got {values.show(value)}{hint}") from None
 
 
 class DirectivesMixin:

@@ -1,15 +1,16 @@
 """`tiss run --dry-run`: what a script would do, one line per statement, without doing any of it.
 
 Strings are shown as written (`{{ ref }}` not interpolated, since nothing has run to give the
-references values); blocks are indented under their statement; the static cost estimate
-(`estimate.py`) closes the plan.
+references values); blocks are indented under their statement, following the statement
+table's block fields (`tisslang/statements.py`); the static cost estimate (`estimate.py`) closes
+the plan.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from tisslang import ast
+from tisslang import ast, statements
 from tisslang.formatter import expression as expr_text
 
 
@@ -21,54 +22,50 @@ def _value(node: Any) -> str:
     return "" if node is None else expr_text(node)
 
 
+def _write(stmt: ast.Write) -> str:
+    text = stmt.content.text
+    lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    return f"WRITE {_s(stmt.path)} ({lines} line{'s' if lines != 1 else ''})"
+
+
+# One heading per statement of the table (tests/tisslang/test_statement_table.py checks that
+# none is missing); what a statement would do, with its strings as written.
+_HEADINGS: dict[type, Callable[[Any], str]] = {
+    ast.Task: lambda s: f"TASK {_s(s.description)}",
+    ast.Setup: lambda s: f"SETUP {_s(s.description)}".rstrip(),
+    ast.Teardown: lambda s: f"TEARDOWN (runs last, always) {_s(s.description)}".rstrip(),
+    ast.Step: lambda s: f"STEP {_s(s.description)}",
+    ast.Option: lambda s: f"OPTION {_s(s.description)}",
+    ast.Run: lambda s: f"RUN {_s(s.command)}",
+    ast.Write: _write,
+    ast.Read: lambda s: f"READ {_s(s.path)} AS {s.variable}",
+    ast.Assert: lambda s: f"ASSERT {expr_text(s.condition)}",
+    ast.PromptAgent: lambda s: f"PROMPT_AGENT {_s(s.prompt)}" + (f" INTO {s.variable}" if s.variable else ""),
+    ast.Var: lambda s: f"VAR {s.name} = {_value(s.value)}",
+    ast.Log: lambda s: f"LOG {_s(s.message)}",
+    ast.If: lambda s: f"IF {expr_text(s.condition)}",
+    ast.Try: lambda s: "TRY",
+    ast.Parallel: lambda s: "PARALLEL (children run at the same time)",
+    ast.Choose: lambda s: "CHOOSE (the first option that succeeds is kept)",
+    ast.EstimateCost: lambda s: "ESTIMATE_COST (the body runs only if it fits the budgets)",
+    ast.SetBudget: lambda s: f"SET_BUDGET {s.name} = {_value(s.value)}",
+    ast.RequestReview: lambda s: f"REQUEST_REVIEW {_s(s.message)}",
+    ast.Pause: lambda s: f"PAUSE {_s(s.message)}",
+    ast.Mkdir: lambda s: f"MKDIR {_s(s.path)}",
+    ast.Delete: lambda s: f"DELETE {_s(s.path)}{' RECURSIVE' if s.recursive else ''}",
+    ast.Directive: lambda s: f"@{s.name} {_value(s.value)}".rstrip(),
+}
+HEADINGS = frozenset(_HEADINGS)
+"""The node classes the plan has a heading for."""
+
+
 def _heading(stmt: ast.Node) -> str:
-    if isinstance(stmt, ast.Task):
-        return f"TASK {_s(stmt.description)}"
-    if isinstance(stmt, (ast.Setup, ast.Teardown)):
-        word = "SETUP" if isinstance(stmt, ast.Setup) else "TEARDOWN (runs last, always)"
-        return f"{word} {_s(stmt.description)}".rstrip()
-    if isinstance(stmt, (ast.Step, ast.Option)):
-        return f"{'STEP' if isinstance(stmt, ast.Step) else 'OPTION'} {_s(stmt.description)}"
-    if isinstance(stmt, ast.Run):
-        return f"RUN {_s(stmt.command)}"
-    if isinstance(stmt, ast.Write):
-        text = stmt.content.text
-        lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-        return f"WRITE {_s(stmt.path)} ({lines} line{'s' if lines != 1 else ''})"
-    if isinstance(stmt, ast.Read):
-        return f"READ {_s(stmt.path)} AS {stmt.variable}"
-    if isinstance(stmt, ast.Assert):
-        return f"ASSERT {expr_text(stmt.condition)}"
-    if isinstance(stmt, ast.PromptAgent):
-        into = f" INTO {stmt.variable}" if stmt.variable else ""
-        return f"PROMPT_AGENT {_s(stmt.prompt)}{into}"
-    if isinstance(stmt, ast.Var):
-        return f"VAR {stmt.name} = {_value(stmt.value)}"
-    if isinstance(stmt, ast.Log):
-        return f"LOG {_s(stmt.message)}"
-    if isinstance(stmt, ast.If):
-        return f"IF {expr_text(stmt.condition)}"
-    if isinstance(stmt, ast.Try):
-        return "TRY"
-    if isinstance(stmt, ast.Parallel):
-        return "PARALLEL (children run at the same time)"
-    if isinstance(stmt, ast.Choose):
-        return "CHOOSE (the first option that succeeds is kept)"
-    if isinstance(stmt, ast.EstimateCost):
-        return "ESTIMATE_COST (the body runs only if it fits the budgets)"
-    if isinstance(stmt, ast.SetBudget):
-        return f"SET_BUDGET {stmt.name} = {_value(stmt.value)}"
-    if isinstance(stmt, ast.RequestReview):
-        return f"REQUEST_REVIEW {_s(stmt.message)}"
-    if isinstance(stmt, ast.Pause):
-        return f"PAUSE {_s(stmt.message)}"
-    if isinstance(stmt, ast.Mkdir):
-        return f"MKDIR {_s(stmt.path)}"
-    if isinstance(stmt, ast.Delete):
-        return f"DELETE {_s(stmt.path)}{' RECURSIVE' if stmt.recursive else ''}"
-    if isinstance(stmt, ast.Directive):
-        return f"@{stmt.name} {_value(stmt.value)}".rstrip()
-    return type(stmt).__name__
+    try:
+        heading = _HEADINGS[type(stmt)]
+    except KeyError:
+        raise TypeError(f"the dry-run plan has no heading for {type(stmt).__name__} statements; "
+                        "add one to runtime/plan.py") from None
+    return heading(stmt)
 
 
 def plan_lines(body: tuple[ast.Node, ...] | None, depth: int = 0) -> list[str]:
@@ -77,22 +74,13 @@ def plan_lines(body: tuple[ast.Node, ...] | None, depth: int = 0) -> list[str]:
     for stmt in body or ():
         where = f"{stmt.line:>4}  " if stmt.line else "      "
         lines.append(f"{where}{pad}{_heading(stmt)}")
-        if isinstance(stmt, ast.Choose):
-            lines.extend(plan_lines(stmt.options, depth + 1))
-        elif isinstance(stmt, ast.If):
-            lines.extend(plan_lines(stmt.body, depth + 1))
-            if stmt.orelse:
-                lines.append(f"      {pad}ELSE")
-                lines.extend(plan_lines(stmt.orelse, depth + 1))
-        elif isinstance(stmt, ast.Try):
-            lines.extend(plan_lines(stmt.body, depth + 1))
-            if stmt.handler is not None:
-                lines.append(f"      {pad}CATCH")
-                lines.extend(plan_lines(stmt.handler, depth + 1))
-        else:
-            body_of = getattr(stmt, "body", None)
-            if isinstance(body_of, tuple):
-                lines.extend(plan_lines(body_of, depth + 1))
+        spec = statements.BY_NODE[type(stmt)]
+        # The statement's blocks from the table, each continuation (ELSE, CATCH) on its own line.
+        for name, block in statements.blocks(stmt):
+            word = spec.continuation(name)
+            if word is not None:
+                lines.append(f"      {pad}{word}")
+            lines.extend(plan_lines(block, depth + 1))
     return lines
 
 

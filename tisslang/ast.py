@@ -471,5 +471,11 @@ class Program(Node):
     comments: tuple[Comment, ...] = ()
 
 
-BLOCK_FIELDS = ("body", "orelse", "handler", "options")
-"""The fields that hold nested statements (for walkers that only follow blocks)."""
+def __getattr__(name: str) -> Any:
+    # BLOCK_FIELDS (the fields that hold nested statements) is the statement table's, which
+    # imports this module; it is looked up there on first use rather than written twice.
+    if name == "BLOCK_FIELDS":
+        from .statements import BLOCK_FIELDS
+
+        return BLOCK_FIELDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,8 @@ Warnings (legal, probably a mistake):
   - statements after an ``ASSERT false`` in the same block (they never run);
   - ``{{`` in an interpolating heredoc that is not a ``{{ ref }}`` interpolation.
 
-The walk is iterative, so a tree of any depth is checked without recursion.
+The walk (``statements.walk``) is iterative, so a tree of any depth is checked without
+recursion; which statements set variables and hold blocks comes from the statement table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from . import ast
-from .friendly import KEYWORDS
+from . import ast, directives, statements
+from .statements import KEYWORDS, walk
 
 # The spec's fields (section 6), plus the ones the runtime also sets and docs/running.md
 # describes: whether a RUN's output was cut at the capture cap, why the model stopped, and how
@@ -39,11 +40,8 @@ BUILTINS: dict[str, tuple[str, ...]] = {
     "TASK": ("DESCRIPTION",),
     "STEP": ("DESCRIPTION",),
 }
-# The spec's list, plus @min_p, which the model backends also read.
-KNOWN_DIRECTIVES = ("persona", "model", "temperature", "top_k", "top_p", "min_p", "max_tokens",
-                    "seed", "stop", "timeout", "shell", "output", "choose")
+KNOWN_DIRECTIVES = directives.NAMES  # the directive table's (tisslang/directives.py)
 BUDGETS = ("EXECUTION_TIME", "API_CALLS", "TOKENS")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")  # as runtime/budget.py
 _LOOSE_BRACES = re.compile(r"\{\{")
 
 
@@ -66,7 +64,7 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
     ``known`` names variables set from outside the script (``tiss run --var NAME=...``).
     """
     found: list[Diagnostic] = []
-    nodes = list(_walk(program))
+    nodes = list(walk(program))
     defined = set(known) | set(BUILTINS)
     for node in nodes:
         target = _target(node)
@@ -86,7 +84,7 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
             found.extend(_check_parallel(node))
         elif isinstance(node, ast.Write) and node.delimiter and not node.raw:
             found.extend(_check_heredoc(node))
-        for body in _bodies(node):
+        for _, body in statements.blocks(node):
             found.extend(_check_unreachable(body))
     found.sort(key=lambda d: (d.line, d.column, d.message))
     return found
@@ -100,29 +98,15 @@ def _warning(node: ast.Node, message: str) -> Diagnostic:
     return Diagnostic("warning", node.line, node.column, message)
 
 
-def _walk(root: ast.Node) -> Iterator[ast.Node]:
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        yield node
-        children = list(ast.iter_child_nodes(node))
-        stack.extend(reversed(children))
-
-
-def _bodies(node: ast.Node) -> Iterator[tuple]:
-    for name in ("body", "orelse", "handler"):
-        body = getattr(node, name, None)
-        if isinstance(body, tuple) and body:
-            yield body
-
-
 def _target(node: ast.Node) -> str | None:
-    if isinstance(node, ast.Var):
-        return node.name
-    if isinstance(node, ast.Read):
-        return node.variable
-    if isinstance(node, ast.PromptAgent):
-        return node.variable
+    """The variable a statement sets (its table entry's ``sets`` field), if any."""
+    spec = statements.BY_NODE.get(type(node))
+    if spec is None:
+        return None
+    for name in spec.sets:
+        target = getattr(node, name)
+        if target is not None:
+            return target
     return None
 
 
@@ -165,7 +149,7 @@ def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
         return  # known only when the script runs
     if node.name == "EXECUTION_TIME":
         ok = (isinstance(value, ast.Number) and value.value >= 0) or (
-            isinstance(value, ast.String) and value.is_literal and _DURATION.match(value.text))
+            isinstance(value, ast.String) and value.is_literal and directives.DURATION.match(value.text))
         if not ok:
             yield _error(value, 'EXECUTION_TIME is a duration: seconds, or a string like "30s", '
                                 '"5m", "500ms"')
@@ -175,7 +159,7 @@ def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
 
 def _sets(node: ast.Node) -> dict[str, ast.Node]:
     names: dict[str, ast.Node] = {}
-    for inner in _walk(node):
+    for inner in walk(node):
         target = _target(inner)
         if target is not None:
             names.setdefault(target, inner)

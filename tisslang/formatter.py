@@ -17,17 +17,13 @@ from __future__ import annotations
 import math
 import re
 
-from . import ast
+from . import ast, statements
 from .source import HEADER_PREFIX
 from .strings import INTERPOLATION, quote
 
 INDENT = "    "
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED = frozenset((
-    "TASK SETUP TEARDOWN STEP RUN WRITE READ AS ASSERT PROMPT_AGENT INTO VAR LOG IF THEN ELSE "
-    "TRY CATCH PARALLEL CHOOSE OPTION ESTIMATE_COST SET_BUDGET REQUEST_REVIEW PAUSE MKDIR DELETE "
-    "RECURSIVE OR AND NOT CONTAINS MATCHES IS_EMPTY IS_NOT_EMPTY FILE EXISTS true false"
-).split())
+_RESERVED = statements.KEYWORDS  # words that cannot be names or object keys
 
 # Binding strength of conditions, for parentheses: Or < And < Not < comparisons < operands.
 _OR, _AND, _NOT, _CMP, _ATOM = 1, 2, 3, 4, 5

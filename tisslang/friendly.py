@@ -15,18 +15,16 @@ from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import LexerThread
 
+from . import statements
 from .errors import TissSyntaxError
 from .source import Prepared
 
-STATEMENT_KEYWORDS = (
-    "TASK", "SETUP", "TEARDOWN", "STEP", "RUN", "WRITE", "READ", "ASSERT", "PROMPT_AGENT", "VAR",
-    "LOG", "IF", "TRY", "PARALLEL", "CHOOSE", "ESTIMATE_COST", "SET_BUDGET", "REQUEST_REVIEW",
-    "PAUSE", "MKDIR", "DELETE",
-)
-OPERATOR_KEYWORDS = ("AND", "OR", "NOT", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY",
-                     "EXISTS", "THEN")
-OTHER_KEYWORDS = ("AS", "INTO", "OPTION", "RECURSIVE", "ELSE", "CATCH", "FILE", "true", "false")
-KEYWORDS = frozenset(STATEMENT_KEYWORDS + OPERATOR_KEYWORDS + OTHER_KEYWORDS)
+# The keyword lists are the statement table's (statements.py); grouped here by the help
+# each group gets in a message.
+STATEMENT_KEYWORDS = statements.BLOCK_STATEMENT_KEYWORDS
+# FILE starts an operand (FILE "p" EXISTS), so it is not suggested for a misspelt operator.
+OPERATOR_KEYWORDS = tuple(k for k in statements.EXPRESSION_KEYWORDS if k != "FILE") + ("THEN",)
+KEYWORDS = statements.KEYWORDS
 _KEYWORD_TYPES = frozenset(k.upper() for k in KEYWORDS)
 
 _COMPARISON_TYPES = {"COMPOP", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY"}

@@ -1,5 +1,8 @@
 """Loading the TissLang grammar (``tisslang.lark``) into a Lark LALR parser, once per process.
 
+``grammar_text()`` is the file with its ``$STATEMENT`` placeholder replaced by the statement
+alternatives of the statement table (``statements.GRAMMAR_RULES``).
+
 ``build_parser(transformer, strict=...)`` builds one from the grammar; the test suite builds it
 with ``strict=True`` so a shift/reduce conflict or a terminal collision fails loudly.
 ``load_parser(transformer)`` is what ``parse`` uses: the same parser, kept in the user's cache
@@ -25,9 +28,17 @@ GRAMMAR_PATH = Path(__file__).with_name("tisslang.lark")
 _OPTIONS = {"parser": "lalr", "lexer": "basic", "maybe_placeholders": False}
 
 
+# Where tisslang.lark lets any statement stand; the alternatives come from the statement table.
+STATEMENT_PLACEHOLDER = "$STATEMENT"
+
+
 @lru_cache(maxsize=1)
 def grammar_text() -> str:
-    return GRAMMAR_PATH.read_text(encoding="utf-8")
+    """The grammar Lark builds: ``tisslang.lark`` with the statement alternatives written in."""
+    from .statements import GRAMMAR_RULES
+
+    alternatives = "(" + " | ".join(GRAMMAR_RULES) + ")"
+    return GRAMMAR_PATH.read_text(encoding="utf-8").replace(STATEMENT_PLACEHOLDER, alternatives)
 
 
 def build_parser(transformer=None, *, strict: bool = False) -> Lark:

@@ -15,20 +15,10 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 from runtime.budget import parse_duration
 from runtime.errors import ScriptFailure, TissRuntimeError
+from tisslang import directives as directive_table
 
-# Directives that configure generation, and the settings field each one fills.
-GENERATION_DIRECTIVES = (
-    "persona",
-    "model",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "max_tokens",
-    "seed",
-    "stop",
-    "timeout",
-)
+# Directives that configure generation, in the directive table's order (tisslang/directives.py).
+GENERATION_DIRECTIVES = tuple(spec.name for spec in directive_table.GENERATION)
 
 
 class BackendError(ScriptFailure):
@@ -115,34 +105,6 @@ def _setting_error(name: str, value: object, expected: str) -> SettingsError:
     return SettingsError(f"@{name} must be {expected}, got {value!r}")
 
 
-def _number(name: str, value: object, low: float, high: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise _setting_error(name, value, "a number")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
-        raise _setting_error(name, value, f"a number {bound}")
-    return float(value)
-
-
-def _integer(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool):
-        raise _setting_error(name, value, "a whole number")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise _setting_error(name, value, "a whole number")
-    if value < low:
-        raise _setting_error(name, value, f"a whole number of at least {low}")
-    return value
-
-
-def _stop_sequences(value: object) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s for s in items):
-        raise _setting_error("stop", value, "a non-empty string or a list of them")
-    return tuple(items)
-
-
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to generate one completion; `None` means "the backend's own default".
@@ -174,33 +136,25 @@ class GenerationSettings:
         naming the directive.
         """
         values: dict[str, Any] = {}
-        for name in GENERATION_DIRECTIVES:
+        for spec in directive_table.GENERATION:  # the checks are the directive table's
+            name = spec.name
             if name not in directives or directives[name] is None:
                 continue
             raw = directives[name]
-            if name in ("persona", "model"):
-                if not isinstance(raw, str):
-                    raise _setting_error(name, raw, "a string")
-                values[name] = raw
-            elif name == "temperature":
-                values[name] = _number(name, raw, 0.0, None)
-            elif name in ("top_p", "min_p"):
-                values[name] = _number(name, raw, 0.0, 1.0)
-            elif name == "top_k":
-                values[name] = _integer(name, raw, 0)
-            elif name == "max_tokens":
-                values[name] = _integer(name, raw, 1)
-            elif name == "seed":
-                values[name] = _integer(name, raw, 0)
-            elif name == "stop":
-                values[name] = _stop_sequences(raw)
-            elif name == "timeout":
+            if name == "timeout":
+                # The budgets' duration rules, as where @timeout is written; called directly
+                # (not from a script) a bad value gets these messages.
                 try:
                     values[name] = parse_duration(raw, what="@timeout")
                 except TissRuntimeError as exc:
                     raise _setting_error(name, raw, "a duration like 30, \"30s\", \"5m\" or \"500ms\"") from exc
                 if values[name] <= 0:
                     raise _setting_error(name, raw, "a positive duration")
+                continue
+            try:
+                values[spec.setting or name] = spec.convert(raw)
+            except directive_table.DirectiveValueError as exc:
+                raise SettingsError(f"@{name} {exc.requirement}, got {raw!r}") from None
         return cls(**values)
 
     def replace(self, **changes: Any) -> "GenerationSettings":

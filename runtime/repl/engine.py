@@ -21,10 +21,10 @@ import json
 import os
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import tisslang
-from tisslang import ast
+from tisslang import ast, walk
 from tisslang.commands import write_atomic
 from tisslang.errors import TissError
 
@@ -57,27 +57,17 @@ def _render(exc: BaseException) -> str:
     return render() if callable(render) else f"tiss: error: {exc}"
 
 
-def _blocks(stmt: Any) -> Iterator[Any]:
-    """The statements nested in `stmt`'s blocks (bodies, ELSE, CATCH, CHOOSE options)."""
-    for name in ast.BLOCK_FIELDS:
-        block = getattr(stmt, name, None)
-        if block:
-            yield from block
-
-
 def _has_steps(body: Iterable[Any]) -> bool:
     """Whether an entry holds blocks that report like a script (STEP, SETUP, OPTION), anywhere."""
     return any(
-        isinstance(stmt, (ast.Step, ast.Setup, ast.Option)) or _has_steps(_blocks(stmt))
-        for stmt in body
+        isinstance(node, (ast.Step, ast.Setup, ast.Option))
+        for stmt in body for node in walk(stmt, blocks_only=True)
     )
 
 
 def _has_teardown(body: tuple[Any, ...]) -> bool:
-    return any(
-        isinstance(s, ast.Teardown) or (isinstance(s, ast.Task) and s.body and _has_teardown(s.body))
-        for s in body
-    )
+    # The parser lets TEARDOWN stand only at the top level or directly in the TASK block.
+    return any(isinstance(node, ast.Teardown) for stmt in body for node in walk(stmt, blocks_only=True))
 
 
 def _without_positions(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 The parser's Lark lexer stops at the first error, but a REPL must colour and reason about text
 that is half typed: an unclosed block, a string still open, a heredoc whose delimiter has not
-come yet. This scanner never fails. It follows the lexical rules of the language (spec §1, §4):
+come yet. This scanner never fails. It follows the lexical rules of the language (docs/tisslang.md):
 comments, double-quoted strings with escapes and `{{ ref }}` interpolation, raw single-quoted
 strings, heredocs (`<<DELIM` interpolated, `<<'DELIM'` raw) whose bodies run to the first line
 that is only the delimiter, directives, keywords, numbers, references and operators.
@@ -17,28 +17,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tisslang import checker
+from tisslang import checker, directives, statements
 
-# Reserved words (spec §1, §3, §5). UPPERCASE only: `run` is a name, `RUN` a keyword.
-STATEMENT_KEYWORDS = (
-    "TASK", "SETUP", "TEARDOWN", "STEP", "RUN", "WRITE", "READ", "ASSERT", "PROMPT_AGENT", "VAR",
-    "LOG", "IF", "TRY", "PARALLEL", "CHOOSE", "OPTION", "ESTIMATE_COST", "SET_BUDGET",
-    "REQUEST_REVIEW", "PAUSE", "MKDIR", "DELETE",
-)
-CLAUSE_KEYWORDS = ("THEN", "ELSE", "CATCH", "AS", "INTO", "RECURSIVE")
-EXPRESSION_KEYWORDS = (
-    "AND", "OR", "NOT", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY", "FILE", "EXISTS",
-)
+# Reserved words, from the statement table (tisslang/statements.py). UPPERCASE only: `run` is
+# a name, `RUN` a keyword; `true` and `false` are booleans, coloured as such.
+STATEMENT_KEYWORDS = statements.STATEMENT_KEYWORDS
+CLAUSE_KEYWORDS = statements.CLAUSE_KEYWORDS
+EXPRESSION_KEYWORDS = statements.EXPRESSION_KEYWORDS
 KEYWORDS = frozenset(STATEMENT_KEYWORDS + CLAUSE_KEYWORDS + EXPRESSION_KEYWORDS)
 
-# Built-in references and their fields, budget names and directives: the checker's, so what the
-# REPL colours and completes is what `tiss check` accepts.
+# Built-in references and their fields, budget names and directives: the checker's and the
+# directive table's, so what the REPL colours and completes is what `tiss check` accepts.
 BUILTINS = checker.BUILTINS
 BUDGET_NAMES = checker.BUDGETS + ("TOKEN_COUNT",)
-DIRECTIVES = checker.KNOWN_DIRECTIVES
-# Statements whose first string is a workspace path (completion offers files there), and FILE,
-# whose string is one too.
-PATH_STATEMENTS = frozenset({"WRITE", "READ", "DELETE", "MKDIR", "FILE"})
+DIRECTIVES = directives.NAMES
+# Statements whose first string is a workspace path (the table's `path_fields`), and FILE,
+# whose string is one too: completion offers files there.
+PATH_STATEMENTS = statements.PATH_KEYWORDS | {"FILE"}
 
 # Token kinds; the lexer maps each to a style class.
 KEYWORD = "keyword"

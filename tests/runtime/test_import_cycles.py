@@ -1,6 +1,11 @@
-"""No import cycle between the runtime's modules, type-checking and function-level imports
-included: every module of `runtime/` can be understood (and type-checked) on top of the ones it
-imports, and the interpreter never reaches back into the session."""
+"""No import cycle between the runtime's modules, `if TYPE_CHECKING:` imports included: every
+module of `runtime/` can be understood (and type-checked) on top of the ones it imports, and the
+interpreter never reaches back into the session.
+
+Imports at module level count wherever they stand (under `if TYPE_CHECKING:`, in `try:`);
+imports inside a function do not: they are how the CLI and the backends load a subcommand's or a
+backend's code only when it is used. `from package import submodule` counts as importing the
+submodule."""
 
 from __future__ import annotations
 
@@ -25,11 +30,26 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _module_level(tree: ast.Module):
+    """Every statement at module level, descending into if/try/with blocks but not functions."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.ClassDef):
+            stack.extend(node.body)  # class bodies run at import time too
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            stack.extend(getattr(node, name, []) or [])
+
+
 def _imports(name: str, path: Path) -> set[str]:
-    """The runtime modules `name` imports anywhere in its text (TYPE_CHECKING blocks too)."""
+    """The runtime modules `name` imports at module level (TYPE_CHECKING blocks too)."""
     found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _module_level(ast.parse(path.read_text(encoding="utf-8"))):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -38,7 +58,8 @@ def _imports(name: str, path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES]
+            targets = submodules if len(submodules) == len(node.names) else [base] + submodules
         for target in targets:
             if target in MODULES and target != name:
                 found.add(target)
