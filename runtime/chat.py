@@ -49,31 +49,15 @@ class Conversation:
         self.turns.clear()
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """The generation settings a chat uses for every answer."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.7
-    top_k: int | None = None
-    top_p: float | None = 0.95
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    def settings(self) -> dict[str, Any]:
-        return dict(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                    min_p=self.min_p, repetition_penalty=self.repetition_penalty, seed=self.seed)
-
-
-def answer(model: InstructModel, conversation: Conversation, sampling: Sampling, out: TextIO) -> str:
-    """Stream the assistant's answer to `out`, add it to the conversation and return it.
+def answer(model: InstructModel, conversation: Conversation, settings: Any, out: TextIO) -> str:
+    """Stream the assistant's answer to `out` (sampled with `settings`, an
+    `lm.SamplingSettings`), add it to the conversation and return it.
 
     KeyboardInterrupt stops the answer; what was shown of it is kept, then the interrupt goes on
     to the caller.
     """
     shown: list[str] = []
-    stream = model.reply(conversation.messages(), sampling.max_new_tokens, **sampling.settings())
+    stream = model.reply(conversation.messages(), settings)
     try:
         for piece in stream:
             shown.append(piece)
@@ -86,17 +70,14 @@ def answer(model: InstructModel, conversation: Conversation, sampling: Sampling,
 
 def generate_chat(args: Any, out: TextIO | None = None) -> int:
     """`tiss generate --chat`: one answer to `--prompt` (with `--system`) on stdout."""
-    from lm.generate import read_prompt
+    from lm.generate import SamplingSettings, read_prompt
 
     out = sys.stdout if out is None else out
+    settings = SamplingSettings.from_options(vars(args))  # the flags named like its fields
     model = load_instruct(args.checkpoint)
     conversation = Conversation(system=args.system)
     conversation.ask(read_prompt(args.prompt, args.prompt_file))
-    sampling = Sampling(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
-    )
-    stream = model.reply(conversation.messages(), sampling.max_new_tokens, **sampling.settings())
+    stream = model.reply(conversation.messages(), settings)
     try:
         for piece in stream:
             out.write(piece)
@@ -130,20 +111,19 @@ def chat_history_path() -> Path:
 
 def run_chat(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """The `tiss chat` subcommand; `args` as built by `cli._add_chat`."""
+    from lm.generate import SamplingSettings
+
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
+    settings = SamplingSettings.from_options(vars(args))  # the flags named like its fields
     model = load_instruct(args.checkpoint)
     conversation = Conversation(system=args.system)
-    sampling = Sampling(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
-    )
     if not (_isatty(stdin) and _isatty(stdout)):
-        return chat_piped(model, conversation, sampling, stdin, stdout)
-    return chat_interactive(model, conversation, sampling, stdout)
+        return chat_piped(model, conversation, settings, stdin, stdout)
+    return chat_interactive(model, conversation, settings, stdout)
 
 
-def chat_piped(model: InstructModel, conversation: Conversation, sampling: Sampling,
+def chat_piped(model: InstructModel, conversation: Conversation, settings: Any,
                lines: Iterable[str], out: TextIO) -> int:
     """One turn per non-empty input line; each answer on `out` with a newline after it."""
     try:
@@ -157,7 +137,7 @@ def chat_piped(model: InstructModel, conversation: Conversation, sampling: Sampl
             if text in ("/exit", "/quit"):
                 break
             conversation.ask(text)
-            answer(model, conversation, sampling, out)
+            answer(model, conversation, settings, out)
             out.write("\n")
             out.flush()
     except BrokenPipeError:
@@ -165,7 +145,7 @@ def chat_piped(model: InstructModel, conversation: Conversation, sampling: Sampl
     return 0
 
 
-def chat_interactive(model: InstructModel, conversation: Conversation, sampling: Sampling, out: TextIO) -> int:
+def chat_interactive(model: InstructModel, conversation: Conversation, settings: Any, out: TextIO) -> int:
     """The terminal loop: read a turn, stream the answer, until Ctrl-D or /exit."""
     from prompt_toolkit import PromptSession
 
@@ -200,7 +180,7 @@ def chat_interactive(model: InstructModel, conversation: Conversation, sampling:
             continue
         conversation.ask(text)
         try:
-            answer(model, conversation, sampling, out)
+            answer(model, conversation, settings, out)
             print(file=out)
         except KeyboardInterrupt:
             print("\n[stopped]", file=out)

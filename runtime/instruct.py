@@ -119,9 +119,11 @@ class InstructModel:
             ids = self.prompt_ids(kept)
         return kept, ids
 
-    def reply(self, messages: Sequence[Message], max_new_tokens: int, **sampling: Any):
-        """A `lm.generate.Stream` of the assistant's answer to `messages` (fitted to the context)."""
-        from lm.generate import stream
+    def reply(self, messages: Sequence[Message], settings: Any = None, **sampling: Any):
+        """A `lm.generate.Stream` of the assistant's answer to `messages` (fitted to the context),
+        sampled with `settings` (an `lm.SamplingSettings`) and any of its fields as keywords."""
+        from lm.generate import SamplingSettings, stream
 
-        _, ids = self.fit(messages, max_new_tokens)
-        return stream(self.infer, self.tokenizer, ids, max_new_tokens, end_ids=self.end_ids, **sampling)
+        settings = SamplingSettings.from_options(sampling, settings)
+        _, ids = self.fit(messages, settings.max_new_tokens)
+        return stream(self.infer, self.tokenizer, ids, settings=settings, end_ids=self.end_ids)

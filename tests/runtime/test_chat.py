@@ -21,7 +21,8 @@ import lm
 from runtime import cli
 from runtime.backends import GenerationSettings, resolve_backend
 from runtime.backends.local import LocalBackend
-from runtime.chat import Conversation, Sampling, chat_piped
+from lm import SamplingSettings
+from runtime.chat import Conversation, chat_piped
 from runtime.instruct import ChatError, InstructModel, load_instruct
 
 from chat_models import make_wheel, write_chat_checkpoint, write_chat_model
@@ -75,7 +76,7 @@ def test_the_prompt_is_the_rendered_template_with_its_special_tokens(instruct):
 
 
 def test_the_answer_stops_at_the_end_of_turn_token_and_hides_it(instruct):
-    stream = instruct.reply(messages(), 50, temperature=0.0)
+    stream = instruct.reply(messages(), max_new_tokens=50, temperature=0.0)
     assert "".join(stream) == ANSWER
     r = stream.result
     assert r.finish_reason == "eos" and r.token_ids[-1] == instruct.tokenizer.token_id("<|im_end|>")
@@ -84,7 +85,7 @@ def test_the_answer_stops_at_the_end_of_turn_token_and_hides_it(instruct):
 
 def test_the_answer_stops_at_eos_too(eos_ckpt):
     model = load_instruct(str(eos_ckpt))
-    stream = model.reply(messages(), 50, temperature=0.0)
+    stream = model.reply(messages(), max_new_tokens=50, temperature=0.0)
     assert "".join(stream) == ANSWER
     assert stream.result.token_ids[-1] == model.tokenizer.token_id("<|endoftext|>")
 
@@ -136,7 +137,7 @@ def test_chat_over_a_pipe_keeps_the_conversation(instruct):
     try:
         out = _Out()
         lines = ["first question\n", "\n", "second question\n", "/reset\n", "third question\n"]
-        assert chat_piped(instruct, Conversation(system="Be brief."), Sampling(temperature=0.0), lines, out) == 0
+        assert chat_piped(instruct, Conversation(system="Be brief."), SamplingSettings(temperature=0.0), lines, out) == 0
     finally:
         del instruct.reply
     assert out.text == (ANSWER + "\n") * 3
