@@ -30,7 +30,7 @@ from runtime.backends.base import BackendCancelled
 from runtime.backends.guarded import generate_within_budget
 from runtime.budget import Budgets, parse_duration
 from runtime.context import Context, RunInterrupted, ScriptText, SessionState
-from runtime.errors import AssertionFailed, ReservedName, ScriptFailure, Timeout, Unsupported
+from runtime.errors import AssertionFailed, InternalError, ReservedName, ScriptFailure, Timeout, Unsupported
 from runtime.estimate import Estimator
 from runtime.interpolate import (
     BUILTIN_ROOTS,
@@ -55,6 +55,16 @@ __all__ = ["Interpreter", "Context", "RunInterrupted", "Backends", "SessionState
 
 _STDERR_TAIL_LINES = 20
 _TRACE_TEXT_CAP = 4096  # characters of stdout/stderr a statement event carries
+
+
+def internal_error(exc: BaseException, stmt: ast.Node | None = None) -> InternalError:
+    """An unexpected exception as the failure it becomes (kind `InternalError`)."""
+    where = f" while running {type(stmt).__name__}" if stmt is not None else ""
+    detail = redact(str(exc))[:300] or "no message"
+    return InternalError(
+        f"internal error in tiss{where}: {type(exc).__name__}: {detail}; this is a bug in tiss, "
+        "please report it (with --trace output)"
+    )
 
 
 class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
@@ -114,14 +124,19 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
             if not ctx.in_teardown and not isinstance(stmt, ast.Teardown):
                 self.budgets.check_time()
             info = handler(stmt, ctx) or {}
-        except ScriptFailure as exc:
+        except Exception as caught:
+            # Anything else is a bug in tiss: it still fails this statement where it happened,
+            # so the step fails, TEARDOWN runs and the trace and report are complete.
+            exc = caught if isinstance(caught, ScriptFailure) else internal_error(caught, stmt)
             self.record_failure(exc, stmt, ctx)
             self.emit(
                 "statement", node=type(stmt).__name__, line=stmt.line, column=stmt.column,
                 status=FAILED, duration=round(time.monotonic() - started, 6),
                 error={"kind": exc.kind, "message": exc.message},
             )
-            raise
+            if exc is caught:
+                raise
+            raise exc from caught
         self.emit(
             "statement", node=type(stmt).__name__, line=stmt.line, column=stmt.column,
             status=PASSED, duration=round(time.monotonic() - started, 6), **info,

@@ -198,8 +198,11 @@ def format_report(result: RunResult, colour: bool = False) -> str:
     for failure in result.teardown_failures:
         if failure is not result.failure:
             parts.append("TEARDOWN also failed:\n" + format_failure(failure, colour))
-    if result.status == INTERRUPTED:
+    if result.status == INTERRUPTED and result.teardown_complete:
         parts.append("interrupted: running commands were killed and TEARDOWN ran")
+    elif result.status == INTERRUPTED:
+        parts.append("interrupted again during TEARDOWN: it was stopped before it finished, so "
+                     "what it cleans up may still be there")
     parts.append(format_summary(result, colour))
     return "\n".join(parts)
 

@@ -99,6 +99,7 @@ class RunResult:
     failure: Failure | None = None  # the failure that stopped the run, if any
     teardown_failures: list[Failure] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    teardown_complete: bool = True  # False when a second Ctrl-C / SIGTERM stopped TEARDOWN
 
     @property
     def passed(self) -> bool:

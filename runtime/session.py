@@ -37,7 +37,7 @@ from runtime.budget import Budgets
 from runtime.context import Context, RunInterrupted, ScriptText, SessionState
 from runtime.errors import ScriptFailure
 from runtime.estimate import Estimate
-from runtime.interpreter import Interpreter
+from runtime.interpreter import Interpreter, internal_error
 from runtime.interpreter_directives import Backends
 from runtime.options import RunOptions
 from runtime.result import FAILED, INTERRUPTED, PASSED, RunResult
@@ -152,7 +152,8 @@ class Session:
         started = time.monotonic()
         try:
             interpreter.run_block(program.body, interpreter.root)
-        except ScriptFailure as exc:
+        except Exception as caught:  # ScriptFailure; anything else is a bug, still a failure
+            exc = caught if isinstance(caught, ScriptFailure) else internal_error(caught)
             result.status = FAILED
             result.failure = getattr(exc, "failure", None) or interpreter.record_failure(
                 exc, program, interpreter.root
@@ -179,11 +180,12 @@ class Session:
         started = time.monotonic()
         teardowns, self._state.teardowns = self._state.teardowns, []
         for node in teardowns:
+            interpreter = self._interpreter(result.steps)
             try:
-                interpreter = self._interpreter(result.steps)
                 interpreter.run_teardown(node, interpreter.root)
-            except ScriptFailure as exc:
-                failure = getattr(exc, "failure", None)
+            except Exception as caught:  # ScriptFailure; anything else is a bug, still a failure
+                exc = caught if isinstance(caught, ScriptFailure) else internal_error(caught)
+                failure = getattr(exc, "failure", None) or interpreter.record_failure(exc, node, interpreter.root)
                 if failure is not None:
                     result.teardown_failures.append(failure)
                 if result.status == PASSED:
@@ -191,6 +193,7 @@ class Session:
                     result.failure = failure
             except (KeyboardInterrupt, RunInterrupted):
                 result.status = INTERRUPTED
+                result.teardown_complete = False
                 break
         result.duration += time.monotonic() - started
         self.events.emit("run_end", status=result.status, exit_code=result.exit_code,
@@ -204,6 +207,7 @@ class Session:
             return self.close(result)
         except KeyboardInterrupt:
             result.status = INTERRUPTED
+            result.teardown_complete = False
             return result
 
     # -- without running -----------------------------------------------------------------------

@@ -194,6 +194,11 @@ def matches(value: Any, pattern: Any) -> bool:
         raise ScriptFailure(
             f"invalid regular expression {show(pattern)}: {exc}", kind="InvalidRegex"
         ) from None
+    except (RecursionError, OverflowError):  # Python's regex parser recurses once per group
+        raise ScriptFailure(
+            f"regular expression {show(pattern)} is nested too deeply for Python's regex "
+            "engine; use fewer nested groups", kind="InvalidRegex"
+        ) from None
     return regex.search(render(value)) is not None
 
 

@@ -34,19 +34,29 @@ class TissSyntaxError(TissError):
         self.source_line = source_line
 
     def render(self) -> str:
-        head = f"{self.filename}:{self.line}:{self.column}: error: {self.message}"
+        head = f"{self.filename}:{self.line}:{self.column}: error: {_escaped(self.message)}"
         if self.source_line is None:
             return head
         text = self.source_line.rstrip("\n")
         # Keep the line's own tabs in front of the caret so it lines up in any terminal.
-        pad = "".join(ch if ch == "\t" else " " for ch in text[: max(self.column - 1, 0)])
-        return f"{head}\n    {text}\n    {pad}^"
+        prefix = _escaped(text[: max(self.column - 1, 0)])
+        pad = "".join(ch if ch == "\t" else " " for ch in prefix)
+        return f"{head}\n    {_escaped(text)}\n    {pad}^"
 
     def __str__(self) -> str:
         return self.render()
 
     def __reduce__(self):
         return (_rebuild, (self.filename, self.line, self.column, self.message, self.source_line))
+
+
+def _escaped(text: str) -> str:
+    """Control characters (other than tab) shown as ``\\x1b``: a script's bytes must not drive
+    the terminal that prints its syntax error (clear it, retitle it, rewrite lines)."""
+    return "".join(
+        f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) <= 0x9F else c
+        for c in text
+    )
 
 
 def _rebuild(filename, line, column, message, source_line):
