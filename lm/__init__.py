@@ -9,3 +9,4 @@ from lm.optim import AdamW, clip_grad_norm, cosine_lr
 from lm.parallel import DataParallel
 from lm.gradcheck import gradcheck
 from lm.checkpoint import load, save
+from lm.chat import apply_chat_template, render_chat
