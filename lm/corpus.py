@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from lm.console import say, write_out
 from lm.errors import LMError
 
 FORMAT = "quantatissu-corpus"
@@ -375,9 +376,9 @@ def build_command(
         pydoc=pydoc,
         samples=SAMPLES_DIR if samples else None,
         valid_fraction=valid_fraction,
-        report=lambda message: print(f"tiss: {message}", file=stderr),
+        report=lambda text: say(stderr, text),
     )
-    print(summary(manifest, target), file=stdout)
+    write_out(stdout, summary(manifest, target) + "\n")
     return 0
 
 

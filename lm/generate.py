@@ -32,7 +32,6 @@ Letters: V vocabulary size.
 from __future__ import annotations
 
 import codecs
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +42,7 @@ from typing import Any, Mapping, TextIO
 import numpy as np
 
 from lm.errors import LMError
+from lm.console import write_out
 from lm.inference import InferenceModel
 from lm.sampling import sample_token, validate_sampling
 from lm.textin import read_utf8
@@ -404,19 +404,10 @@ def generate_to_console(
     err = sys.stderr if err is None else err
     model, tokenizer = load() if checkpoint is None else load(checkpoint)
     s = stream(model, tokenizer, prompt, max_new_tokens, **options)
-    try:
-        for piece in s:
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        out.flush()
-    except BrokenPipeError:
-        # The reader went away (`tiss generate ... | head`): stop generating, and point stdout at
-        # /dev/null so the interpreter's last flush does not report the closed pipe.
-        if out is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+    for piece in s:
+        if not write_out(out, piece):  # the reader went away (`| head`): stop generating
+            return s.result
+    if not write_out(out, "\n"):
         return s.result
     r = s.result
     if stats:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from lm.console import say, write_out
 from lm.corpus import iter_texts
 from lm.textin import read_utf8
 from lm.tokenizer import EOT, BPETokenizer, TokenizerError
@@ -61,7 +63,7 @@ def train(
     """Train on the files at `corpus` (a built corpus's train split, a directory or a file)."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     progress = _Progress(stderr)
-    report = lambda message: print(f"tiss: {message}", file=stderr)  # noqa: E731
+    report = partial(say, stderr)
     start = time.perf_counter()
     texts = progress.reading(iter_texts(corpus, "train", report=report))
     specials = tuple(special_tokens) if special_tokens else (EOT,)
@@ -79,11 +81,8 @@ def train(
         file=stdout,
     )
     if tok.vocab_size < vocab_size:
-        print(
-            f"tiss: note: the corpus ran out of pairs to merge, so the vocabulary has "
-            f"{tok.vocab_size} ids, not the {vocab_size} asked for; more text gives more merges",
-            file=stderr,
-        )
+        say(stderr, f"the corpus ran out of pairs to merge, so the vocabulary has {tok.vocab_size} ids, "
+            f"not the {vocab_size} asked for; more text gives more merges", "note")
     return 0
 
 
@@ -106,15 +105,17 @@ def encode(
     tok = BPETokenizer.load(tokenizer)
     ids = tok.encode(text, allowed_special="all" if allow_special else "none")
     if show:
+        lines = []
         for i in ids:
             raw = tok.token_bytes(i)
             try:
                 piece = repr(raw.decode("utf-8"))
             except UnicodeDecodeError:  # part of a multi-byte character: show the bytes
                 piece = repr(raw)
-            print(f"{i}\t{piece}", file=stdout)
+            lines.append(f"{i}\t{piece}\n")
+        write_out(stdout, "".join(lines))
     else:
-        print(" ".join(map(str, ids)), file=stdout)
+        write_out(stdout, " ".join(map(str, ids)) + "\n")
     return 0
 
 
@@ -137,7 +138,6 @@ def decode(tokenizer: str, ids: list[int], stdout: TextIO | None = None) -> int:
     """Print the text of `ids` exactly (no newline is added)."""
     stdout = stdout or sys.stdout
     tok = BPETokenizer.load(tokenizer)
-    stdout.write(tok.decode(ids))
-    stdout.flush()
+    write_out(stdout, tok.decode(ids))
     return 0
 
