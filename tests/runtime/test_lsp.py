@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -306,6 +307,17 @@ async def test_hover(client):
     head = await hover(client, uri, 4, 12)
     assert head.contents.value.startswith("**LAST_RUN**: the last RUN")
     assert await hover(client, uri, 3, 0) is None  # indentation
+    clause = await hover(client, await open_doc(client, 'READ "f" AS text\n'), 0, 10)
+    assert clause.contents.value.startswith("**AS**: part of READ, which does this: ")
+
+
+async def test_without_pygls_tiss_lsp_says_how_to_install_it():
+    code = ("import sys; sys.modules['pygls'] = None\n"
+            "from runtime.cli import main; sys.exit(main(['lsp']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == ("tiss: error: the language server needs pygls; install it with "
+                             "pip install 'quantatissu[lsp]'\n")
 
 
 # --- outline, folding -------------------------------------------------------------------------
