@@ -3,7 +3,8 @@
 NumPy's OpenBLAS reads `OPENBLAS_NUM_THREADS` once, when NumPy is imported. The data-parallel
 trainer (`lm.parallel`) runs one shard of the batch per worker thread and wants each worker's
 matrix products on one BLAS thread: two workers whose products each ask for two BLAS threads
-measured 1.8x slower per step than one worker on two BLAS threads, instead of 1.1x faster.
+are slower per step than one worker on two BLAS threads, where on one BLAS thread each they are
+faster (docs/model.md, "Measurements behind the code", has the figures).
 OpenBLAS exports `openblas_set_num_threads` (prefixed `scipy_` and suffixed `64_` in NumPy's
 wheels); it is reached here through ctypes, from the library NumPy has already loaded.
 

@@ -8,10 +8,10 @@ are cached (`n_heads` here is the model's `n_kv_heads`), a factor n_heads/n_kv_h
 
 Each head's keys are stored position-major, (S, D), as its values are: the step's scores read
 the first n rows as one contiguous run (a transposed (D, S) layout reads n of every S floats per
-row instead, and measured 10% slower at n = 527). A token at position n reads 8 KB per position at
-the benchmark's shape (4.3 MB at n = 527) beside the 14.7 MB of weights; on a processor cache
-shared with other processes that pushes part of the weights out to main memory too, which is why
-the 512th token costs more than the 16th (see `benchmarks/generate.py`).
+row instead, and measured slower). A token at position n reads the cache of n positions beside
+all the weights; on a processor cache shared with other processes that pushes part of the
+weights out to main memory too, which is why the 512th token costs more than the 16th (figures
+in docs/model.md, "Generation" and "Measurements behind the code"; `benchmarks/generate.py`).
 
 Letters: L layers, B batch, H key/value heads, S cache capacity (max_len), D head_dim.
 """

@@ -119,7 +119,7 @@ class AdamW:
                 p[self.offsets[name] : self.offsets[name] + a.size] = a.reshape(-1)
         self.t += 1
         # Memory-bound: done in cache-sized blocks, so that a dozen passes per block touch main
-        # memory once (a third faster than whole-array passes at 4M parameters).
+        # memory once (faster than whole-array passes; docs/model.md has the figure).
         for lo in range(0, p.size, _BLOCK):
             self._update(lo, min(lo + _BLOCK, p.size), g, lr)
         if self._owns_flat:

@@ -9,9 +9,8 @@ by side, with BLAS held to one thread per worker (`lm.blas.limit`) for the durat
 
 Why not leave the parallelism to BLAS: its threads split each matrix product, but everything
 between the products (softmax, RoPE, SwiGLU, RMSNorm, the loss) runs on one core, and the 64
-small products of an attention call each pay a thread hand-off. Measured on 2 cores at the
-training benchmark's shape (batch 16 x 128 tokens): 342 ms per step with one worker on two
-BLAS threads, 302-310 ms with two workers on one BLAS thread each.
+small products of an attention call each pay a thread hand-off; two workers on one BLAS thread
+each step faster than one worker on two (docs/model.md, "Measurements behind the code").
 
 The result is the full batch's loss and gradient: each shard's mean loss is weighted by its
 share of the counted (not ignored) targets. Only the order of floating-point additions differs

@@ -57,8 +57,8 @@ def count_chunks(
 ) -> Counter[str]:
     """How often each chunk occurs over all `texts`; special-token text is cut out first.
 
-    Counting once and training on the unique chunks is what makes training scale: a 5 MB corpus
-    has about a million chunks but only ~30 thousand distinct ones.
+    Counting once and training on the unique chunks is what makes training scale: a corpus has
+    far fewer distinct chunks than chunks (docs/model.md, "Measurements behind the code").
 
     >>> sorted(count_chunks(["ab ab", "ab<|endoftext|>ab"], special_re=special_pattern(["<|endoftext|>"])).items())
     [(' ab', 1), ('ab', 3)]
@@ -198,8 +198,8 @@ def _astral_stand_ins() -> dict[str, str]:
     stand in for characters beyond the BMP while a BMP-only pattern splits the text.
 
     Python's `re` tests a class holding ranges beyond U+FFFF by scanning those ranges one by one
-    for every character not in its BMP part, which makes `\\p{L}` four times slower than a
-    BMP-only class. Every class `translate` builds is a union of general categories (and
+    for every character not in its BMP part, which makes `\\p{L}` several times slower than a
+    BMP-only class (docs/model.md, "Measurements behind the code"). Every class `translate` builds is a union of general categories (and
     White_Space, which has no astral members), so a character and its category's stand-in
     belong to exactly the same classes; the split is computed on the stand-in text and cut from
     the original, position for position (both are one code point).
