@@ -31,8 +31,10 @@ tokenizer and the interpreter (figures in docs/model.md).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,7 +47,7 @@ from lm.layers import pair_order
 from lm.model import Transformer
 
 LLAMA_EXTRA = "pip install 'quantatissu[llama]'"
-CHUNK_BYTES = 8 * 2**20  # float32 bytes dequantized at a time
+CHUNK_BYTES = 2**20  # float32 bytes dequantized at a time: small enough to transpose in cache
 SUPPORTED_GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                         "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 HF_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
@@ -94,9 +96,17 @@ def load_gguf(path, dtype=np.float32):
         tokenizer = tokenizer_from_gguf(reader, str(path))
     except LMError as exc:
         raise CheckpointError(str(exc)) from None
-    model = _new_model(config, dtype, path)
+    # What the tensors need from the reader, kept small: the reader itself holds a memory map
+    # and Python objects for every metadata entry (about 150 MB for a 49k vocabulary), which
+    # are dropped before the weights are allocated.
+    names = {
+        t.name: _GGUFTensor(t.name, t.tensor_type, tuple(int(n) for n in reversed(t.shape)),
+                            int(t.data_offset), int(t.n_bytes))
+        for t in reader.tensors
+    }
+    del reader
+    gc.collect()
     size = os.path.getsize(path)
-    names = {t.name: t for t in reader.tensors}
     expected = _gguf_names(config)
     unknown = sorted(set(names) - set(expected))
     if unknown:
@@ -107,17 +117,26 @@ def load_gguf(path, dtype=np.float32):
     missing = sorted(n for n in expected if n not in names and n != "output.weight")
     if missing:
         raise CheckpointError(f"{path}: tensor {missing[0]!r} is missing; the file is incomplete")
+    model = _new_model(config, dtype, path)
     H, KV, D = config.n_heads, config.n_kv_heads, config.head_dim
     q_rows, k_rows = pair_order(H, D), pair_order(KV, D)  # GGUF row r holds HF row order[r]
     with open(path, "rb") as f:
         for gname, (pname, kind) in expected.items():
             if gname not in names:
                 continue  # output.weight of a model with tied embeddings
-            t = names[gname]
             rows = {"q": q_rows, "k": k_rows}.get(kind)
-            _read_gguf_tensor(f, t, model.params[pname], kind != "row", rows, path, size, gguf)
+            _read_gguf_tensor(f, names[gname], model.params[pname], kind != "row", rows, D, path, size, gguf)
     _check_finite(model, path)
     return model, tokenizer
+
+
+@dataclass(frozen=True)
+class _GGUFTensor:
+    name: str
+    tensor_type: Any  # gguf.GGMLQuantizationType
+    shape: tuple[int, ...]  # (rows, columns) as stored, row-major
+    data_offset: int  # absolute, in the file
+    n_bytes: int
 
 
 def _gguf_config(reader, path: Path) -> ModelConfig:
@@ -191,15 +210,15 @@ def _gguf_names(config: ModelConfig) -> dict[str, tuple[str, str]]:
     return names
 
 
-def _read_gguf_tensor(f, t, dest: np.ndarray, transpose: bool, rows: np.ndarray | None, path: Path,
-                      size: int, gguf) -> None:
+def _read_gguf_tensor(f, t: _GGUFTensor, dest: np.ndarray, transpose: bool, rows: np.ndarray | None,
+                      head_dim: int, path: Path, size: int, gguf) -> None:
     """Dequantize GGUF tensor `t` into `dest` a chunk of rows at a time (transposed if asked)."""
     qtype = t.tensor_type
     if qtype.name not in SUPPORTED_GGUF_TYPES:
         raise CheckpointError(
             f"{path}: tensor {t.name} has type {qtype.name}; supported: {', '.join(SUPPORTED_GGUF_TYPES)}"
         )
-    shape = tuple(int(n) for n in reversed(t.shape))  # (rows, columns), row-major as stored
+    shape = t.shape
     want = dest.T.shape if transpose else dest.shape
     if shape != tuple(want) and not (dest.ndim == 1 and shape == (1,) + dest.shape):
         raise CheckpointError(
@@ -210,6 +229,10 @@ def _read_gguf_tensor(f, t, dest: np.ndarray, transpose: bool, rows: np.ndarray 
     if t.data_offset + t.n_bytes > size:
         raise CheckpointError(f"{path}: the file ends inside tensor {t.name}; it is truncated, download it again")
     step = max(1, CHUNK_BYTES // (4 * n_cols))
+    if rows is not None:
+        # Whole heads per chunk: llama.cpp reorders rows within a head, so a chunk's rows then
+        # land on the same range of columns, in another order.
+        step = max(head_dim, step // head_dim * head_dim)
     buf = np.empty(min(step, n_rows) * row_bytes, dtype=np.uint8)
     out2 = dest.reshape(1, -1) if dest.ndim == 1 else dest
     for r0 in range(0, n_rows, step):
@@ -224,7 +247,7 @@ def _read_gguf_tensor(f, t, dest: np.ndarray, transpose: bool, rows: np.ndarray 
         elif rows is None:
             out2[:, r0:r1] = values.T
         else:
-            out2[:, rows[r0:r1]] = values.T
+            out2[:, r0:r1] = values[np.argsort(rows[r0:r1])].T
 
 
 # -- Hugging Face ------------------------------------------------------------------------------
