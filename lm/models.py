@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from lm.atomic import fsync_directory
 from lm.errors import LMError
 
 PARTIAL = ".partial-"  # infix of the hidden working directory of an unfinished pull
@@ -461,18 +462,10 @@ def _pull_into(model: NamedModel, work: Path, target: Path, download: Downloader
     if target.exists():
         os.rename(target, work / "old")
     os.rename(unpacked, target)
-    _fsync_dir(target.parent)
+    fsync_directory(target.parent)
     path = target / model.entry if model.entry else target
     print(f"pulled {model.name} in {time.monotonic() - started:.0f} s: {path}", file=log)
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pull_command(name: str, force: bool = False) -> int:
