@@ -25,6 +25,10 @@ Decoding details a caller can rely on:
   A prompt longer than the context keeps its last `max_seq_len` tokens (also a slide).
 - `use_kv_cache=False` recomputes `model.forward` over the whole window for every token: slow,
   and the reference the cached path is tested against.
+- `cache=` passes a KV cache that already holds the model's keys and values for the first
+  `cache.length` prompt ids (a chat's earlier turns): only the rest of the prompt is run through
+  the model. Once the stream is exhausted, `stream.cached_ids` lists the ids the cache then
+  holds, so the next prompt can reuse the part it shares with them.
 
 Letters: V vocabulary size.
 """
@@ -44,6 +48,7 @@ import numpy as np
 from lm.errors import LMError
 from lm.console import write_out
 from lm.inference import InferenceModel
+from lm.kv_cache import KVCache
 from lm.sampling import sample_token, validate_sampling
 from lm.textin import read_utf8
 
@@ -191,6 +196,7 @@ class Stream:
         rng: np.random.Generator | None = None,
         use_kv_cache: bool = True,
         end_ids: Iterable[int] = (),
+        cache: KVCache | None = None,
         **sampling: Any,
     ) -> None:
         if max_new_tokens is not None:
@@ -221,8 +227,12 @@ class Stream:
         self._penalty = float(settings.repetition_penalty)
         self._rng = rng if rng is not None else np.random.default_rng(settings.seed)
         self._use_cache = use_kv_cache
+        if cache is not None and not use_kv_cache:
+            raise GenerationError("a KV cache was given with use_kv_cache=False; give one or the other")
+        self._cache = cache
         self._started = False
         self.result: GenerationResult | None = None
+        self.cached_ids: list[int] | None = None  # set when the stream is exhausted
 
     def __iter__(self) -> Iterator[str]:
         if self._started:
@@ -259,7 +269,12 @@ class Stream:
         seen = np.zeros(vocab, dtype=bool)  # (V,)
         seen[ids] = True
 
-        cache = self._infer.new_cache() if self._use_cache else None
+        cache = None
+        if self._use_cache:
+            cache = self._cache if self._cache is not None else self._infer.new_cache()
+            # The caller vouches that the cache holds ids[:cache.length]; at least one id is run
+            # to get the next token's logits, and a prompt cut to the context starts over.
+            cache.length = 0 if cut_prompt else max(0, min(cache.length, len(ids) - 1))
         context = list(ids)
         logits = self._prefill(context, cache) if self._max_new else None  # (V,)
 
@@ -320,6 +335,7 @@ class Stream:
                 f"of the last {keep} tokens ({n} time{'s' if n != 1 else ''})"
             )
         note = "; ".join(notes) or None
+        self.cached_ids = context[: cache.length] if cache is not None else None
         self.result = GenerationResult(
             text="".join(pieces),
             prompt_tokens=prompt_tokens,
@@ -333,10 +349,12 @@ class Stream:
         )
 
     def _prefill(self, context: list[int], cache) -> np.ndarray:
-        """Logits (V,) after `context`, run from an empty cache (or in full without one)."""
-        ids = np.asarray(context, dtype=np.int64)[None, :]  # (1, T)
+        """Logits (V,) after `context`, run on top of the cache's first `cache.length` ids of it
+        (or in full without a cache)."""
         if cache is None:
+            ids = np.asarray(context, dtype=np.int64)[None, :]  # (1, T)
             return np.asarray(self._model.forward(ids))[0, -1]
+        ids = np.asarray(context[cache.length:], dtype=np.int64)[None, :]  # (1, T)
         return self._infer.forward(ids, cache)[0, -1]
 
     def _feed(self, token: int, context: list[int], cache) -> np.ndarray:
@@ -358,7 +376,7 @@ def stream(model, tokenizer, prompt: str | Sequence[int], max_new_tokens: int | 
     `model` is a `Transformer` (or an `InferenceModel` built from one, to reuse its prepared
     weights across calls); `prompt` is text or token ids. Keyword options: `settings` (a
     `SamplingSettings`) and its fields (temperature, top_k, top_p, min_p, repetition_penalty,
-    stop, seed), rng, use_kv_cache, end_ids.
+    stop, seed), rng, use_kv_cache, end_ids, cache.
     """
     return Stream(model, tokenizer, prompt, max_new_tokens, **options)
 

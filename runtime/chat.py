@@ -57,7 +57,7 @@ def answer(model: InstructModel, conversation: Conversation, settings: Any, out:
     to the caller.
     """
     shown: list[str] = []
-    stream = model.reply(conversation.messages(), settings)
+    stream = model.reply(conversation.messages(), settings, reuse_cache=True)
     try:
         for piece in stream:
             shown.append(piece)

@@ -88,6 +88,8 @@ class InstructModel:
 
         # The template's end of turn (`<|im_end|>` for ChatML), the metadata's, and EOS.
         self.end_ids = chat_stop_ids(tokenizer)
+        self._cache = None  # the KV cache kept between the replies of one conversation
+        self._cached_ids: list[int] = []  # the ids it holds
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text: the conversation in the template, ending with the assistant's turn."""
@@ -119,11 +121,58 @@ class InstructModel:
             ids = self.prompt_ids(kept)
         return kept, ids
 
-    def reply(self, messages: Sequence[Message], settings: Any = None, **sampling: Any):
-        """A `lm.generate.Stream` of the assistant's answer to `messages` (fitted to the context),
-        sampled with `settings` (an `lm.SamplingSettings`) and any of its fields as keywords."""
+    def reply(self, messages: Sequence[Message], settings: Any = None, *, reuse_cache: bool = False,
+              **sampling: Any):
+        """A stream (an iterable of text pieces with `.result`, as `lm.stream` gives) of the
+        assistant's answer to `messages` (fitted to the context), sampled with `settings` (an
+        `lm.SamplingSettings`) and any of its fields as keywords.
+
+        `reuse_cache=True` is for a conversation, where each prompt repeats the one before and
+        its answer: the KV cache of the last reply is kept, and only the ids after the part the
+        new prompt shares with it are run through the model. An answer that did not finish
+        (Ctrl-C) leaves nothing to reuse, and the next prompt is run in full.
+        """
         from lm.generate import SamplingSettings, stream
 
         settings = SamplingSettings.from_options(sampling, settings)
         _, ids = self.fit(messages, settings.max_new_tokens)
-        return stream(self.infer, self.tokenizer, ids, settings=settings, end_ids=self.end_ids)
+        if not reuse_cache:
+            return stream(self.infer, self.tokenizer, ids, settings=settings, end_ids=self.end_ids)
+        if self._cache is None:
+            self._cache = self.infer.new_cache()
+        self._cache.length = _shared_prefix(self._cached_ids, ids)
+        self._cached_ids = []  # unknown until this reply finishes
+        return _Remembering(
+            stream(self.infer, self.tokenizer, ids, settings=settings, end_ids=self.end_ids, cache=self._cache),
+            self,
+        )
+
+
+class _Remembering:
+    """A stream that, once exhausted, records which ids its model's chat cache holds."""
+
+    def __init__(self, inner: Any, owner: InstructModel) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def __iter__(self):
+        yield from self._inner
+        self._owner._cached_ids = list(self._inner.cached_ids or [])
+
+    @property
+    def result(self):
+        return self._inner.result
+
+
+def _shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` have in common.
+
+    >>> _shared_prefix([1, 2, 3], [1, 2, 4, 5]), _shared_prefix([], [1]), _shared_prefix([1], [1])
+    (2, 0, 1)
+    """
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

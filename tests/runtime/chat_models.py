@@ -206,3 +206,14 @@ def make_wheel(path: Path, members: dict[str, bytes]) -> Path:
             z.writestr(name, data)
         z.writestr(f"{info}/RECORD", record)
     return path
+
+
+def random_chat_model(directory: Path, seed: int = 0):
+    """A chat model (template, special tokens) with random weights: its answers depend on the
+    whole context, unlike the scripted one's."""
+    model, tok = in_memory_model(write_chat_model(directory))
+    rng = np.random.default_rng(seed)
+    for p in model.params.values():
+        if p.ndim == 2:
+            p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
+    return model, tok

@@ -283,3 +283,43 @@ def test_the_hugging_face_directory_answers_too(tmp_path, capsys):
     directory = write_chat_model(tmp_path / "hf")
     assert cli.main(["generate", "--checkpoint", str(directory), "--chat", "--prompt", QUESTION, "--temperature", "0"]) == 0
     assert capsys.readouterr().out == ANSWER + "\n"
+
+
+def test_a_conversation_reuses_its_kv_cache_and_answers_the_same(tmp_path):
+    from chat_models import random_chat_model
+
+    model, tok = random_chat_model(tmp_path / "random")
+    reused, fresh = InstructModel(model, tok), InstructModel(model, tok)
+    fed = []
+    forward = reused.infer.forward
+    reused.infer.forward = lambda ids, cache, **kw: fed.append(ids.shape[1]) or forward(ids, cache, **kw)
+    talks = {True: Conversation(system="Be brief."), False: Conversation(system="Be brief.")}
+    for turn, question in enumerate(["hello there", "what is the capital of France?", "and 2 + 2?"]):
+        answers = {}
+        for reuse, im in ((True, reused), (False, fresh)):
+            talks[reuse].ask(question)
+            stream = im.reply(talks[reuse].messages(), max_new_tokens=12, temperature=0.9, seed=turn,
+                              reuse_cache=reuse)
+            answers[reuse] = ("".join(stream), stream.result.token_ids, stream.result.prompt_tokens)
+            talks[reuse].answered(answers[reuse][0])
+        assert answers[True] == answers[False]
+        prompt_tokens = answers[True][2]
+        # Turn 1 runs its whole prompt; a later one at most what follows the previous prompt,
+        # which it repeats (the previous answer is reused as far as it tokenizes the same).
+        if turn == 0:
+            assert fed == [prompt_tokens]
+        else:
+            assert len(fed) == 1 and fed[0] <= prompt_tokens - previous, (fed, prompt_tokens, previous)
+        previous = prompt_tokens
+        fed.clear()
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import lm.models
+    import runtime.instruct
+
+    for module in (runtime.instruct, lm.models):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
