@@ -180,7 +180,9 @@ def pulled(env: Mapping[str, str] | None = None) -> list[Pulled]:
 
 
 def format_size(n: int) -> str:
-    """>>> format_size(98_362_432), format_size(2048), format_size(12)
+    """Bytes for people, in decimal units as disk sizes are given.
+
+    >>> format_size(98_362_432), format_size(2048), format_size(12)
     ('98.4 MB', '2.0 kB', '12 B')
     """
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
