@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -33,14 +34,16 @@ DEBOUNCE_SECONDS = 0.2
 
 
 class _Document:
-    __slots__ = ("uri", "text", "version", "analysis", "pending")
+    __slots__ = ("uri", "text", "version", "analysis", "pending", "future", "future_text")
 
     def __init__(self, uri: str, text: Text, version: int | None) -> None:
         self.uri = uri
         self.text = text
         self.version = version
-        self.analysis: Analysis | None = None  # for `version`, once computed
-        self.pending: asyncio.Task | None = None
+        self.analysis: Analysis | None = None  # of `text`, once computed
+        self.pending: asyncio.Task | None = None  # the debounced publish
+        self.future: asyncio.Future | None = None  # the analysis of `future_text`, running
+        self.future_text: Text | None = None
 
 
 class _Protocol(LanguageServerProtocol):
@@ -83,14 +86,32 @@ class TissServer(LanguageServer):
     def document(self, uri: str) -> _Document | None:
         return self.documents.get(uri)
 
-    def analysis(self, uri: str) -> Analysis | None:
-        """The analysis of the document's current version, computed now if need be."""
+    def analysis_future(self, doc: _Document) -> asyncio.Future:
+        """The analysis of the document's current text, in the worker thread: one per text,
+        shared by the diagnostics publisher and every request that needs it."""
+        if doc.future is None or doc.future_text is not doc.text:
+            doc.future_text = doc.text
+            doc.future = asyncio.get_running_loop().run_in_executor(
+                self.worker, Analysis, doc.text, _filename(doc.uri))
+        return doc.future
+
+    async def compute(self, function: Callable, *args):
+        """``function(*args)`` in the worker thread: the answers that walk a whole file
+        (semantic tokens, outline, folding, formatting) leave the server free to read messages."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+    async def analysis(self, uri: str) -> Analysis | None:
+        """The analysis of the document as it is now (waiting for the worker if need be)."""
         doc = self.documents.get(uri)
         if doc is None:
             return None
-        if doc.analysis is None or doc.analysis.text is not doc.text:
-            doc.analysis = Analysis(doc.text, _filename(uri))
-        return doc.analysis
+        if doc.analysis is not None and doc.analysis.text is doc.text:
+            return doc.analysis
+        text = doc.text
+        analysis = await self.analysis_future(doc)
+        if doc.text is text:
+            doc.analysis = analysis
+        return analysis
 
     def log(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
         try:
@@ -107,8 +128,7 @@ class TissServer(LanguageServer):
             if doc is None:
                 return
             text, version = doc.text, doc.version
-            loop = asyncio.get_running_loop()
-            analysis = await loop.run_in_executor(self.worker, Analysis, text, _filename(uri))
+            analysis = await self.analysis_future(doc)
             if self.documents.get(uri) is not doc or doc.text is not text:
                 return  # edited again meanwhile: that edit publishes
             doc.analysis = analysis
@@ -136,6 +156,19 @@ def _guarded(default: Any = None):
     ``default``. Protocol errors (a refused rename) go back to the client as errors."""
 
     def wrap(handler):
+        if inspect.iscoroutinefunction(handler):
+            @functools.wraps(handler)
+            async def run_async(ls: TissServer, params):
+                try:
+                    return await handler(ls, params)
+                except JsonRpcException:
+                    raise
+                except Exception:  # noqa: BLE001 - one bad request must not end the server
+                    ls.log(f"tiss lsp: internal error in {handler.__name__}:\n{traceback.format_exc()}")
+                    return default
+
+            return run_async
+
         @functools.wraps(handler)
         def run(ls: TissServer, params):
             try:
@@ -188,39 +221,47 @@ def create_server() -> TissServer:
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
 
+    @server.feature(types.EXIT)
+    def on_exit(ls: TissServer, *args) -> None:
+        # Queued analyses are of no use any more; the running one ends with the process.
+        ls.worker.shutdown(wait=False, cancel_futures=True)
+
     @server.feature(types.TEXT_DOCUMENT_FORMATTING)
     @_guarded(default=[])
-    def formatting(ls: TissServer, params: types.DocumentFormattingParams):
-        analysis = ls.analysis(params.text_document.uri)
-        return features.formatting(analysis) if analysis else []
+    async def formatting(ls: TissServer, params: types.DocumentFormattingParams):
+        analysis = await ls.analysis(params.text_document.uri)
+        return await ls.compute(features.formatting, analysis) if analysis else []
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     @_guarded(default=[])
-    def document_symbol(ls: TissServer, params: types.DocumentSymbolParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def document_symbol(ls: TissServer, params: types.DocumentSymbolParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return []
         caps = ls.client_capabilities.text_document
         hierarchical = bool(caps and caps.document_symbol and
                             caps.document_symbol.hierarchical_document_symbol_support)
-        return features.document_symbols(analysis, params.text_document.uri, hierarchical)
+        return await ls.compute(features.document_symbols, analysis, params.text_document.uri,
+                                hierarchical)
 
     @server.feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
     @_guarded(default=[])
-    def folding_range(ls: TissServer, params: types.FoldingRangeParams):
-        analysis = ls.analysis(params.text_document.uri)
-        return features.folding_ranges(analysis) if analysis else []
+    async def folding_range(ls: TissServer, params: types.FoldingRangeParams):
+        analysis = await ls.analysis(params.text_document.uri)
+        return await ls.compute(features.folding_ranges, analysis) if analysis else []
 
     @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL, features.LEGEND)
     @_guarded(default=types.SemanticTokens(data=[]))
-    def semantic_tokens(ls: TissServer, params: types.SemanticTokensParams):
-        analysis = ls.analysis(params.text_document.uri)
-        return features.semantic_tokens(analysis) if analysis else types.SemanticTokens(data=[])
+    async def semantic_tokens(ls: TissServer, params: types.SemanticTokensParams):
+        analysis = await ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return types.SemanticTokens(data=[])
+        return await ls.compute(features.semantic_tokens, analysis)
 
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
     @_guarded(default=[])
-    def definition(ls: TissServer, params: types.DefinitionParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def definition(ls: TissServer, params: types.DefinitionParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return []
         pos = features.server_pos(analysis, params.position)
@@ -228,8 +269,8 @@ def create_server() -> TissServer:
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     @_guarded(default=[])
-    def references(ls: TissServer, params: types.ReferenceParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def references(ls: TissServer, params: types.ReferenceParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return []
         pos = features.server_pos(analysis, params.position)
@@ -238,16 +279,16 @@ def create_server() -> TissServer:
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     @_guarded()
-    def prepare_rename(ls: TissServer, params: types.PrepareRenameParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def prepare_rename(ls: TissServer, params: types.PrepareRenameParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return None
         return features.prepare_rename(analysis, features.server_pos(analysis, params.position))
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
     @_guarded()
-    def rename(ls: TissServer, params: types.RenameParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def rename(ls: TissServer, params: types.RenameParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return None
         pos = features.server_pos(analysis, params.position)
@@ -258,8 +299,8 @@ def create_server() -> TissServer:
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     @_guarded()
-    def on_hover(ls: TissServer, params: types.HoverParams):
-        analysis = ls.analysis(params.text_document.uri)
+    async def on_hover(ls: TissServer, params: types.HoverParams):
+        analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return None
         caps = ls.client_capabilities.text_document
@@ -270,9 +311,9 @@ def create_server() -> TissServer:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=["@", ".", "/", '"', "{"]))
     @_guarded(default=[])
-    def on_completion(ls: TissServer, params: types.CompletionParams):
+    async def on_completion(ls: TissServer, params: types.CompletionParams):
         uri = params.text_document.uri
-        analysis = ls.analysis(uri)
+        analysis = await ls.analysis(uri)
         if analysis is None:
             return []
         caps = ls.client_capabilities.text_document

@@ -564,3 +564,18 @@ async def test_an_internal_error_is_logged_and_the_server_keeps_serving(faulty):
         content_changes=[t.TextDocumentContentChangePartial(
             range=t.Range(t.Position(0, 0), t.Position(0, 0)), text="VAR x = 1\n")]))
     await wait_for(lambda: uri in faulty.diagnostics and list(faulty.diagnostics[uri]) == [])
+
+
+async def test_a_big_file_being_checked_does_not_hold_up_other_answers(client):
+    small = await open_doc(client, 'VAR name = 1\nLOG "{{ name }}"\n')
+    big_text = 'STEP "big" {\n' + "\n".join(
+        f'    RUN "echo {i}"\n    ASSERT LAST_RUN.EXIT_CODE == 0' for i in range(8000)) + "\n}\n"
+    assert len(big_text) > 300_000
+    big = (client.workspace_root / "big.tiss").as_uri()
+    client.text_document_did_open(t.DidOpenTextDocumentParams(
+        t.TextDocumentItem(uri=big, language_id="tisslang", version=1, text=big_text)))
+    answer = await hover(client, small, 1, 9)
+    assert answer.contents.value.startswith("**name**: variable")
+    assert big not in client.diagnostics  # answered while the big file was still being checked
+    await wait_for(lambda: big in client.diagnostics, timeout=60)
+    assert list(client.diagnostics[big]) == []
