@@ -18,12 +18,15 @@ With a pretrained GGUF file (`--gguf`, default SmolLM2-135M-Instruct where it is
 49152-token vocabulary), the `pretrained` section times encoding the same held-out text with its
 vocabulary on both sides, one thread each: ours from the GGUF file (`lm.tokenizer_import`), and HF
 `tokenizers` built from the same vocabulary and merges with SmolLM2's own tokenizer.json
-pre-tokenizer (Digits, then ByteLevel). HF's `encode`, one text at a time, runs on one thread;
-its `encode_batch` spreads over every core, so it is reported beside but not compared. Cold is the
-first pass of a freshly loaded tokenizer, warm the second (both sides cache). The ids of the two
-are compared too (`ids_equal`).
+pre-tokenizer (Digits, then ByteLevel). HF's `encode`, one text at a time, runs on one thread
+and is what the ratios compare; its `encode_batch` and `encode_batch_fast` (no offsets) spread
+over every core unless `--hf-threads 1` (RAYON_NUM_THREADS, set before tokenizers starts its
+pool; it then applies to the training section too), and are reported beside. Cold is the first
+pass of a freshly loaded tokenizer, warm the second (both sides cache). The ids of the two are
+compared too (`ids_equal`).
 
-Run: `python benchmarks/tokenizer.py [--vocab-size 4096] [--repeat 2] [--gguf FILE|none]`.
+Run: `python benchmarks/tokenizer.py [--vocab-size 4096] [--repeat 2] [--gguf FILE|none]
+[--hf-threads N]`.
 Not part of the tests.
 """
 
@@ -173,11 +176,15 @@ def bench_pretrained(path: Path, held: list[str], held_bytes: int) -> dict:
     cold_hf, hf_ids = timed(lambda: [hf.encode(t, add_special_tokens=False).ids for t in held])
     warm_hf, _ = timed(lambda: [hf.encode(t, add_special_tokens=False).ids for t in held])
     batch, _ = timed(lambda: hf.encode_batch(held, add_special_tokens=False))
+    fast = getattr(hf, "encode_batch_fast", None)  # no offsets; tokenizers >= 0.20
+    fast_s = timed(lambda: fast(held, add_special_tokens=False))[0] if fast is not None else None
     report["hf_tokenizers"] = {
         "version": tokenizers.__version__,
         "encode_one_thread_mb_per_s_cold": round(held_bytes / 1e6 / cold_hf, 3),
         "encode_one_thread_mb_per_s_warm": round(held_bytes / 1e6 / warm_hf, 3),
-        "encode_batch_all_cores_mb_per_s": round(held_bytes / 1e6 / batch, 3),
+        "encode_batch_mb_per_s": round(held_bytes / 1e6 / batch, 3),
+        "encode_batch_fast_mb_per_s": None if fast_s is None else round(held_bytes / 1e6 / fast_s, 3),
+        "batch_threads": os.environ.get("RAYON_NUM_THREADS", "all cores"),
     }
     report["ids_equal"] = hf_ids == ids
     report["ratios"] = {
@@ -196,7 +203,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="training runs per tokenizer (best kept)")
     parser.add_argument("--gguf", default=str(SMOLLM2),
                         help="a pretrained GGUF file whose vocabulary to time, or 'none'")
+    parser.add_argument("--hf-threads", type=int, help="threads for HF tokenizers' batch calls")
     args = parser.parse_args()
+    if args.hf_threads:
+        os.environ["RAYON_NUM_THREADS"] = str(args.hf_threads)
 
     train, held = stdlib_texts()
     train_bytes = sum(len(t.encode("utf-8")) for t in train)
