@@ -2,9 +2,11 @@
 
 Every feature handler goes through ``_guarded``: an internal error is logged to the client
 (``window/logMessage`` with the traceback) and the request gets an empty answer, so one bad
-input never takes the server down. Analyses run in one worker thread, so a large file being
-parsed does not stop the server from reading messages; each analysis belongs to a document
-version and is published only while that version is current.
+input never takes the server down. Analyses run in one worker thread, one per document text,
+shared by the debounced diagnostics publisher and the requests that need it; the answers that
+walk a whole file run there too. So a large file being parsed does not stop the server from
+reading messages and answering about other files. Diagnostics are published only for the text
+they were computed from.
 """
 
 from __future__ import annotations
@@ -82,9 +84,6 @@ class TissServer(LanguageServer):
     def units(self) -> Callable[[str], int]:
         encoding = self.workspace.position_encoding
         return units_for(getattr(encoding, "value", encoding))
-
-    def document(self, uri: str) -> _Document | None:
-        return self.documents.get(uri)
 
     def analysis_future(self, doc: _Document) -> asyncio.Future:
         """The analysis of the document's current text, in the worker thread: one per text,
