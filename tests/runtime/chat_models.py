@@ -217,3 +217,58 @@ def random_chat_model(directory: Path, seed: int = 0):
         if p.ndim == 2:
             p[...] = rng.normal(0.0, 0.8 / np.sqrt(p.shape[0]), size=p.shape)
     return model, tok
+
+
+def write_chat_gguf(path: Path, **options) -> Path:
+    """The scripted chat model as a GGUF file (arch llama, F32), with its vocabulary, merges,
+    special tokens and chat template in the `tokenizer.*` metadata, as llama.cpp writes them."""
+    import tempfile
+
+    import gguf
+    from safetensors.numpy import load_file
+
+    with tempfile.TemporaryDirectory() as hf:
+        directory = write_chat_model(Path(hf) / "m", **options)
+        config = json.loads((directory / "config.json").read_text())
+        t = load_file(str(directory / "model.safetensors"))
+        tok = load_tokenizer(directory)
+        merges = json.loads((directory / "tokenizer.json").read_text())["model"]["merges"]
+        template = json.loads((directory / "tokenizer_config.json").read_text()).get("chat_template")
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_context_length(config["max_position_embeddings"])
+    w.add_embedding_length(config["hidden_size"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_head_count(config["num_attention_heads"])
+    w.add_head_count_kv(config["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    w.add_rope_freq_base(config["rope_theta"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    special = set(tok.special_tokens.values())
+    w.add_token_list([byte_level_encode(tok.token_bytes(i)) if i not in special else tok.token_bytes(i).decode()
+                      for i in range(tok.vocab_size)])
+    w.add_token_types([3 if i in special else 1 for i in range(tok.vocab_size)])  # 3: control
+    w.add_token_merges(merges)
+    w.add_eos_token_id(tok.token_id("<|endoftext|>"))
+    w.add_add_bos_token(False)
+    if template is not None:
+        w.add_chat_template(template)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
+             "model.norm.weight": "output_norm.weight"}
+    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for name, value in t.items():
+        if name not in names:  # model.layers.I.PART.weight
+            _, _, i, *part, _ = name.split(".")
+            names[name] = f"blk.{i}.{parts['.'.join(part)]}.weight"
+        # q and k rows stay in the Hugging Face order: the blocks' outputs are zero, so the
+        # attention they feed does not change what this model says.
+        w.add_tensor(names[name], np.ascontiguousarray(value, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

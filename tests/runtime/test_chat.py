@@ -323,3 +323,18 @@ def test_docstring_examples_hold():
     for module in (runtime.instruct, lm.models):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_gguf_instruct_model_chats_and_answers_prompt_agent(tmp_path, capsys):
+    pytest.importorskip("gguf", reason="GGUF files need the llama extra")
+    from chat_models import write_chat_gguf
+
+    path = write_chat_gguf(tmp_path / "tiny-chat.gguf")
+    _, tok = lm.load(path)
+    assert tok.chat_template is not None and tok.token_id("<|im_end|>") in InstructModel(*lm.load(path)).end_ids
+    argv = ["generate", "--checkpoint", str(path), "--chat", "--prompt", QUESTION, "--temperature", "0"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == ANSWER + "\n"
+    got = LocalBackend(path).generate(QUESTION, GenerationSettings(persona="Be brief.", temperature=0.0))
+    assert got.text == ANSWER
+    assert got.prompt_tokens == len(tok.encode(CHATML_PROMPT, allowed_special="all"))
