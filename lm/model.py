@@ -2,7 +2,7 @@
 
 All parameters live in one flat buffer and all gradients in another; `model.params` and
 `model.grads` are dicts of named views into them (names and shapes as contracted in
-ARCHITECTURE.md). Matrices come first in the buffer and vectors (the norm weights) last, so an
+docs/architecture.md). Matrices come first in the buffer and vectors (the norm weights) last, so an
 optimiser sees weight-decayed and non-decayed parameters as two contiguous ranges and can update
 everything in one vectorised pass.
 

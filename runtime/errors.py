@@ -1,4 +1,11 @@
-"""The errors the runtime raises to its users."""
+"""The errors the runtime raises to its users, and the one list of failure kinds.
+
+A failure while a script runs is a `ScriptFailure`; its `kind` is what `LAST_ERROR.KIND`,
+reports and `--trace` events say. Each kind in `FAILURE_KINDS` is raised from exactly one
+class (it and its subclasses, which keep the kind), defined here or beside the code that
+raises it; docs/tisslang.md ("Failure kinds") documents them, and
+tests/runtime/test_failure_kinds.py checks that classes, this list and the docs agree.
+"""
 
 from __future__ import annotations
 
@@ -141,3 +148,34 @@ class SandboxUnavailable(TissRuntimeError):
 
     exit_code = 2
 
+
+FAILURE_KINDS: dict[str, str] = {
+    "AssertionFailed": "runtime.errors.AssertionFailed",
+    "BudgetError": "runtime.budget.BudgetError",
+    "BudgetExceeded": "runtime.budget.BudgetExceeded",
+    "CommandError": "runtime.errors.CommandError",
+    "DirectiveError": "runtime.errors.DirectiveError",
+    "InternalError": "runtime.errors.InternalError",
+    "Interrupted": "runtime.backends.base.BackendCancelled",
+    "InvalidRegex": "runtime.errors.InvalidRegex",
+    "ModelError": "runtime.backends.base.BackendError",
+    "ModelNotConfigured": "runtime.backends.base.BackendNotConfigured",
+    "NoOptionSucceeded": "runtime.errors.NoOptionSucceeded",
+    "ParallelConflict": "runtime.errors.ParallelConflict",
+    "ParallelFailed": "runtime.errors.ParallelFailed",
+    "PathError": "runtime.errors.PathError",
+    "ReservedName": "runtime.errors.ReservedName",
+    "ReviewRejected": "runtime.review.ReviewRejected",
+    "ReviewUnavailable": "runtime.review.ReviewUnavailable",
+    "RuntimeError": "runtime.errors.ScriptFailure",
+    "SettingsError": "runtime.backends.base.SettingsError",
+    "Timeout": "runtime.errors.Timeout",
+    "TypeMismatch": "runtime.values.TypeMismatch",
+    "UndefinedReference": "runtime.interpolate.UndefinedReference",
+    "Unsupported": "runtime.errors.Unsupported",
+}
+"""Every `LAST_ERROR.KIND`, and the class (module.Name) each one is raised from.
+
+`RuntimeError` is the base class's own kind, never raised by the runtime itself; `Interrupted`
+(a model call abandoned after Ctrl-C) ends the run as interrupted and never reaches a report.
+"""

@@ -24,7 +24,7 @@ import math
 import re
 from typing import Any
 
-from runtime.errors import ScriptFailure
+from runtime.errors import InvalidRegex, ScriptFailure
 from runtime.secret import redact
 
 
@@ -191,13 +191,11 @@ def matches(value: Any, pattern: Any) -> bool:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise ScriptFailure(
-            f"invalid regular expression {show(pattern)}: {exc}", kind="InvalidRegex"
-        ) from None
+        raise InvalidRegex(f"invalid regular expression {show(pattern)}: {exc}") from None
     except (RecursionError, OverflowError):  # Python's regex parser recurses once per group
-        raise ScriptFailure(
+        raise InvalidRegex(
             f"regular expression {show(pattern)} is nested too deeply for Python's regex "
-            "engine; use fewer nested groups", kind="InvalidRegex"
+            "engine; use fewer nested groups"
         ) from None
     return regex.search(render(value)) is not None
 

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 from . import ast, directives, statements
 from .statements import KEYWORDS, walk
 
-# The spec's fields (section 6), plus the ones the runtime also sets and docs/running.md
+# The fields docs/tisslang.md §6 lists, plus the ones the runtime also sets and docs/running.md
 # describes: whether a RUN's output was cut at the capture cap, why the model stopped, and how
 # many RUNs an estimate could not bound. A field missing here would be a false error in check.
 BUILTINS: dict[str, tuple[str, ...]] = {

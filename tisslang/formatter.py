@@ -34,7 +34,7 @@ class FormatError(ValueError):
     newline, or a float that is not finite)."""
 
 
-def format(program: ast.Program) -> str:  # noqa: A001 - the public name the architecture fixes
+def format(program: ast.Program) -> str:  # noqa: A001 - the public name docs/architecture.md fixes
     """Canonical source text for ``program`` (ends with a newline unless empty)."""
     writer = _Writer(program.comments)
     if program.header:

@@ -7,8 +7,9 @@ alternatives of the statement table (``statements.GRAMMAR_RULES``).
 with ``strict=True`` so a shift/reduce conflict or a terminal collision fails loudly.
 ``load_parser(transformer)`` is what ``parse`` uses: the same parser, kept in the user's cache
 directory (``$XDG_CACHE_HOME/quantatissu``, else ``~/.cache/quantatissu``) under a key made of
-the grammar text and the Lark version, because building the LALR tables takes about a second and
-loading them a few milliseconds -- the difference a user feels on every ``tiss check``.
+the grammar text and the Lark version, because building the LALR tables takes far longer than
+loading them -- the difference a user feels on every ``tiss check`` (figures in
+docs/architecture.md, "Measured figures").
 Set ``TISS_NO_CACHE=1`` to bypass it; any problem with the cache just means a fresh build.
 """
 

@@ -1,4 +1,4 @@
-"""ASSERT and IF conditions: every operator of §5, the comparison rules, and their errors."""
+"""ASSERT and IF conditions: every operator of docs/tisslang.md §5, the comparison rules, and their errors."""
 
 import pytest
 from hypothesis import given, settings, strategies as st

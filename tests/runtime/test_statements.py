@@ -1,4 +1,4 @@
-"""Each statement of TissLang §3 run through the interpreter, with its observable effect."""
+"""Each statement of TissLang (docs/tisslang.md §3) run through the interpreter, with its observable effect."""
 
 import os
 
