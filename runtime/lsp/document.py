@@ -179,6 +179,33 @@ class Analysis:
     def token_starts(self) -> list[int]:
         return [token.start for token in self.tokens]
 
+    @cached_property
+    def _statement_lines(self) -> list[int]:
+        """0-based first lines of every statement, sorted: lines where the scanner can start
+        afresh (a statement never starts inside a string or a heredoc body)."""
+        if self.tree is None:
+            return [0]
+        return sorted({0} | {node.line - 1 for node in walk(self.tree, blocks_only=True)
+                             if node is not self.tree})
+
+    def tokens_between(self, first: int, last: int) -> list[scan.Token]:
+        """The scanner's tokens on lines ``first`` to ``last`` (0-based, inclusive), scanning
+        only from the nearest statement start above ``first``, not from the top of the file.
+        The same tokens ``tokens`` has there (a test checks it)."""
+        text = self.text
+        last = min(last, len(text.lines) - 1)
+        begin = text.offset(first, 0)
+        end = text.offset(last, len(text.lines[last]))
+        if "tokens" in self.__dict__:  # the whole file is scanned already
+            i = bisect.bisect_left(self.token_starts, begin)
+            j = bisect.bisect_left(self.token_starts, end)
+            return self.tokens[i:j]
+        lines = self._statement_lines
+        restart = lines[max(bisect.bisect_right(lines, first) - 1, 0)]
+        offset = text.offset(restart, 0)
+        return [scan.Token(t.kind, t.start + offset, t.end + offset, t.text)
+                for t in scan.scan(text.normalised[offset:end]).tokens if t.start + offset >= begin]
+
     def token_at(self, pos: Pos) -> scan.Token | None:
         """The token under the cursor (touching it on the right counts too)."""
         offset = self.text.offset(*pos)

@@ -178,13 +178,15 @@ _BUILTIN_MODIFIERS = (1 << TOKEN_MODIFIERS.index("defaultLibrary")) | \
 _DECLARATION = 1 << TOKEN_MODIFIERS.index("declaration")
 
 
-def semantic_tokens(analysis: Analysis) -> types.SemanticTokens:
+def semantic_tokens(analysis: Analysis, lines: tuple[int, int] | None = None) -> types.SemanticTokens:
+    """Every token's type for the client (``lines``: only those on lines first..last)."""
     text = analysis.text
+    tokens = analysis.tokens if lines is None else analysis.tokens_between(*lines)
     declarations = {(s.line - 1, s.column - 1) for s in analysis.sites if s.definition}
     data: list[int] = []
     previous_line = previous_start = 0
     normalised = text.normalised
-    for token in analysis.tokens:
+    for token in tokens:
         kind = _KIND_TYPES.get(token.kind)
         if kind is None or token.end <= token.start:
             continue

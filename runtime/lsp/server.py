@@ -257,6 +257,16 @@ def create_server() -> TissServer:
             return types.SemanticTokens(data=[])
         return await ls.compute(features.semantic_tokens, analysis)
 
+    @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_RANGE, features.LEGEND)
+    @_guarded(default=types.SemanticTokens(data=[]))
+    async def semantic_tokens_range(ls: TissServer, params: types.SemanticTokensRangeParams):
+        analysis = await ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return types.SemanticTokens(data=[])
+        first = features.server_pos(analysis, params.range.start)[0]
+        last = features.server_pos(analysis, params.range.end)[0]
+        return await ls.compute(features.semantic_tokens, analysis, (first, last))
+
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
     @_guarded(default=[])
     async def definition(ls: TissServer, params: types.DefinitionParams):

@@ -467,6 +467,36 @@ async def test_semantic_tokens_come_from_the_repl_scanner(client):
     ]
 
 
+def decode_tokens(data) -> list[tuple[int, int, int, int, int]]:
+    decoded, line, start = [], 0, 0
+    data = list(data)
+    for i in range(0, len(data), 5):
+        dl, ds, length, kind, mods = data[i:i + 5]
+        line += dl
+        start = start + ds if dl == 0 else ds
+        decoded.append((line, start, length, kind, mods))
+    return decoded
+
+
+async def test_semantic_tokens_for_a_range_are_the_full_ones_there(client):
+    random.seed(7)
+    for path in EXAMPLES:
+        text = path.read_text(encoding="utf-8")
+        uri = await open_doc(client, text, f"range_{path.name}")
+        lines = text.count("\n")
+        ranges = [(0, lines)] + [tuple(sorted((random.randrange(lines), random.randrange(lines))))
+                                 for _ in range(4)]
+        got = []
+        for first, last in ranges:  # before any full request: scanned from a statement start
+            result = await client.text_document_semantic_tokens_range_async(t.SemanticTokensRangeParams(
+                doc_id(uri), t.Range(t.Position(first, 0), t.Position(last, 10_000))))
+            got.append(decode_tokens(result.data))
+        full = decode_tokens((await client.text_document_semantic_tokens_full_async(
+            t.SemanticTokensParams(doc_id(uri)))).data)
+        for (first, last), tokens in zip(ranges, got):
+            assert tokens == [tok for tok in full if first <= tok[0] <= last], (path.name, first, last)
+
+
 # --- robustness -------------------------------------------------------------------------------
 
 async def test_any_bytes_and_a_fuzz_of_edits_never_break_the_server(client):
