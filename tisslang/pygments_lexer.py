@@ -102,7 +102,6 @@ class TissLangLexer(ExtendedRegexLexer):
     aliases = ["tisslang", "tiss"]
     filenames = ["*.tiss"]
     mimetypes = ["text/x-tisslang"]
-    url = "https://github.com/quantatissu/quantatissu"
 
     tokens = {
         "root": [
