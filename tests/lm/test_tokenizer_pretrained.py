@@ -368,3 +368,46 @@ def test_astral_stand_ins_split_exactly_as_the_full_classes(text):
         exact._bmp, exact._findall = False, None
         exact._compiled = [re.compile(translate(s)) for s in steps]
         assert fast(text) == exact(text), steps
+
+
+def test_merges_that_reuse_a_later_token_are_applied_one_pair_at_a_time(tmp_path):
+    # "abc" is made by rank 2, yet rank 1 merges it with "ab": merging every "ab c" at once
+    # would give abc+abc; the references take the lowest rank first, pair by pair.
+    data = {
+        "version": "1.0", "added_tokens": [], "normalizer": None, "post_processor": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": False},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": False,
+                  "vocab": {**{c: i for i, c in enumerate(byte_level_alphabet())},
+                            "ab": 256, "abc": 257, "abcab": 258},
+                  "merges": ["a b", "abc ab", "ab c"]},
+    }
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    tok = tokenizer_from_hf(tmp_path)
+    assert tok._heap_only
+    assert tok.encode("abcabc") == [258, ord("c")]
+    tokenizers = pytest.importorskip("tokenizers")
+    peer = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert peer.encode("abcabc").ids == [258, ord("c")]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["vocab"].__setitem__(3, "a b"), "vocab entry 3 is not a byte-level token string"),
+        (lambda d: d["merges"].append([0, 10**6]), "merges"),
+        (lambda d: d.__setitem__("special_match", "first"), "special_match"),
+        (lambda d: d.__setitem__("eos_id", 10**6), "eos_id"),
+        (lambda d: d.__setitem__("pretokenizer", [r"\w+"]), "unsupported pre-tokenizer"),
+    ],
+)
+def test_corrupt_version_2_files_are_clear_errors(tmp_path, change, message):
+    data = gguf_tok("smollm").to_dict()
+    change(data)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=message) as info:
+        BPETokenizer.load(tmp_path)
+    assert "\n" not in str(info.value)
