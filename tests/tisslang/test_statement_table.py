@@ -145,3 +145,15 @@ def test_walk_is_every_node_in_source_order(program):
 def test_block_fields_are_the_tables():
     assert set(ast.BLOCK_FIELDS) == {"body", "orelse", "handler", "options"}
     assert ast.BLOCK_FIELDS is statements.BLOCK_FIELDS
+
+
+def test_the_reference_lists_every_statement_and_every_directive_as_the_tables_say():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tisslang.md").read_text(encoding="utf-8")
+    for spec in statements.STATEMENTS:
+        if spec.is_keyword:
+            assert re.search(rf"(?<![A-Z_]){spec.keyword}(?![A-Z_])", doc), spec.keyword
+    for spec in directives.DIRECTIVES:
+        row = f"| `@{spec.name}` | {spec.value} | {spec.governs} | {spec.checked} | {spec.doc} |"
+        assert row in doc, spec.name
