@@ -5,6 +5,11 @@ A checkpoint directory holds `model.safetensors` (the parameters under their con
 `optimizer.safetensors` (AdamW moments `m.<name>`, `v.<name>`; step count in the metadata) and
 `trainer_state.json`.
 
+`checksums.json` holds the SHA-256 of every other file, written last; `load` and
+`load_training_state` check each file they read against it, so a flipped byte in
+`model.safetensors` (which would still parse, as a slightly different weight) is refused instead
+of resumed silently. Checkpoints written before checksums existed have none and load unchecked.
+
 `save` writes everything into a fresh hidden sibling directory, fsyncs it, then swaps it into
 place with two renames (old aside, new in). A crash before the swap leaves the old checkpoint
 untouched; a crash between the two renames leaves it as `.<name>.old`, which `load` and
@@ -17,6 +22,7 @@ A training run directory (as `tiss train --out DIR` makes) keeps its latest chec
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +43,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 TRAINER_STATE_FILE = "trainer_state.json"
+CHECKSUM_FILE = "checksums.json"
 RUN_CHECKPOINT = "checkpoint"  # the latest checkpoint inside a training run directory
 # The model shipped in the package (see docs/model.md); `load()` with no path reads it.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -82,6 +89,8 @@ def save(
             save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"step": str(optimizer.t)})
         if trainer_state is not None:
             _write_text(tmp / TRAINER_STATE_FILE, json.dumps(trainer_state, indent=2) + "\n")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        _write_text(tmp / CHECKSUM_FILE, json.dumps({"sha256": sums}, indent=2) + "\n")
         # mkdtemp and mkstemp make owner-only entries; a checkpoint is shared like any output.
         umask = current_umask()
         os.chmod(tmp, 0o777 & ~umask)
@@ -176,6 +185,8 @@ def load(path=None, dtype=np.float32):
             f"checkpoint {ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
             f"{config.vocab_size}; the tokenizer.json belongs to another model"
         )
+    # Last: a file that does not even parse gets the more precise message above.
+    verify_checksums(ckpt, (CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE))
     return model, tokenizer
 
 
@@ -204,7 +215,42 @@ def load_training_state(path, model: Transformer) -> TrainingState:
         raise CheckpointError(f"{ckpt / TRAINER_STATE_FILE} is unreadable or corrupt: {exc}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{ckpt / TRAINER_STATE_FILE}: expected a JSON object")
+    verify_checksums(ckpt, (OPTIMIZER_FILE, TRAINER_STATE_FILE))
     return TrainingState(tensors, step, state)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(ckpt: Path, names) -> None:
+    """Check `names` in `ckpt` against its checksums.json; a checkpoint without one (written
+    before checksums existed) is not checked."""
+    listing = ckpt / CHECKSUM_FILE
+    if not listing.is_file():
+        return
+    try:
+        sums = json.loads(listing.read_text(encoding="utf-8"))["sha256"]
+        if not isinstance(sums, dict):
+            raise TypeError("not an object")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{listing} is unreadable or corrupt ({exc}); the checkpoint cannot be "
+                              "checked: restore it from a copy") from None
+    for name in names:
+        expected = sums.get(name)
+        if expected is None:
+            raise CheckpointError(f"{listing} lists no checksum for {name}; the checkpoint was altered "
+                                  "after it was saved: restore it from a copy")
+        if _sha256(ckpt / name) != expected:
+            raise CheckpointError(
+                f"{ckpt / name} does not match its checksum in {CHECKSUM_FILE}: the file changed or was "
+                "damaged after it was saved (a flipped byte would still load, as wrong weights); "
+                "restore it from a copy, or resume from another checkpoint"
+            )
 
 
 def read_config(ckpt: Path) -> ModelConfig:

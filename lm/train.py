@@ -276,9 +276,24 @@ def _out_of_memory_explained():
         raise error from None
 
 
+class _RunComplete(Exception):
+    """Resuming a run whose checkpoint already holds every step asked for: nothing to do."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
+
+
 def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback, group=SOLO) -> TrainResult:
     # Every rank reads the checkpoint itself; rank 0 alone repairs and trims the run directory.
-    model, tokenizer, settings, opt, rng, step, elapsed = group.everyone(lambda: _read_run(run, given, group))
+    try:
+        model, tokenizer, settings, opt, rng, step, elapsed = group.everyone(lambda: _read_run(run, given, group))
+    except _RunComplete as done:
+        # A run killed after its final checkpoint is complete, not an error (exit 0).
+        _say(stream, f"the run at {run} is already complete: {done.step} of {done.step} steps, "
+                     f"checkpoint in {run / ckpt.RUN_CHECKPOINT}; pass --steps N (more than "
+                     f"{done.step}) to train further")
+        return TrainResult(run, done.step, float("nan"), None)
 
     def repair():
         try:
@@ -353,6 +368,8 @@ def _read_run(run: Path, given: dict, group):
         settings = TrainSettings(**{**asdict(saved), "steps": given["steps"]})
         settings.validate()
     if settings.steps <= step:
+        if given.get("steps", step) >= step:  # nothing asked beyond what is done: it is complete
+            raise _RunComplete(step)
         raise TrainError(
             f"the run at {run} has already completed {step} steps; pass --steps larger than {step} to continue"
         )

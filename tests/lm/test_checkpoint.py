@@ -32,7 +32,7 @@ def _ids(seed=0):
 
 def test_save_then_load_gives_equal_logits(tmp_path, model, tokenizer):
     save(tmp_path / "ck", model, tokenizer)
-    assert sorted(os.listdir(tmp_path / "ck")) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(os.listdir(tmp_path / "ck")) == ["checksums.json", "config.json", "model.safetensors", "tokenizer.json"]
     loaded, tok = load(tmp_path / "ck")
     assert loaded.config == CFG
     np.testing.assert_array_equal(loaded.forward(_ids()), model.forward(_ids()))

@@ -46,7 +46,8 @@ def test_train_end_to_end(tmp_path, corpus):
     run = tmp_path / "run"
     assert sorted(os.listdir(run)) == ["checkpoint", "data", "metrics.jsonl", "tokenizer.json"]
     assert sorted(os.listdir(run / "checkpoint")) == [
-        "config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json", "trainer_state.json"]
+        "checksums.json", "config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json",
+        "trainer_state.json"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
@@ -98,8 +99,13 @@ def test_ctrl_c_saves_then_resume_continues_to_more_steps(tmp_path, corpus):
     assert json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
     result = train(resume=tmp_path / "run", steps=10, stream=io.StringIO())
     assert result.step == 10
+    # Resuming a run that is complete (as after a kill once its final checkpoint was saved)
+    # says so and succeeds; asking for fewer steps than are done is still an error.
+    said = io.StringIO()
+    assert train(resume=tmp_path / "run", stream=said).step == 10
+    assert "is already complete: 10 of 10 steps" in said.getvalue()
     with pytest.raises(TrainError, match="already completed 10 steps"):
-        train(resume=tmp_path / "run", stream=io.StringIO())
+        train(resume=tmp_path / "run", steps=5, stream=io.StringIO())
 
 
 def test_gradient_accumulation_runs(tmp_path, corpus):
@@ -257,6 +263,9 @@ def test_damaged_run_directories_are_clear_errors(tmp_path, corpus):
     train(corpus, run, steps=2, stream=io.StringIO(), **TINY)
     state_file = run / "checkpoint" / "trainer_state.json"
     good = state_file.read_text()
+    # The edits below stand for states saved wrong, not damaged since: without checksums (as a
+    # checkpoint from before them) each must still be a precise message.
+    (run / "checkpoint" / "checksums.json").unlink()
     state_file.write_text(json.dumps({"format": "quantatissu-train", "version": 1, "step": 2}))
     with pytest.raises(TrainError, match="incomplete or corrupt.*start a new run"):
         train(resume=run, steps=3, stream=io.StringIO())
