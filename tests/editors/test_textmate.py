@@ -14,6 +14,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,19 @@ def test_each_construct_gets_its_scope(tmp_path):
     assert "keyword.operator.word.tisslang" in scope(16, "EXISTS")
     assert "keyword.control.tisslang" in scope(17, "ELSE")
     assert "comment.line.number-sign.tisslang" in scope(18, "trailing")
+
+
+def test_the_extension_packages_with_vsce(tmp_path):
+    node = shutil.which("node")
+    vsce = VSCODE / "node_modules" / "@vscode" / "vsce" / "vsce"
+    if node is None or not vsce.exists():
+        pytest.skip("node or @vscode/vsce is not installed: run npm ci in editors/vscode")
+    out = tmp_path / "tisslang.vsix"
+    result = subprocess.run([node, str(vsce), "package", "--allow-missing-repository", "--out", str(out)],
+                            cwd=VSCODE, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"extension/package.json", "extension/extension.js", "extension/language-configuration.json",
+            "extension/syntaxes/tisslang.tmLanguage.json"} <= names
+    assert any(n.startswith("extension/node_modules/vscode-languageclient/") for n in names)
+    assert not any("vscode-textmate" in n or "build_grammar" in n or "/test/" in n for n in names)
