@@ -44,7 +44,7 @@ from runtime.result import FAILED, INTERRUPTED, PASSED, RunResult
 from runtime.review import Reviewer
 from runtime.trace import EventBus, Listener
 from runtime.workspace import Workspace
-from tisslang import ast
+from tisslang import ast, walk
 
 __all__ = ["Session", "RunOptions", "run"]
 
@@ -122,13 +122,14 @@ class Session:
             state=self._state, root=root, script=self._script,
         )
 
-    def _collect_teardowns(self, body: tuple[ast.Node, ...]) -> None:
-        """Defer every TEARDOWN of the program, also those never reached (top level and TASK)."""
-        for stmt in body:
-            if isinstance(stmt, ast.Teardown):
-                self._state.defer_teardown(stmt)
-            elif isinstance(stmt, ast.Task) and stmt.body:
-                self._collect_teardowns(stmt.body)
+    def _collect_teardowns(self, program: ast.Program) -> None:
+        """Defer every TEARDOWN of the program, also those never reached.
+
+        The parser lets TEARDOWN stand only at the top level or directly in the TASK block.
+        """
+        for node in walk(program, blocks_only=True):
+            if isinstance(node, ast.Teardown):
+                self._state.defer_teardown(node)
 
     def _task_of(self, body: tuple[ast.Node, ...], interpreter: Interpreter) -> None:
         for stmt in body:
@@ -145,7 +146,7 @@ class Session:
         self._state.logs = result.logs
         self._cancel = threading.Event()
         interpreter = self._interpreter(result.steps)
-        self._collect_teardowns(program.body)
+        self._collect_teardowns(program)
         self._task_of(program.body, interpreter)
         result.task = self._state.task_description
         self.events.emit("run_start", file=file, workspace=str(self.workspace.root))
