@@ -161,7 +161,7 @@ def assert_close(what: str, actual, expected, *, rtol: float, atol: float) -> No
         raise AssertionError(
             f"{what}: max abs diff {diff.max():.3e}, max rel diff {rel.max():.3e} "
             f"(rtol {rtol:g}, atol {atol:g}); {int((excess > 0).sum())} of {a.size} values out of "
-            f"tolerance, worst at {tuple(int(i) for i in worst)}: {a[worst]!r} against {e[worst]!r}"
+            f"tolerance, worst at {tuple(int(i) for i in worst)}: {float(a[worst])!r} against {float(e[worst])!r}"
         )
 
 
