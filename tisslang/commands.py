@@ -146,7 +146,9 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``: a temporary file in the same directory, fsync, rename,
     keeping the original file's permissions, owner and group (a new file gets the mode
     ``open()`` would give it, not ``mkstemp``'s owner-only one). A symlink is kept: its target
-    is replaced. Set-user-ID and set-group-ID bits are never carried onto the new content."""
+    is replaced. Set-user-ID and set-group-ID bits are never carried onto the new content.
+    The same behaviour as ``lm.atomic.write_atomic`` (the layering keeps the two packages from
+    sharing code); ``tests/atomic_contract.py`` pins both."""
     path = Path(os.path.realpath(path))  # write the link's target; the link stays a link
     directory = path.parent
     owner = None
@@ -155,7 +157,8 @@ def write_atomic(path: Path, text: str) -> None:
         mode = info.st_mode & 0o1777
         owner = (info.st_uid, info.st_gid)
     else:
-        umask = os.umask(0)
+        # Reading the umask means setting it; a thread creating a file meanwhile gets 077, not 0.
+        umask = os.umask(0o077)
         os.umask(umask)
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
