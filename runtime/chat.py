@@ -48,13 +48,18 @@ class Conversation:
     def reset(self) -> None:
         self.turns.clear()
 
+    def withdraw(self) -> None:
+        """Take back the last question, which got no answer."""
+        if self.turns and self.turns[-1]["role"] == "user":
+            self.turns.pop()
+
 
 def answer(model: InstructModel, conversation: Conversation, settings: Any, out: TextIO) -> str:
     """Stream the assistant's answer to `out` (sampled with `settings`, an
     `lm.SamplingSettings`), add it to the conversation and return it.
 
     KeyboardInterrupt stops the answer; what was shown of it is kept, then the interrupt goes on
-    to the caller.
+    to the caller. Any other error leaves the conversation without an answer.
     """
     shown: list[str] = []
     stream = model.reply(conversation.messages(), settings, reuse_cache=True)
@@ -63,8 +68,10 @@ def answer(model: InstructModel, conversation: Conversation, settings: Any, out:
             shown.append(piece)
             out.write(piece)
             out.flush()
-    finally:
+    except KeyboardInterrupt:
         conversation.answered("".join(shown).strip())
+        raise
+    conversation.answered("".join(shown).strip())
     return conversation.turns[-1]["content"]
 
 
@@ -149,6 +156,7 @@ def chat_interactive(model: InstructModel, conversation: Conversation, settings:
     """The terminal loop: read a turn, stream the answer, until Ctrl-D or /exit."""
     from prompt_toolkit import PromptSession
 
+    from lm.errors import LMError
     from runtime.repl.history import open_history
 
     history, warning = open_history(chat_history_path())
@@ -184,6 +192,9 @@ def chat_interactive(model: InstructModel, conversation: Conversation, settings:
             print(file=out)
         except KeyboardInterrupt:
             print("\n[stopped]", file=out)
+        except LMError as exc:  # e.g. the template refuses these messages: say so, chat on
+            conversation.withdraw()
+            print(f"\ntiss: error: {exc}", file=out)
     return 0
 
 

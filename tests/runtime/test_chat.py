@@ -338,3 +338,24 @@ def test_a_gguf_instruct_model_chats_and_answers_prompt_agent(tmp_path, capsys):
     got = LocalBackend(path).generate(QUESTION, GenerationSettings(persona="Be brief.", temperature=0.0))
     assert got.text == ANSWER
     assert got.prompt_tokens == len(tok.encode(CHATML_PROMPT, allowed_special="all"))
+
+
+def test_an_error_in_one_turn_does_not_end_the_interactive_chat(tmp_path, monkeypatch):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from chat_models import CHATML
+    from runtime.chat import chat_interactive
+
+    picky = ("{% for message in messages %}{% if message['content'] == 'forbidden' %}"
+             "{{ raise_exception('that word is not allowed') }}{% endif %}{% endfor %}" + CHATML)
+    model = load_instruct(str(write_chat_checkpoint(tmp_path / "picky", template=picky)))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    convo, out = Conversation(), _Out()
+    with create_pipe_input() as keys, create_app_session(input=keys, output=DummyOutput()):
+        keys.send_text("forbidden\r" + QUESTION + "\r\x04")
+        assert chat_interactive(model, convo, SamplingSettings(temperature=0.0), out) == 0
+    assert "tiss: error: chat template error: that word is not allowed\n" in out.text
+    assert out.text.endswith(ANSWER + "\n")
+    assert convo.turns == [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
