@@ -505,7 +505,7 @@ async def test_any_bytes_and_a_fuzz_of_edits_never_break_the_server(client):
     applied every edit exactly as the client did, and it never logged an internal error."""
     random.seed(16)
     pieces = ['STEP "s" {', "}", '"', "'", "<<EOF", "EOF", "{{ x }}", "\\", "\n", "\r\n", "\r",
-              "VAR x = 1", "@model", "😀", "é", "\x00", "\x0c", "\u2028", "\ufeff", "IF", "ELSE",
+              "VAR x = 1", "@model", "😀", "é", "\x00", "\x0c", "\u2028", "\ufeff", "\ud800", "IF", "ELSE",
               "[", "{", "#", "  ", "LAST_RUN.", "ASSERT", "==", "\t"]
     text = EXAMPLES[0].read_text(encoding="utf-8")
     uri = await open_doc(client, text)
@@ -538,7 +538,7 @@ async def test_any_bytes_and_a_fuzz_of_edits_never_break_the_server(client):
 
 
 async def test_binary_garbage_is_just_a_syntax_error(client):
-    garbage = bytes(range(256)).decode("latin-1") * 4
+    garbage = bytes(range(256)).decode("latin-1") * 4 + "\udc80\U0001f600\ud83d"
     uri = await open_doc(client, garbage)
     assert len(client.diagnostics[uri]) == 1
     symbols = await client.text_document_document_symbol_async(t.DocumentSymbolParams(doc_id(uri)))
