@@ -286,14 +286,20 @@ class _RunComplete(Exception):
 
 def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callback, group=SOLO) -> TrainResult:
     # Every rank reads the checkpoint itself; rank 0 alone repairs and trims the run directory.
-    try:
-        model, tokenizer, settings, opt, rng, step, elapsed = group.everyone(lambda: _read_run(run, given, group))
-    except _RunComplete as done:
+    def read():
+        try:
+            return _read_run(run, given, group)
+        except _RunComplete as done:  # every rank finds it so: returned, not raised, to end them alike
+            return done
+
+    outcome = group.everyone(read)
+    if isinstance(outcome, _RunComplete):
         # A run killed after its final checkpoint is complete, not an error (exit 0).
-        _say(stream, f"the run at {run} is already complete: {done.step} of {done.step} steps, "
+        _say(stream, f"the run at {run} is already complete: {outcome.step} of {outcome.step} steps, "
                      f"checkpoint in {run / ckpt.RUN_CHECKPOINT}; pass --steps N (more than "
-                     f"{done.step}) to train further")
-        return TrainResult(run, done.step, float("nan"), None)
+                     f"{outcome.step}) to train further")
+        return TrainResult(run, outcome.step, float("nan"), None)
+    model, tokenizer, settings, opt, rng, step, elapsed = outcome
 
     def repair():
         try:

@@ -171,6 +171,8 @@ def test_resume_with_another_number_of_ranks(corpus, single, tmp_path):
     done = _mpi_train(3, "--resume", str(run), "--steps", "8", "--threads", "1")
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("resuming") == 1
+    again = _mpi_train(2, "--resume", str(run), "--threads", "1")  # complete: said once, status 0
+    assert again.returncode == 0 and again.stderr.count("already complete: 8 of 8 steps") == 1, again.stderr
     train(resume=tmp_path / "copy", steps=8, threads=2, stream=io.StringIO())
 
     # the reference: one process, the same two legs
