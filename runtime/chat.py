@@ -16,12 +16,12 @@ answers); `/reset` works there too.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+from lm.console import silence, write_out
 from runtime.instruct import InstructModel, load_instruct
 
 PROMPT = "you> "
@@ -85,29 +85,16 @@ def generate_chat(args: Any, out: TextIO | None = None) -> int:
     conversation = Conversation(system=args.system)
     conversation.ask(read_prompt(args.prompt, args.prompt_file))
     stream = model.reply(conversation.messages(), settings)
-    try:
-        for piece in stream:
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        out.flush()
-    except BrokenPipeError:
-        _quiet_stdout(out)
+    for piece in stream:
+        if not write_out(out, piece):
+            return 0  # the reader went away (`... | head`): stop quietly
+    if not write_out(out, "\n"):
         return 0
     if args.stats:
         r = stream.result
         print(f"prompt tokens: {r.prompt_tokens} (chat template included), generated tokens: "
               f"{r.completion_tokens}, finish: {r.finish_reason}, total {r.seconds:.2f} s", file=sys.stderr)
     return 0
-
-
-def _quiet_stdout(out: TextIO) -> None:
-    # The reader went away (`... | head`): point stdout at /dev/null so the interpreter's last
-    # flush does not report the closed pipe.
-    if out is sys.stdout:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def chat_history_path() -> Path:
@@ -147,8 +134,8 @@ def chat_piped(model: InstructModel, conversation: Conversation, settings: Any,
             answer(model, conversation, settings, out)
             out.write("\n")
             out.flush()
-    except BrokenPipeError:
-        _quiet_stdout(out)
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        silence(out)
     return 0
 
 
