@@ -249,7 +249,10 @@ class MPIGroup(Solo):
         raise _mark(error)
 
     def everyone(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn()` on every rank; if it failed anywhere, every rank stops (rank 0 says why)."""
+        """Run `fn()` on every rank; if it failed anywhere, every rank stops (rank 0 says why).
+
+        An outcome that is not a failure (a run found complete) must be returned, not raised.
+        """
         result, failure = None, None
         try:
             result = fn()
