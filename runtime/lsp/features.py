@@ -39,7 +39,7 @@ def diagnostics(analysis: Analysis) -> list[types.Diagnostic]:
         types.Diagnostic(
             range=lsp_range(analysis, f.start, f.end),
             message=f.message,
-            severity=_SEVERITY[f.severity],
+            severity=_SEVERITY.get(f.severity, types.DiagnosticSeverity.Information),
             source=SOURCE,
             code="syntax" if f.origin == "syntax" else None,
         )
