@@ -97,7 +97,7 @@ def load_gguf(path, dtype=np.float32):
     except LMError as exc:
         raise CheckpointError(str(exc)) from None
     # What the tensors need from the reader, kept small: the reader itself holds a memory map
-    # and Python objects for every metadata entry (about 150 MB for a 49k vocabulary), which
+    # and Python objects for every metadata entry (docs/model.md has the size for SmolLM2), which
     # are dropped before the weights are allocated.
     names = {
         t.name: _GGUFTensor(t.name, t.tensor_type, tuple(int(n) for n in reversed(t.shape)),
