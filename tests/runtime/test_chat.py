@@ -359,3 +359,15 @@ def test_an_error_in_one_turn_does_not_end_the_interactive_chat(tmp_path, monkey
     assert "tiss: error: chat template error: that word is not allowed\n" in out.text
     assert out.text.endswith(ANSWER + "\n")
     assert convo.turns == [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]
+
+
+def test_a_reader_that_goes_away_ends_chat_quietly(models_dir, tmp_path):
+    loop = write_chat_checkpoint(models_dir / "loop", loop=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(tmp_path / "state")}
+    for argv in (["chat"], ["generate", "--chat", "--prompt", "hi"]):
+        command = (f"printf 'hi\\n' | {sys.executable} -m runtime {' '.join(argv)} --checkpoint {loop} "
+                   "--temperature 0 --max-new-tokens 100000 2>err.txt | head -c 40; echo \" status=${PIPESTATUS[1]}\"")
+        proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=120,
+                              cwd=tmp_path)
+        assert proc.stdout == (ANSWER * 2)[:40] + " status=0\n", argv
+        assert (tmp_path / "err.txt").read_text() == ""
