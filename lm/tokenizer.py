@@ -186,6 +186,8 @@ class BPETokenizer:
             by_bytes[_utf8(chunk, chunk)] = n
         learned = learn_merges(by_bytes, vocab_size - smallest, progress)
 
+        fresh = BPETokenizer()  # training replaces whatever this tokenizer was, pretrained fields too
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if not k.startswith("_")})
         self.pattern = PATTERN
         self.merges = learned.merges
         self.special_tokens = {t: N_BYTES + len(self.merges) + j for j, t in enumerate(specials)}

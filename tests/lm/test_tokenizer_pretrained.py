@@ -411,3 +411,10 @@ def test_corrupt_version_2_files_are_clear_errors(tmp_path, change, message):
     with pytest.raises(TokenizerError, match=message) as info:
         BPETokenizer.load(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_training_replaces_a_pretrained_vocabulary():
+    tok = tokenizer_from_hf(FIXTURES / "hf_gpt2")
+    tok.train(["hello hello world"], vocab_size=270)
+    assert tok.vocab is None and tok.chat_template is None and tok.vocab_size == 256 + len(tok.merges) + 1
+    assert tok.decode(tok.encode("hello")) == "hello"
