@@ -149,6 +149,23 @@ async def test_every_check_finding_with_its_range(client):
     assert [(r[0] + 1, r[1] + 1) for r, _, _ in got] == [(d.line, d.column) for d in checked]
 
 
+async def test_positions_count_utf16_units_a_bom_and_crlf_line_ends(client):
+    # The emoji is two UTF-16 units, so everything after it on its line moves one to the right.
+    uri = await open_doc(client, 'VAR s = "\U0001f600"; LOG "{{ nope }}"\n')
+    assert [r for r, _, _ in diags(client, uri)] == [(0, 19, 0, 29)]  # code points 18..28
+    # A BOM is not part of the script for the parser, but the client counts it.
+    uri = await open_doc(client, '\ufeffRUNN "x"\n')
+    assert [r for r, _, _ in diags(client, uri)] == [(0, 1, 0, 5)]
+    # \r\n line ends: the same lines; formatting rewrites the text whole (fmt writes \n).
+    source = 'STEP "a" {\r\nRUN "x"\r\n}\r\nLOG "{{ nope }}"\r\n'
+    uri = await open_doc(client, source)
+    assert [r for r, _, _ in diags(client, uri)] == [(3, 5, 3, 15)]
+    edits = await client.text_document_formatting_async(t.DocumentFormattingParams(
+        doc_id(uri), t.FormattingOptions(tab_size=4, insert_spaces=True)))
+    assert [(rng(e.range), e.new_text) for e in edits] == [
+        ((0, 0, 4, 0), 'STEP "a" {\n    RUN "x"\n}\nLOG "{{ nope }}"\n')]
+
+
 async def test_examples_have_no_diagnostics(client):
     for path in EXAMPLES:
         uri = await open_doc(client, path.read_text(encoding="utf-8"), f"clean_{path.name}")
