@@ -4,7 +4,7 @@ Committed fixtures (`tests/lm/fixtures/make_tokenizer_fixtures.py` made them): b
 trained by HF `tokenizers` with their `encode` ids, and GGUF vocabularies with llama.cpp's ids,
 on a varied text set. Those tests always run. Where a peer is installed, hypothesis also draws
 new texts and compares live (tokenizers is in the dev extra; llama-cpp-python usually is not).
-The real SmolLM2 vocabulary is checked against llama.cpp only when QUANTATISSU_SMOLLM2_GGUF
+The real SmolLM2 vocabulary is checked against llama.cpp only when TISS_SMOLLM2_GGUF
 names the file.
 """
 
@@ -39,7 +39,7 @@ HF_ENCODINGS = json.loads((FIXTURES / "hf_encodings.json").read_text(encoding="u
 GGUF_ENCODINGS = json.loads((FIXTURES / "gguf_encodings.json").read_text(encoding="utf-8"))
 HF_NAMES = ["gpt2", "digits", "llama3", "nfc"]
 GGUF_NAMES = ["gpt-2", "llama-bpe", "smollm", "qwen2", "smollm2_subset"]
-SMOLLM2 = os.environ.get("QUANTATISSU_SMOLLM2_GGUF")
+SMOLLM2 = os.environ.get("TISS_SMOLLM2_GGUF")
 
 
 def hf_tok(name: str) -> BPETokenizer:
@@ -336,7 +336,7 @@ def test_against_live_llama_cpp(text):
         assert gguf_tok(name).encode(text, "all") == expected, name
 
 
-@pytest.mark.skipif(not SMOLLM2, reason="set QUANTATISSU_SMOLLM2_GGUF to the SmolLM2 GGUF file")
+@pytest.mark.skipif(not SMOLLM2, reason="set TISS_SMOLLM2_GGUF to the SmolLM2 GGUF file")
 def test_full_smollm2_vocabulary_against_llama_cpp():
     llama_cpp = pytest.importorskip("llama_cpp")
     tok = tokenizer_from_gguf(gguf.GGUFReader(SMOLLM2))
