@@ -44,6 +44,7 @@ import numpy as np
 
 from lm import checkpoint as ckpt
 from lm.atomic import write_atomic
+from lm.console import write_out
 from lm.config import ModelConfig
 from lm.data import (
     DataError,
@@ -568,7 +569,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _say(stream: TextIO, message: str) -> None:
-    print(message, file=stream, flush=True)
+    # A log reader that went away (`2>&1 | head`) must not end hours of training: write_out
+    # drops the output from then on and the run goes on to its checkpoint.
+    write_out(stream, message + "\n")
 
 
 class _Silent:
@@ -638,17 +641,16 @@ class _Progress:
         line = (f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | "
                 f"{self.avg_tps:,.0f} tok/s | {left} left")
         if self.tty:
-            self.stream.write("\r" + line.ljust(self.width))
+            write_out(self.stream, "\r" + line.ljust(self.width))
             self.width = len(line)
-            self.stream.flush()
         elif step % self.every == 0 or step == self.total or step == 1:
-            print(line, file=self.stream, flush=True)
+            _say(self.stream, line)
 
     def note(self, message: str) -> None:
         if self.tty and self.width:
-            self.stream.write("\n")
+            message = "\n" + message
             self.width = 0
-        print(message, file=self.stream, flush=True)
+        _say(self.stream, message)
 
 
 def _clock(seconds: float) -> str:

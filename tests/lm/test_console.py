@@ -58,3 +58,20 @@ def test_tokenizer_output_into_a_closed_pipe_stops_quietly(tmp_path, command):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_training_goes_on_to_its_checkpoint_when_the_log_reader_goes_away(tmp_path):
+    # `tiss train ... 2>&1 | head`: the progress lines stop, the run does not.
+    corpus = Path(__file__).resolve().parents[2] / "corpus" / "tiss"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "train", "--corpus", str(corpus), "--out", str(tmp_path / "run"),
+         "--steps", "60", "--batch-size", "2", "--seq-len", "16", "--d-model", "16", "--n-layers", "1",
+         "--n-heads", "2", "--vocab-size", "280", "--eval-every", "1", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) >= 60
