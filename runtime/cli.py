@@ -384,9 +384,10 @@ def _add_chat(subparsers) -> None:
                    help="GGUF file, Hugging Face directory or pulled model name (default: smollm2)")
     p.add_argument("--system", metavar="TEXT", help="the system message")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="tokens per answer at most (512)")
-    p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="0 is greedy (0.7)")
+    # Small instruct models stray at higher temperatures; SmolLM2's authors suggest 0.2 and 0.9.
+    p.add_argument("--temperature", type=float, default=0.2, metavar="T", help="0 is greedy (0.2)")
     p.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=0.95, metavar="P", help="nucleus probability mass (0.95)")
+    p.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus probability mass (0.9)")
     p.add_argument("--min-p", type=float, metavar="M", help="drop tokens below M times the top probability")
     p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
     p.add_argument("--seed", type=int, metavar="S", help="random seed, for reproducible answers")
