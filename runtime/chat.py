@@ -110,9 +110,12 @@ def run_chat(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = Non
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     settings = SamplingSettings.from_options(vars(args))  # the flags named like its fields
+    interactive = _isatty(stdin) and _isatty(stdout)
+    if interactive:  # a large model takes seconds to load: say what is happening
+        print(f"loading {args.checkpoint or 'smollm2'} ...", file=stdout, flush=True)
     model = load_instruct(args.checkpoint)
     conversation = Conversation(system=args.system)
-    if not (_isatty(stdin) and _isatty(stdout)):
+    if not interactive:
         return chat_piped(model, conversation, settings, stdin, stdout)
     return chat_interactive(model, conversation, settings, stdout)
 
