@@ -70,6 +70,7 @@ class InstructModel:
     """A loaded model with a chat template, its weights prepared once for many replies."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str = "model") -> None:
+        from lm.chat import chat_stop_ids
         from lm.inference import InferenceModel
 
         template = chat_template(tokenizer)
@@ -84,8 +85,6 @@ class InstructModel:
         self.tokenizer = tokenizer
         self.infer = model if isinstance(model, InferenceModel) else InferenceModel(model)
         self.context = int(self.infer.model.config.max_seq_len)
-        from lm.chat import chat_stop_ids
-
         # The template's end of turn (`<|im_end|>` for ChatML), the metadata's, and EOS.
         self.end_ids = chat_stop_ids(tokenizer)
         self._cache = None  # the KV cache kept between the replies of one conversation
