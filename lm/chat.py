@@ -105,6 +105,9 @@ def apply_chat_template(
     """`render_chat` with a pretrained tokenizer's template and its BOS/EOS token texts."""
     if tokenizer.chat_template is None:
         raise ChatTemplateError("this model has no chat template; it is not an instruct model")
+    pad = _token_text(tokenizer, tokenizer.pad_id)
+    if pad is not None:  # transformers passes every special token the tokenizer has
+        extra = {"pad_token": pad, **extra}
     return render_chat(
         tokenizer.chat_template,
         messages,

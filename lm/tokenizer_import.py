@@ -243,6 +243,15 @@ def tokenizer_from_hf(directory: Path | str) -> BPETokenizer:
             raise bad(f"merge {rank} {entry!r} does not name two tokens of the vocabulary")
         merges.append((a, b))
 
+    unk = model.get("unk_token")
+    if unk is not None:
+        have = {raw for raw in vocab if len(raw) == 1}
+        lacking = [b for b in range(256) if bytes([b]) not in have and (b < 0xC0 or 0xC2 <= b <= 0xF4)]
+        if lacking:
+            # HF would encode such a byte as the unknown token (fusing runs with fuse_unk).
+            raise bad(f"the vocabulary has no token for byte(s) {[hex(b) for b in lacking[:4]]} and "
+                      f"maps them to unk_token {unk!r}, which is not supported")
+
     tok = BPETokenizer()
     tok.vocab = vocab
     tok.merges = merges
