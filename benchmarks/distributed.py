@@ -28,7 +28,8 @@ is this run's best "threads" step; for SmolLM2-135M it is its FLOPs per step (6 
 token, plus attention's 12 * layers * seq_len * width per token, the causal square computed whole
 as the NumPy model does) at the FLOP rate this run measured at the default shape.
 
-Run: `python benchmarks/distributed.py [--steps N]` (needs `pip install 'quantatissu[mpi]'`).
+Run: `python benchmarks/distributed.py [--steps N]` (needs `pip install 'quantatissu[mpi]'`);
+`--cost-model-step SECONDS` prints only the cost model for a step time measured elsewhere.
 """
 
 from __future__ import annotations
@@ -182,9 +183,13 @@ def main() -> None:
     parser.add_argument("--mpi", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per side ({STEPS})")
+    parser.add_argument("--cost-model-step", type=float, metavar="SECONDS",
+                        help="only print the cost model for this measured default-shape step time")
     args = parser.parse_args()
     if args.serve:
         return serve(args.mpi, args.threads)
+    if args.cost_model_step:
+        return print(json.dumps(cost_model(args.cost_model_step), indent=2))
     me = [sys.executable, os.path.abspath(__file__), "--serve"]
     load_at_start = os.getloadavg()
     sides = {
