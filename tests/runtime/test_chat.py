@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lm
 from runtime import cli
@@ -371,3 +372,32 @@ def test_a_reader_that_goes_away_ends_chat_quietly(models_dir, tmp_path):
                               cwd=tmp_path)
         assert proc.stdout == (ANSWER * 2)[:40] + " status=0\n", argv
         assert (tmp_path / "err.txt").read_text() == ""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    system=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    turns=st.lists(st.tuples(st.text(max_size=60), st.text(max_size=60)), max_size=8),
+    last=st.text(min_size=1, max_size=80),
+    room=st.integers(min_value=1, max_value=250),
+)
+def test_fit_keeps_whole_recent_turns_within_the_context(instruct, system, turns, last, room):
+    convo = Conversation(system=system)
+    for question, reply in turns:
+        convo.ask(question)
+        convo.answered(reply)
+    convo.ask(last)
+    messages = convo.messages()
+    kept, ids = instruct.fit(messages, room)
+    assert ids == instruct.prompt_ids(kept)
+    head = 1 if system else 0
+    assert kept[:head] == messages[:head] and kept[-1] == messages[-1]
+    # What is kept is the most recent whole turns (a suffix), after the system message.
+    body = kept[head:]
+    assert body == messages[len(messages) - len(body):]
+    assert [m["role"] for m in body] == ["user", "assistant"] * ((len(body) - 1) // 2) + ["user"]
+    if len(body) > 1:  # it could have kept less, so it had to fit
+        assert len(ids) <= instruct.context - room
+    if len(body) < len(messages) - head:  # one more turn would not have fitted
+        longer = messages[:head] + messages[len(messages) - len(body) - 2:]
+        assert len(instruct.prompt_ids(longer)) > instruct.context - room
