@@ -18,12 +18,13 @@ Only the standard library and lark, like the rest of ``tisslang``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 from . import ast, statements
 from .errors import TissSyntaxError
-from .parser import parse
+from .parser import _LEAVES, MAX_DEPTH, parse
 from .statements import walk
 
 # Attempts at re-parsing a shorter prefix after a syntax error: each one cuts above the error the
@@ -75,6 +76,108 @@ def parse_tolerant(source: str, filename: str = "<string>") -> Tolerant:
         except TissSyntaxError as again:
             stop = min(stop - 1, again.line - 1)
     return Tolerant(None, error, None)
+
+
+def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
+            filename: str = "<string>") -> ast.Program | None:
+    """The tree of ``new_lines`` made from ``program`` (the tree of ``old_lines``) by parsing
+    again only the statement around the lines that changed; None when that cannot be done
+    exactly, and the caller parses the whole text.
+
+    It applies when the line count is the same (typing within lines, the common edit), line 1
+    (the header) is unchanged and one statement owns every changed line whole (nothing else
+    before it on its first line, nothing but a comment after it on its last). That statement's
+    lines are parsed alone, with every other line blank so positions stay exact, and must give
+    one statement of the same kind; the new node replaces the old one and its comments replace
+    the old ones on those lines. Heredocs cannot leak: the statement starts on a code line and
+    must close every heredoc it opens within its own lines. A test compares the result with a
+    full parse, positions included, over random edits.
+    """
+    if len(old_lines) != len(new_lines) or not program.body:
+        return None
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    if not changed:
+        return program
+    first, last = changed[0] + 1, changed[-1] + 1
+    if first == 1:
+        return None
+    found = None
+    # The innermost owner first; an outer one only when the inner one's lines parse alone as
+    # another kind of statement (a STEP inside CHOOSE is an option there, a STEP alone).
+    for path in reversed(_owners(program, old_lines, first, last)):
+        old = path[-1]
+        fragment = "\n" * (old.line - 1) + "\n".join(new_lines[old.line - 1:old.end_line]) + "\n"
+        try:
+            alone = parse(fragment, filename)
+        except TissSyntaxError:
+            return None
+        if len(alone.body) == 1 and type(alone.body[0]) is type(old):
+            found = path, old, alone
+            break
+    if found is None:
+        return None
+    path, old, alone = found
+    new = alone.body[0]
+    if len(path) - 1 + _depth(new) > MAX_DEPTH:
+        return None
+    # Rebuild the ancestors, innermost first; each keeps its own position (they start above
+    # and end below the changed lines).
+    replacement = new
+    for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
+        replacement = _replace_child(parent, child, replacement)
+    body = tuple(replacement if stmt is path[0] else stmt for stmt in program.body)
+    comments = tuple(sorted(
+        [c for c in program.comments if not old.line <= c.line <= old.end_line]
+        + list(alone.comments), key=lambda c: (c.line, c.column)))
+    return ast.Program(program.header, body, comments, line=program.line, column=program.column,
+                       end_line=len(new_lines), end_column=len(new_lines[-1]) + 1)
+
+
+def _owners(program: ast.Program, lines: list[str], first: int, last: int) -> list[list[ast.Node]]:
+    """The paths (each outermost first) to every statement that owns lines first..last whole,
+    outermost statement first."""
+    path: list[ast.Node] = []
+    owners: list[list[ast.Node]] = []
+    node: ast.Node = program
+    while True:
+        inner = None
+        for _, body in statements.blocks(node):
+            for stmt in body:
+                if stmt.line <= first and last <= stmt.end_line:
+                    inner = stmt
+                    break
+            if inner is not None:
+                break
+        if inner is None:
+            return owners
+        path.append(inner)
+        before = lines[inner.line - 1][: inner.column - 1]
+        after = lines[inner.end_line - 1][inner.end_column - 1:].strip()
+        if not before.strip() and (not after or after.startswith("#")):
+            owners.append(list(path))
+        node = inner
+
+
+def _depth(node: ast.Node) -> int:
+    """How deep ``node`` nests, counted as the parser counts (leaves do not count)."""
+    deepest = 0
+    stack = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, _LEAVES):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(current))
+    return deepest
+
+
+def _replace_child(parent: ast.Node, old: ast.Node, new: ast.Node) -> ast.Node:
+    """``parent`` with ``old`` replaced by ``new`` in whichever block holds it."""
+    for name, body in statements.blocks(parent):
+        if any(stmt is old for stmt in body):
+            changes = {name: tuple(new if stmt is old else stmt for stmt in body)}
+            return dataclasses.replace(parent, **changes)
+    raise ValueError("the statement is not in its parent's blocks")  # cannot happen: _owner's path
 
 
 def _open_braces(text: str) -> int:

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import tisslang
 from tisslang import ast, statements
-from tisslang.analysis import Site, node_at, parse_tolerant, variable_sites
+from tisslang.analysis import Site, Tolerant, node_at, parse_tolerant, reparse, variable_sites
 from tisslang.statements import walk
 
 from runtime.lsp.text import Text
@@ -72,10 +72,17 @@ def block_fields(node: ast.Node) -> tuple[tuple[str, tuple], ...]:
 class Analysis:
     """One version of a document, analysed; the expensive parts are computed when first asked."""
 
-    def __init__(self, text: Text, filename: str = "<editor>") -> None:
+    def __init__(self, text: Text, filename: str = "<editor>", previous: "Analysis | None" = None) -> None:
         self.text = text
         self.filename = filename
-        outcome = parse_tolerant(text.normalised, filename)
+        # Typing within lines of a file that parsed: parse again only the statement around the
+        # changed lines (tisslang.analysis.reparse; exact, or None and a full parse).
+        program = None
+        if previous is not None and previous.program is not None and previous.text is not text:
+            program = reparse(previous.program, previous.text.lines, text.lines, filename)
+        self.reparsed = program is not None
+        outcome = Tolerant(program, None, None) if program is not None else \
+            parse_tolerant(text.normalised, filename)
         self.program: ast.Program | None = outcome.program
         self.error = outcome.error
         # The tree outline, completion and navigation use: the whole one, or what parsed

@@ -36,7 +36,7 @@ DEBOUNCE_SECONDS = 0.2
 
 
 class _Document:
-    __slots__ = ("uri", "text", "version", "analysis", "pending", "future", "future_text")
+    __slots__ = ("uri", "text", "version", "analysis", "pending", "future", "future_text", "base")
 
     def __init__(self, uri: str, text: Text, version: int | None) -> None:
         self.uri = uri
@@ -46,6 +46,7 @@ class _Document:
         self.pending: asyncio.Task | None = None  # the debounced publish
         self.future: asyncio.Future | None = None  # the analysis of `future_text`, running
         self.future_text: Text | None = None
+        self.base: Analysis | None = None  # the newest analysis whose text parsed: reparse's base
 
 
 class _Protocol(LanguageServerProtocol):
@@ -91,7 +92,7 @@ class TissServer(LanguageServer):
         if doc.future is None or doc.future_text is not doc.text:
             doc.future_text = doc.text
             doc.future = asyncio.get_running_loop().run_in_executor(
-                self.worker, Analysis, doc.text, _filename(doc.uri))
+                self.worker, _analyse, doc, doc.text)
         return doc.future
 
     async def compute(self, function: Callable, *args):
@@ -143,6 +144,14 @@ class TissServer(LanguageServer):
         if doc.pending is not None and not doc.pending.done():
             doc.pending.cancel()
         doc.pending = asyncio.get_running_loop().create_task(self.publish(uri, delay))
+
+
+def _analyse(doc: _Document, text: Text) -> Analysis:
+    """In the worker (one thread, so analyses finish in the order they were asked for)."""
+    analysis = Analysis(text, _filename(doc.uri), previous=doc.base)
+    if analysis.program is not None:
+        doc.base = analysis
+    return analysis
 
 
 def _filename(uri: str) -> str:

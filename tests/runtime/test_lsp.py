@@ -626,3 +626,16 @@ async def test_a_big_file_being_checked_does_not_hold_up_other_answers(client):
     assert big not in client.diagnostics  # answered while the big file was still being checked
     await wait_for(lambda: big in client.diagnostics, timeout=60)
     assert list(client.diagnostics[big]) == []
+
+
+async def test_an_edit_within_a_statement_is_parsed_again_alone_with_the_same_result():
+    before = EXAMPLES[0].read_text(encoding="utf-8")
+    lines = before.split("\n")
+    target = next(i for i, line in enumerate(lines) if line.strip().startswith("ASSERT"))
+    after = "\n".join(lines[:target] + [lines[target] + " AND nope"] + lines[target + 1:])
+    previous = Analysis(Text(before))
+    fast = Analysis(Text(after), previous=previous)
+    full = Analysis(Text(after))
+    assert fast.reparsed and not full.reparsed
+    assert fast.program.to_json() == full.program.to_json()
+    assert fast.findings == full.findings and fast.findings  # `nope` is undefined

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import tisslang
 from tisslang import ast, checker
-from tisslang.analysis import BUILTIN_DOCS, node_at, parse_tolerant, variable_sites
+from tisslang.analysis import BUILTIN_DOCS, node_at, parse_tolerant, reparse, variable_sites
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.tiss"))
@@ -102,3 +102,84 @@ def test_node_at_agrees_with_a_walk_of_every_node():
                 innermost[key] = node
         for (line, column), node in innermost.items():
             assert node_at(program, line, column) is node, (line, column)
+
+
+# --- reparse: typing within lines ------------------------------------------------------------
+
+NESTED = '''\
+#TISS! a=b
+TASK "t" {
+    @model "echo"  # a comment
+    VAR n = [1, {k: "v"}]
+    STEP "outer" {
+        IF n CONTAINS 1 THEN {
+            RUN "echo {{ n }}"   # trailing
+        } ELSE IF false {
+            LOG "x"
+        }
+        # between
+        ELSE {
+            TRY {
+                WRITE "f" <<EOF
+                body {{ n }} IF {
+                EOF
+            } CATCH {
+                LOG "{{ LAST_ERROR.MESSAGE }}"
+            }
+        }
+        CHOOSE {
+            OPTION "a" { RUN "a" }
+            STEP "b" {
+                RUN "b"; RUN "c"
+            }
+        }
+    }
+}
+'''
+PIECES = ["", " ", "x", "1", '"', "'", "{", "}", "<<EOF", "EOF", "#", "RUN", "STEP", "ELSE",
+          "{{ n }}", "\\", "[", "]", "TASK", "SETUP", ";", "==", "OPTION", "=", "\t"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(TEXTS + [NESTED]), st.data())
+def test_reparse_gives_exactly_what_a_full_parse_gives(text, data):
+    lines = text.split("\n")
+    new_lines = list(lines)
+    for _ in range(data.draw(st.integers(1, 2))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        line = new_lines[i]
+        a = data.draw(st.integers(0, len(line)))
+        b = data.draw(st.integers(a, min(len(line), a + 4)))
+        new_lines[i] = line[:a] + data.draw(st.sampled_from(PIECES)) + line[b:]
+    old = tisslang.parse(text)
+    new_text = "\n".join(new_lines)
+    fast = reparse(old, lines, new_lines)
+    try:
+        full = tisslang.parse(new_text)
+    except tisslang.TissSyntaxError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast.to_json() == full.to_json()  # every field, position and comment
+        assert tisslang.format(fast) == tisslang.format(full)  # layout (ELSE / CATCH lines) too
+
+
+def test_reparse_of_a_string_edit_in_a_nested_step():
+    lines = NESTED.split("\n")
+    new = list(lines)
+    new[6] = new[6].replace("echo", "printf")
+    fast = reparse(tisslang.parse(NESTED), lines, new)
+    assert fast is not None and fast.to_json() == tisslang.parse("\n".join(new)).to_json()
+
+
+def test_reparse_declines_what_it_cannot_do_exactly():
+    lines = NESTED.split("\n")
+    program = tisslang.parse(NESTED)
+    added = lines[:6] + ['        RUN "new"'] + lines[6:]
+    assert reparse(program, lines, added) is None  # a line more
+    header = ["#TISS! a=c"] + lines[1:]
+    assert reparse(program, lines, header) is None  # the header line
+    shared = list(lines)
+    shared[23] = shared[23].replace('"c"', '"d"')  # RUN "b"; RUN "c": no statement owns it alone
+    fast = reparse(program, lines, shared)  # ... so the STEP around them is parsed again
+    assert fast is not None and fast.to_json() == tisslang.parse("\n".join(shared)).to_json()
