@@ -5,9 +5,11 @@ The script is examples/build_and_test.tiss's steps repeated inside one TASK unti
 (so `tiss check` has one finding to report).
 
 Sides, in the same run. "lsp": a real client (pygls, as pytest-lsp drives it) talks to `tiss lsp`
-over stdio: the time from sending didOpen to receiving publishDiagnostics; then from a one-character
-didChange to the new diagnostics (this includes the server's debounce, printed beside it); then
-semanticTokens/full, documentSymbol, foldingRange, completion at the last line and formatting.
+over stdio: the time from sending didOpen to receiving publishDiagnostics; then from a didChange to
+the new diagnostics (this includes the server's debounce, printed beside it), once typing inside a
+RUN's string (that statement is parsed again alone) and once adding a line (the whole file is
+parsed again); then semanticTokens/full, documentSymbol, foldingRange, completion near the end and
+formatting.
 "check": the peer, `tiss check` on the same file in a fresh process (parse + check + printing,
 plus the process start-up and imports the server has already paid), and `tisslang.parse` +
 `tisslang.check` in this process (the work diagnostics cannot skip).
@@ -65,11 +67,23 @@ async def lsp_side(text: str, path: Path) -> dict[str, float]:
         t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, "tisslang", 1, text))))
     figures["diagnostics"] = len(client.diagnostics[uri])
     lines = text.split("\n")
+    run_line = max(i for i, line in enumerate(lines) if 'RUN "' in line)
+    column = lines[run_line].index('RUN "') + 5
     last = len(lines) - 3
-    figures["edit_to_diagnostics_s"] = await diagnostics_after(lambda: client.text_document_did_change(
-        t.DidChangeTextDocumentParams(t.VersionedTextDocumentIdentifier(version=2, uri=uri), [
-            t.TextDocumentContentChangePartial(range=t.Range(t.Position(last, 4), t.Position(last, 4)),
-                                               text=" ")])))
+
+    def change(version: int, line: int, character: int, new_text: str):
+        return lambda: client.text_document_did_change(t.DidChangeTextDocumentParams(
+            t.VersionedTextDocumentIdentifier(version=version, uri=uri), [
+                t.TextDocumentContentChangePartial(
+                    range=t.Range(t.Position(line, character), t.Position(line, character)),
+                    text=new_text)]))
+
+    # Typing inside a RUN's string: the statement is parsed again alone (tisslang.analysis.reparse).
+    figures["edit_in_a_statement_to_diagnostics_s"] = await diagnostics_after(
+        change(2, run_line, column, "x"))
+    # A new line: the line count changes, so the whole file is parsed again.
+    figures["new_line_to_diagnostics_s"] = await diagnostics_after(
+        change(3, run_line + 1, 0, '        LOG "new"\n'))
     figures["debounce_s"] = DEBOUNCE_SECONDS
     doc = t.TextDocumentIdentifier(uri)
     requests = {
