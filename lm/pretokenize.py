@@ -112,6 +112,7 @@ LLAMA3_SPLIT_CPP = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 QWEN2_SPLIT_CPP = LLAMA3_SPLIT_CPP.replace(r"\p{N}{1,3}", r"\p{N}")
 DIGIT_SPLIT = r"\p{N}"
 
@@ -151,7 +152,7 @@ _FOLDED: dict[tuple[str, ...], str] = {
     _SMOLLM: r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+",
 }
 # Patterns whose alternatives together match every character, so `findall` loses nothing.
-_COVERING = {GPT2_SPLIT, LLAMA3_SPLIT, LLAMA3_SPLIT_CPP, QWEN2_SPLIT_CPP, *_FOLDED.values()}
+_COVERING = {GPT2_SPLIT, LLAMA3_SPLIT, LLAMA3_SPLIT_CPP, QWEN2_SPLIT, QWEN2_SPLIT_CPP, *_FOLDED.values()}
 
 
 class PatternError(ValueError):

@@ -359,9 +359,9 @@ def test_full_smollm2_vocabulary_against_llama_cpp():
 def test_astral_stand_ins_split_exactly_as_the_full_classes(text):
     import re
 
-    from lm.pretokenize import LLAMA3_SPLIT_CPP, QWEN2_SPLIT_CPP
+    from lm.pretokenize import LLAMA3_SPLIT_CPP, QWEN2_SPLIT, QWEN2_SPLIT_CPP
 
-    for steps in ([GPT2_SPLIT], [LLAMA3_SPLIT], [LLAMA3_SPLIT_CPP], [QWEN2_SPLIT_CPP],
+    for steps in ([GPT2_SPLIT], [LLAMA3_SPLIT], [LLAMA3_SPLIT_CPP], [QWEN2_SPLIT], [QWEN2_SPLIT_CPP],
                   [DIGIT_SPLIT, GPT2_SPLIT], [DIGIT_SPLIT + "+", r"\p{P}+", GPT2_SPLIT]):
         fast = Splitter(steps)
         exact = Splitter([])
