@@ -53,69 +53,168 @@ class StatementSpec:
 
 
 STATEMENTS: tuple[StatementSpec, ...] = (
-    StatementSpec("TASK", ast.Task, "task", "what the script is for: TASK.DESCRIPTION; with a "
-                  "block, the script's statements", 'TASK "Build and test the project"',
-                  block_fields=("body",)),
-    StatementSpec("SETUP", ast.Setup, "setup", "a block reported as a setup step, run where it stands",
-                  'SETUP "prepare" {\n    MKDIR "build"\n}', block_fields=("body",)),
-    StatementSpec("TEARDOWN", ast.Teardown, "teardown", "a block run once at the end, whatever happened "
-                  "(after a failure and after Ctrl-C too)", 'TEARDOWN "clean up" {\n    '
-                  'DELETE "build" RECURSIVE\n}', block_fields=("body",)),
-    StatementSpec("STEP", ast.Step, "step", "a named block reported as one step; a failure inside fails "
-                  "it and skips the steps after it", 'STEP "Run the tests" {\n    RUN "make test"\n}',
-                  block_fields=("body",)),
-    StatementSpec("RUN", ast.Run, "run", "run a shell command in the workspace; sets LAST_RUN (a non-zero "
-                  "exit code does not fail the script by itself)", 'RUN "make test"',
-                  sets_builtins=("LAST_RUN",)),
-    StatementSpec("WRITE", ast.Write, "write", "write text (a string or a heredoc) to a file in the "
-                  "workspace, atomically", 'WRITE "hello.txt" <<EOF\nHello, {{ name }}\nEOF',
-                  path_fields=("path",)),
-    StatementSpec("READ", ast.Read, "read", "read a workspace file's text into a variable",
-                  'READ "config.json" AS config', path_fields=("path",), sets=("variable",),
-                  clauses=("AS",)),
-    StatementSpec("ASSERT", ast.Assert, "assert_", "fail unless the condition holds; the message shows the "
-                  "values involved", "ASSERT LAST_RUN.EXIT_CODE == 0"),
-    StatementSpec("PROMPT_AGENT", ast.PromptAgent, "prompt", "ask the model; sets LAST_PROMPT and, with "
-                  "INTO, a variable", 'PROMPT_AGENT "Summarise {{ notes }}" INTO summary',
-                  sets=("variable",), sets_builtins=("LAST_PROMPT",), clauses=("INTO",)),
-    StatementSpec("VAR", ast.Var, "var", "set a variable to a value", 'VAR name = "world"', sets=("name",)),
-    StatementSpec("LOG", ast.Log, "log", "add a line to the run's log", 'LOG "built {{ name }}"'),
-    StatementSpec("IF", ast.If, "if_", "run the block when the condition holds, else the ELSE block "
-                  "(ELSE IF chains)", 'IF LAST_RUN.EXIT_CODE != 0 {\n    LOG "failed"\n} ELSE {\n'
-                  '    LOG "passed"\n}', block_fields=("body", "orelse"),
-                  continuations=(("orelse", "ELSE"),), clauses=("THEN", "ELSE")),
-    StatementSpec("TRY", ast.Try, "try_", "run the block; a failure inside is caught, sets LAST_ERROR "
-                  "and runs the CATCH block", 'TRY {\n    RUN "make lint"\n} CATCH {\n    '
-                  'LOG "{{ LAST_ERROR.MESSAGE }}"\n}', block_fields=("body", "handler"),
-                  continuations=(("handler", "CATCH"),), sets_builtins=("LAST_ERROR",),
-                  clauses=("CATCH",)),
-    StatementSpec("PARALLEL", ast.Parallel, "parallel", "run each child at the same time, each with its own "
-                  "variables, merged when all are done", 'PARALLEL {\n    RUN "make a"\n    '
-                  'RUN "make b"\n}', block_fields=("body",)),
-    StatementSpec("CHOOSE", ast.Choose, "choose", "try the options in order (or cheapest first with "
-                  '@choose "cheapest") and keep the first that succeeds',
-                  'CHOOSE {\n    OPTION "fast" {\n        RUN "make quick"\n    }\n    OPTION '
-                  '"thorough" {\n        RUN "make all"\n    }\n}', block_fields=("options",)),
-    StatementSpec("OPTION", ast.Option, "", "one alternative of a CHOOSE (STEP is accepted too)",
-                  'OPTION "fast" {\n    RUN "make quick"\n}', block_fields=("body",),
-                  within="CHOOSE"),
-    StatementSpec("ESTIMATE_COST", ast.EstimateCost, "estimate", "estimate the block's cost (LAST_ESTIMATE) "
-                  "and run it only if it fits the budgets", 'ESTIMATE_COST {\n    PROMPT_AGENT '
-                  '"Plan the work"\n}', block_fields=("body",), sets_builtins=("LAST_ESTIMATE",)),
-    StatementSpec("SET_BUDGET", ast.SetBudget, "set_budget", "limit EXECUTION_TIME, API_CALLS or TOKENS for "
-                  "the rest of the run", "SET_BUDGET TOKENS = 2000"),
-    StatementSpec("REQUEST_REVIEW", ast.RequestReview, "review", "ask a person to approve; a rejection "
-                  "fails the script; sets LAST_REVIEW", 'REQUEST_REVIEW "Deploy to production?"',
-                  sets_builtins=("LAST_REVIEW",)),
-    StatementSpec("PAUSE", ast.Pause, "pause", "wait until a person says to go on; sets LAST_REVIEW",
-                  'PAUSE "Check the output, then press Enter"', sets_builtins=("LAST_REVIEW",)),
-    StatementSpec("MKDIR", ast.Mkdir, "mkdir", "create a directory (and its parents) in the workspace",
-                  'MKDIR "build/out"', path_fields=("path",)),
-    StatementSpec("DELETE", ast.Delete, "delete", "delete a file, or with RECURSIVE a directory tree, in "
-                  "the workspace", 'DELETE "build" RECURSIVE', path_fields=("path",),
-                  clauses=("RECURSIVE",)),
-    StatementSpec("@", ast.Directive, "directive", "set a directive for the rest of the block and the blocks "
-                  "inside it (see tisslang/directives.py)", '@timeout "30s"'),
+    StatementSpec(
+        "TASK", ast.Task, "task",
+        description=("what the script is for: TASK.DESCRIPTION; with a block, the script's "
+                     "statements"),
+        example='TASK "Build and test the project"',
+        block_fields=("body",),
+    ),
+    StatementSpec(
+        "SETUP", ast.Setup, "setup",
+        description="a block reported as a setup step, run where it stands",
+        example='SETUP "prepare" {\n    MKDIR "build"\n}',
+        block_fields=("body",),
+    ),
+    StatementSpec(
+        "TEARDOWN", ast.Teardown, "teardown",
+        description=("a block run once at the end, whatever happened (after a failure and "
+                     "after Ctrl-C too)"),
+        example='TEARDOWN "clean up" {\n    DELETE "build" RECURSIVE\n}',
+        block_fields=("body",),
+    ),
+    StatementSpec(
+        "STEP", ast.Step, "step",
+        description=("a named block reported as one step; a failure inside fails it and skips "
+                     "the steps after it"),
+        example='STEP "Run the tests" {\n    RUN "make test"\n}',
+        block_fields=("body",),
+    ),
+    StatementSpec(
+        "RUN", ast.Run, "run",
+        description=("run a shell command in the workspace; sets LAST_RUN (a non-zero exit "
+                     "code does not fail the script by itself)"),
+        example='RUN "make test"',
+        sets_builtins=("LAST_RUN",),
+    ),
+    StatementSpec(
+        "WRITE", ast.Write, "write",
+        description="write text (a string or a heredoc) to a file in the workspace, atomically",
+        example='WRITE "hello.txt" <<EOF\nHello, {{ name }}\nEOF',
+        path_fields=("path",),
+    ),
+    StatementSpec(
+        "READ", ast.Read, "read",
+        description="read a workspace file's text into a variable",
+        example='READ "config.json" AS config',
+        path_fields=("path",),
+        sets=("variable",),
+        clauses=("AS",),
+    ),
+    StatementSpec(
+        "ASSERT", ast.Assert, "assert_",
+        description="fail unless the condition holds; the message shows the values involved",
+        example="ASSERT LAST_RUN.EXIT_CODE == 0",
+    ),
+    StatementSpec(
+        "PROMPT_AGENT", ast.PromptAgent, "prompt",
+        description="ask the model; sets LAST_PROMPT and, with INTO, a variable",
+        example='PROMPT_AGENT "Summarise {{ notes }}" INTO summary',
+        sets=("variable",),
+        sets_builtins=("LAST_PROMPT",),
+        clauses=("INTO",),
+    ),
+    StatementSpec(
+        "VAR", ast.Var, "var",
+        description="set a variable to a value",
+        example='VAR name = "world"',
+        sets=("name",),
+    ),
+    StatementSpec(
+        "LOG", ast.Log, "log",
+        description="add a line to the run's log",
+        example='LOG "built {{ name }}"',
+    ),
+    StatementSpec(
+        "IF", ast.If, "if_",
+        description="run the block when the condition holds, else the ELSE block (ELSE IF chains)",
+        example='IF LAST_RUN.EXIT_CODE != 0 {\n    LOG "failed"\n} ELSE {\n    LOG "passed"\n}',
+        block_fields=("body", "orelse"),
+        continuations=(("orelse", "ELSE"),),
+        clauses=("THEN", "ELSE"),
+    ),
+    StatementSpec(
+        "TRY", ast.Try, "try_",
+        description=("run the block; a failure inside is caught, sets LAST_ERROR and runs the "
+                     "CATCH block"),
+        example='TRY {\n    RUN "make lint"\n} CATCH {\n    LOG "{{ LAST_ERROR.MESSAGE }}"\n}',
+        block_fields=("body", "handler"),
+        continuations=(("handler", "CATCH"),),
+        sets_builtins=("LAST_ERROR",),
+        clauses=("CATCH",),
+    ),
+    StatementSpec(
+        "PARALLEL", ast.Parallel, "parallel",
+        description=("run each child at the same time, each with its own variables, merged "
+                     "when all are done"),
+        example='PARALLEL {\n    RUN "make a"\n    RUN "make b"\n}',
+        block_fields=("body",),
+    ),
+    StatementSpec(
+        "CHOOSE", ast.Choose, "choose",
+        description=('try the options in order (or cheapest first with @choose "cheapest") and '
+                     "keep the first that succeeds"),
+        example=("CHOOSE {\n"
+                 '    OPTION "fast" {\n'
+                 '        RUN "make quick"\n'
+                 "    }\n"
+                 '    OPTION "thorough" {\n'
+                 '        RUN "make all"\n'
+                 "    }\n"
+                 "}"),
+        block_fields=("options",),
+    ),
+    StatementSpec(
+        "OPTION", ast.Option, "",
+        description="one alternative of a CHOOSE (STEP is accepted too)",
+        example='OPTION "fast" {\n    RUN "make quick"\n}',
+        block_fields=("body",),
+        within="CHOOSE",
+    ),
+    StatementSpec(
+        "ESTIMATE_COST", ast.EstimateCost, "estimate",
+        description=("estimate the block's cost (LAST_ESTIMATE) and run it only if it fits the "
+                     "budgets"),
+        example='ESTIMATE_COST {\n    PROMPT_AGENT "Plan the work"\n}',
+        block_fields=("body",),
+        sets_builtins=("LAST_ESTIMATE",),
+    ),
+    StatementSpec(
+        "SET_BUDGET", ast.SetBudget, "set_budget",
+        description="limit EXECUTION_TIME, API_CALLS or TOKENS for the rest of the run",
+        example="SET_BUDGET TOKENS = 2000",
+    ),
+    StatementSpec(
+        "REQUEST_REVIEW", ast.RequestReview, "review",
+        description="ask a person to approve; a rejection fails the script; sets LAST_REVIEW",
+        example='REQUEST_REVIEW "Deploy to production?"',
+        sets_builtins=("LAST_REVIEW",),
+    ),
+    StatementSpec(
+        "PAUSE", ast.Pause, "pause",
+        description="wait until a person says to go on; sets LAST_REVIEW",
+        example='PAUSE "Check the output, then press Enter"',
+        sets_builtins=("LAST_REVIEW",),
+    ),
+    StatementSpec(
+        "MKDIR", ast.Mkdir, "mkdir",
+        description="create a directory (and its parents) in the workspace",
+        example='MKDIR "build/out"',
+        path_fields=("path",),
+    ),
+    StatementSpec(
+        "DELETE", ast.Delete, "delete",
+        description="delete a file, or with RECURSIVE a directory tree, in the workspace",
+        example='DELETE "build" RECURSIVE',
+        path_fields=("path",),
+        clauses=("RECURSIVE",),
+    ),
+    StatementSpec(
+        "@", ast.Directive, "directive",
+        description=("set a directive for the rest of the block and the blocks inside it (see "
+                     "tisslang/directives.py)"),
+        example='@timeout "30s"',
+    ),
 )
 for _spec in STATEMENTS:
     if not _spec.rule and _spec.within is None:  # pragma: no cover - a table error
