@@ -726,6 +726,12 @@ class BPETokenizer:
         )
 
     def __repr__(self) -> str:
+        if self.vocab is not None:  # a pretrained vocabulary may have hundreds of special tokens
+            return (
+                f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+                f"special_tokens={len(self.special_tokens)}, added_tokens={len(self.added_tokens)}, "
+                f"chat_template={self.chat_template is not None})"
+            )
         return (
             f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={self.special_tokens})"
