@@ -448,6 +448,8 @@ async def test_rename_a_variable_across_the_file(client):
     assert renamed == NAV_SOURCE.replace("target", "goal")
     with pytest.raises(Exception, match="keyword"):
         await client.text_document_rename_async(t.RenameParams(doc_id(uri), t.Position(0, 5), "STEP"))
+    with pytest.raises(Exception, match="not a variable name"):
+        await client.text_document_rename_async(t.RenameParams(doc_id(uri), t.Position(0, 5), "2x"))
     with pytest.raises(Exception, match="built-in"):
         await client.text_document_rename_async(t.RenameParams(doc_id(uri), t.Position(0, 5), "LAST_RUN"))
     assert await client.text_document_prepare_rename_async(
@@ -639,3 +641,35 @@ async def test_an_edit_within_a_statement_is_parsed_again_alone_with_the_same_re
     assert fast.reparsed and not full.reparsed
     assert fast.program.to_json() == full.program.to_json()
     assert fast.findings == full.findings and fast.findings  # `nope` is undefined
+
+
+@pytest_lsp.fixture(
+    scope="module",
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "runtime", "lsp"]),
+)
+async def utf8_client(lsp_client: LanguageClient):
+    capabilities = t.ClientCapabilities(
+        general=t.GeneralClientCapabilities(position_encodings=[t.PositionEncodingKind.Utf8]),
+        text_document=CAPABILITIES.text_document)
+    result = await lsp_client.initialize_session(t.InitializeParams(capabilities=capabilities))
+    assert result.capabilities.position_encoding == t.PositionEncodingKind.Utf8
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_a_client_that_counts_utf8_gets_utf8_positions(utf8_client):
+    uri = "file:///tmp/utf8.tiss"
+    utf8_client.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(
+        uri=uri, language_id="tisslang", version=1, text='VAR s = "é😀"; LOG "{{ nope }}"\n')))
+    await wait_for(lambda: uri in utf8_client.diagnostics)
+    # "é" is 2 bytes and the emoji 4: the interpolation starts at byte 23, not code point 19.
+    assert [rng(d.range) for d in utf8_client.diagnostics[uri]] == [(0, 23, 0, 33)]
+    # An edit in UTF-8 units lands where the client meant it: after the emoji, inside the string.
+    utf8_client.text_document_did_change(t.DidChangeTextDocumentParams(
+        text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[t.TextDocumentContentChangePartial(
+            range=t.Range(t.Position(0, 14), t.Position(0, 14)), text="!")]))
+    await wait_for(lambda: [rng(d.range) for d in utf8_client.diagnostics[uri]] == [(0, 24, 0, 34)])
+    edit = await utf8_client.text_document_rename_async(
+        t.RenameParams(doc_id(uri), t.Position(0, 4), "text"))
+    assert [rng(e.range) for e in edit.changes[uri]] == [(0, 4, 0, 5)]
