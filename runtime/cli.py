@@ -378,7 +378,7 @@ def _add_chat(subparsers) -> None:
         help="talk with an instruct model (one with a chat template), e.g. smollm2",
         description="An interactive multi-turn chat: answers stream as they are decoded; Ctrl-C stops "
         "an answer, Ctrl-D or /exit leaves, /reset starts over. With stdin not a terminal, each line "
-        "is one turn and each answer one line of output.",
+        "is one turn and each answer is printed followed by a newline.",
     )
     p.add_argument("--checkpoint", metavar="MODEL",
                    help="GGUF file, Hugging Face directory or pulled model name (default: smollm2)")
