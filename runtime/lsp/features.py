@@ -228,6 +228,17 @@ def references(analysis: Analysis, uri: str, pos: Pos, include_declaration: bool
             if s.name == site.name and (include_declaration or not s.definition)]
 
 
+def highlights(analysis: Analysis, pos: Pos) -> list[types.DocumentHighlight]:
+    """Every occurrence of the variable under the cursor: where it is set (write) and read."""
+    site = analysis.site_at(pos)
+    if site is None:
+        return []
+    return [types.DocumentHighlight(
+        _site_range(analysis, s),
+        types.DocumentHighlightKind.Write if s.definition else types.DocumentHighlightKind.Read)
+        for s in analysis.sites if s.name == site.name]
+
+
 def prepare_rename(analysis: Analysis, pos: Pos) -> types.PrepareRenamePlaceholder | None:
     site = analysis.site_at(pos)
     if site is None:

@@ -295,6 +295,14 @@ def create_server() -> TissServer:
         return features.references(analysis, params.text_document.uri, pos,
                                    params.context.include_declaration)
 
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_HIGHLIGHT)
+    @_guarded(default=[])
+    async def document_highlight(ls: TissServer, params: types.DocumentHighlightParams):
+        analysis = await ls.analysis(params.text_document.uri)
+        if analysis is None:
+            return []
+        return features.highlights(analysis, features.server_pos(analysis, params.position))
+
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     @_guarded()
     async def prepare_rename(ls: TissServer, params: types.PrepareRenameParams):

@@ -435,6 +435,10 @@ async def test_definition_and_references(client):
     assert [rng(loc.range) for loc in refs] == [(3, 26, 3, 30)]
     nothing = await client.text_document_definition_async(t.DefinitionParams(doc_id(uri), t.Position(3, 5)))
     assert not nothing
+    marks = await client.text_document_document_highlight_async(
+        t.DocumentHighlightParams(doc_id(uri), t.Position(1, 19)))
+    assert [(rng(h.range), h.kind) for h in marks] == [
+        ((1, 17, 1, 21), t.DocumentHighlightKind.Write), ((3, 26, 3, 30), t.DocumentHighlightKind.Read)]
 
 
 async def test_rename_a_variable_across_the_file(client):
