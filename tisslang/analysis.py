@@ -3,8 +3,8 @@
 ``parse`` is all or nothing; an editor wants the most it can get from a file that is half typed:
 
 - ``parse_tolerant(source)``: the tree when the source parses; otherwise the syntax error *and*
-  the tree of what parsed before it (the lines above the error, with the blocks still open there
-  closed), so an outline and completion keep working while one line is broken.
+  the tree of what parsed before it (``parse_before``: the lines above the error, with the blocks
+  still open there closed), so an outline and completion keep working while one line is broken.
 - ``variable_sites(program, lines)``: every place a variable is set (the statements whose
   table entry says so: ``VAR name``, ``READ ... AS name``, ``PROMPT_AGENT ... INTO name``) or read (a reference, also inside
   ``{{ }}`` in strings and heredocs), with the exact span of the name -- what go to definition,
@@ -51,16 +51,24 @@ class Tolerant:
 
 
 def parse_tolerant(source: str, filename: str = "<string>") -> Tolerant:
-    """Parse ``source``; on a syntax error also parse what came before the error line.
-
-    The prefix is the lines above the error plus one ``}`` for each block still open there
-    (found with the parser's own lexer), so ``STEP "a" { RUN "x"`` followed by a broken line
-    still yields the step. Positions in the partial tree are positions in ``source``.
-    """
+    """Parse ``source``; on a syntax error also parse what came before the error line
+    (``parse_before``)."""
     try:
         return Tolerant(parse(source, filename), None, None)
     except TissSyntaxError as exc:
-        error = exc
+        partial, lines = parse_before(source, exc, filename)
+        return Tolerant(None, exc, partial, lines)
+
+
+def parse_before(source: str, error: TissSyntaxError,
+                 filename: str = "<string>") -> tuple[ast.Program | None, int]:
+    """The tree of the lines above ``error`` (a syntax error of ``source``) and how many lines
+    that is; (None, 0) when nothing above it parses.
+
+    The prefix is the lines above the error plus one ``}`` for each block still open there
+    (found with the parser's own lexer), so ``STEP "a" { RUN "x"`` followed by a broken line
+    still yields the step. Positions in the tree are positions in ``source``.
+    """
     lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     stop = error.line - 1  # keep lines[:stop]
     for _ in range(_PREFIX_ATTEMPTS):
@@ -71,11 +79,10 @@ def parse_tolerant(source: str, filename: str = "<string>") -> Tolerant:
         if opened < 0:
             break
         try:
-            partial = parse(prefix + "\n}" * opened + "\n", filename)
-            return Tolerant(None, error, partial, stop)
+            return parse(prefix + "\n}" * opened + "\n", filename), stop
         except TissSyntaxError as again:
             stop = min(stop - 1, again.line - 1)
-    return Tolerant(None, error, None)
+    return None, 0
 
 
 def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],

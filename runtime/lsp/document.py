@@ -19,7 +19,8 @@ from functools import cached_property
 
 import tisslang
 from tisslang import ast, statements
-from tisslang.analysis import Site, Tolerant, node_at, parse_tolerant, reparse, variable_sites
+from tisslang import TissSyntaxError
+from tisslang.analysis import Site, node_at, parse_before, reparse, variable_sites
 from tisslang.statements import walk
 
 from runtime.lsp.text import Text
@@ -81,20 +82,35 @@ class Analysis:
         if previous is not None and previous.program is not None and previous.text is not text:
             program = reparse(previous.program, previous.text.lines, text.lines, filename)
         self.reparsed = program is not None
-        outcome = Tolerant(program, None, None) if program is not None else \
-            parse_tolerant(text.normalised, filename)
-        self.program: ast.Program | None = outcome.program
-        self.error = outcome.error
-        # The tree outline, completion and navigation use: the whole one, or what parsed
-        # before the syntax error.
-        self.tree: ast.Program | None = outcome.best
-        # Where real text ends for the tree: a partial tree's blocks were closed below it.
-        if outcome.program is None and outcome.partial is not None:
-            last = outcome.partial_lines - 1
-            self.tree_end: Pos = (last, len(text.lines[last]))
-        else:
-            self.tree_end = (len(text.lines) - 1, len(text.lines[-1]))
+        self.error: TissSyntaxError | None = None
+        if program is None:
+            try:
+                program = tisslang.parse(text.normalised, filename)
+            except TissSyntaxError as exc:
+                self.error = exc
+        self.program: ast.Program | None = program
         self.findings = self._findings()
+
+    @cached_property
+    def _best(self) -> tuple[ast.Program | None, Pos]:
+        """The tree outline, completion and navigation use, and where its real text ends: the
+        whole tree, or the tree of the lines above the syntax error (whose open blocks were
+        closed below them). Computed when first asked, so diagnostics never wait for it."""
+        lines = self.text.lines
+        if self.program is not None:
+            return self.program, (len(lines) - 1, len(lines[-1]))
+        partial, count = parse_before(self.text.normalised, self.error, self.filename)
+        if partial is None:
+            return None, (0, 0)
+        return partial, (count - 1, len(lines[count - 1]))
+
+    @property
+    def tree(self) -> ast.Program | None:
+        return self._best[0]
+
+    @property
+    def tree_end(self) -> Pos:
+        return self._best[1]
 
     # --- diagnostics --------------------------------------------------------------------------
 

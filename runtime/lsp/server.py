@@ -2,11 +2,11 @@
 
 Every feature handler goes through ``_guarded``: an internal error is logged to the client
 (``window/logMessage`` with the traceback) and the request gets an empty answer, so one bad
-input never takes the server down. Analyses run in one worker thread, one per document text,
-shared by the debounced diagnostics publisher and the requests that need it; the answers that
-walk a whole file run there too. So a large file being parsed does not stop the server from
-reading messages and answering about other files. Diagnostics are published only for the text
-they were computed from.
+input never takes the server down. Analyses (parse and check) run in one worker thread, one per
+document text, shared by the debounced diagnostics publisher and the requests that need it;
+answers are computed from them in a second thread. So a large file being parsed stops neither
+the reading of messages nor the answers about other files. Diagnostics are published only for the
+text they were computed from.
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ class TissServer(LanguageServer):
         super().__init__("tiss-lsp", _version(), protocol_cls=_Protocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.documents: dict[str, _Document] = {}
+        # Parsing and checking in one thread, answers in another: a question about one file
+        # does not wait while a big one is parsed.
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiss-analysis")
+        self.answers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiss-answers")
 
     # --- documents ------------------------------------------------------------------------
 
@@ -96,9 +99,10 @@ class TissServer(LanguageServer):
         return doc.future
 
     async def compute(self, function: Callable, *args):
-        """``function(*args)`` in the worker thread: the answers that walk a whole file
-        (semantic tokens, outline, folding, formatting) leave the server free to read messages."""
-        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+        """``function(*args)`` in the answers thread: every answer is computed there (on a big
+        file one may walk the whole tree, or parse what came before a syntax error), so the
+        server stays free to read messages meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.answers, function, *args)
 
     async def analysis(self, uri: str) -> Analysis | None:
         """The analysis of the document as it is now (waiting for the worker if need be)."""
@@ -233,6 +237,7 @@ def create_server() -> TissServer:
     def on_exit(ls: TissServer, *args) -> None:
         # Queued analyses are of no use any more; the running one ends with the process.
         ls.worker.shutdown(wait=False, cancel_futures=True)
+        ls.answers.shutdown(wait=False, cancel_futures=True)
 
     @server.feature(types.TEXT_DOCUMENT_FORMATTING)
     @_guarded(default=[])
@@ -283,7 +288,7 @@ def create_server() -> TissServer:
         if analysis is None:
             return []
         pos = features.server_pos(analysis, params.position)
-        return features.definition(analysis, params.text_document.uri, pos)
+        return await ls.compute(features.definition, analysis, params.text_document.uri, pos)
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     @_guarded(default=[])
@@ -292,8 +297,8 @@ def create_server() -> TissServer:
         if analysis is None:
             return []
         pos = features.server_pos(analysis, params.position)
-        return features.references(analysis, params.text_document.uri, pos,
-                                   params.context.include_declaration)
+        return await ls.compute(features.references, analysis, params.text_document.uri, pos,
+                                params.context.include_declaration)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_HIGHLIGHT)
     @_guarded(default=[])
@@ -301,7 +306,8 @@ def create_server() -> TissServer:
         analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return []
-        return features.highlights(analysis, features.server_pos(analysis, params.position))
+        return await ls.compute(features.highlights, analysis,
+                                features.server_pos(analysis, params.position))
 
     @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
     @_guarded()
@@ -309,7 +315,8 @@ def create_server() -> TissServer:
         analysis = await ls.analysis(params.text_document.uri)
         if analysis is None:
             return None
-        return features.prepare_rename(analysis, features.server_pos(analysis, params.position))
+        return await ls.compute(features.prepare_rename, analysis,
+                                features.server_pos(analysis, params.position))
 
     @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
     @_guarded()
@@ -319,7 +326,8 @@ def create_server() -> TissServer:
             return None
         pos = features.server_pos(analysis, params.position)
         try:
-            return features.rename(analysis, params.text_document.uri, pos, params.new_name)
+            return await ls.compute(features.rename, analysis, params.text_document.uri, pos,
+                                    params.new_name)
         except features.RenameError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
 
@@ -332,7 +340,8 @@ def create_server() -> TissServer:
         caps = ls.client_capabilities.text_document
         formats = caps.hover.content_format if caps and caps.hover else None
         markdown = formats is None or types.MarkupKind.Markdown in formats
-        return hover.hover(analysis, features.server_pos(analysis, params.position), markdown)
+        return await ls.compute(hover.hover, analysis, features.server_pos(analysis, params.position),
+                                markdown)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=["@", ".", "/", '"', "{"]))
@@ -348,7 +357,8 @@ def create_server() -> TissServer:
         markdown = bool(item_caps and item_caps.documentation_format and
                         types.MarkupKind.Markdown in item_caps.documentation_format)
         pos = features.server_pos(analysis, params.position)
-        return completion.complete(analysis, pos, _workspace_root(ls, uri), snippets, markdown)
+        return await ls.compute(completion.complete, analysis, pos, _workspace_root(ls, uri),
+                                snippets, markdown)
 
     return server
 
