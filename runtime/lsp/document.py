@@ -1,8 +1,10 @@
 """What the server knows about one version of a document, computed from TissLang's own parts.
 
-``Analysis(text)`` parses with ``tisslang.analysis.parse_tolerant`` (the whole tree, or the
-syntax error and the tree of what parsed before it) and turns the parser's error and every
-``tisslang.check`` finding into ``Finding``s with exact ranges. The REPL's scanner
+``Analysis(text, previous=...)`` parses (only the statement around the changed lines when
+``tisslang.analysis.reparse`` can do that exactly from the previous analysis) and turns the
+parser's error and every ``tisslang.check`` finding into ``Finding``s with exact ranges; after a
+syntax error, the tree of what parsed before it (``tisslang.analysis.parse_before``) is made
+when an answer first needs it. The REPL's scanner
 (``runtime.repl.scan``) gives the tokens: the semantic highlighting, and what sits under the
 cursor for hover. Outline, folding and variable sites come from the tree. Nothing here re-reads
 the language from text on its own.
@@ -119,7 +121,7 @@ class Analysis:
             line, column = self.error.line - 1, self.error.column - 1
             start, end = self._error_range(line, column)
             return [Finding("error", self.error.message, start, end, "syntax")]
-        if self.program is None:  # parse_tolerant gives a tree or an error, never neither
+        if self.program is None:  # a tree or an error, never neither
             return []
         found = []
         checked = tisslang.check(self.program)
