@@ -1,6 +1,7 @@
 """LSP answers computed from an ``Analysis``: diagnostics, formatting, outline, folding, semantic
-tokens, go to definition, references and rename. Each function is pure (no server state), takes
-the analysis and returns ``lsprotocol`` types in the client's position encoding.
+tokens (whole file or a range), go to definition, references, highlights and rename. Each
+function is pure (no server state), takes the analysis and returns ``lsprotocol`` types in the
+client's position encoding. Completion and hover have modules of their own.
 """
 
 from __future__ import annotations
