@@ -135,7 +135,7 @@ class InferenceModel:
                 rotate(q_src, rot_q, qv)
                 rotate(k_src, rot_k, new_keys[li])
                 new_values[li] = v_src
-                causal_attention(q, keys[li], values[li], probs, y)
+                causal_attention(q, keys[li], values[li], probs, y, keep_probs=False)
                 x += np.matmul(y_row, wo, out=out_row)  # (1, C)
 
                 rms_normalize(x, eps, h)

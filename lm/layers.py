@@ -75,7 +75,7 @@ class Embedding:
 #
 # Each piece exists once, as a function over arrays that the training layers and the decoding
 # paths call alike: `rms_normalize`, `rope_tables` with `rope_rotations` and `rotate`,
-# `causal_attention` with `causal_softmax_`, and `swiglu`.
+# `causal_attention`, and `swiglu`.
 
 
 def rms_normalize(x2: np.ndarray, eps: float, out: np.ndarray) -> np.ndarray:
@@ -166,20 +166,6 @@ def _ones(S: int, dtype) -> np.ndarray:
     return ones[:S]
 
 
-def causal_softmax_(scores: np.ndarray) -> None:
-    """Masked softmax over the last axis of `(..., T, S)` scores, in place; query t sits at
-    position S-T+t. Every row keeps its own position, so every row max is finite and
-    exp(-inf) gives exactly 0 for the future positions."""
-    T, S = scores.shape[-2:]
-    if T > 1:
-        scores += _causal_mask(T, S, scores.dtype)
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
-    total = np.matmul(scores, _ones(S, scores.dtype))[..., None]  # (..., T, 1)
-    scores *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
-
-
 def causal_softmax_backward_(dprobs: np.ndarray, probs: np.ndarray) -> None:
     """Turn d(probabilities) into d(scores) in place: ds = p * (dp - sum(dp * p)) per row.
     Masked entries have p = 0 and stay 0."""
@@ -187,22 +173,40 @@ def causal_softmax_backward_(dprobs: np.ndarray, probs: np.ndarray) -> None:
     dprobs *= probs
 
 
-def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, y: np.ndarray) -> None:
-    """Grouped-query causal attention: `probs = softmax(q kᵀ)`, `y = probs v`.
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndarray, y: np.ndarray,
+                     keep_probs: bool = True) -> None:
+    """Grouped-query causal attention: `probs = softmax(q kᵀ)` (masked), `y = probs v`.
 
     q `(B, KV, G, T, D)`, contiguous, already rotated and scaled: query head kv*G + g is the
     g-th of the G heads that share key/value head kv (the head order of Hugging Face's
     `repeat_kv`). k and v `(B, KV, S, D)`, S >= T: query t sits at position S-T+t, so a cache
-    holding earlier positions works as it is. `probs` `(B, KV, G, T, S)` and `y`
+    holding earlier positions works as it is. `probs` `(B, KV, G, T, S)` (contiguous) and `y`
     `(B, KV, G, T, D)` (any strides) are written.
+
+    Every row keeps its own position, so every row max is finite and exp(-inf) gives exactly 0
+    for future positions. With `keep_probs=False` (decoding: nothing needs the probabilities
+    after) `probs` is left unnormalised and the row sums divide `y` instead, which is D values
+    per row rather than S; `y` must then be contiguous.
     """
     B, KV, G, T, D = q.shape
     S = k.shape[2]
     # The G query heads of a group share one key matrix: as G*T rows, one product per group.
-    np.matmul(q.reshape(B, KV, G * T, D), k.transpose(0, 1, 3, 2), out=probs.reshape(B, KV, G * T, S))
-    causal_softmax_(probs)
+    scores = probs.reshape(B, KV, G * T, S)
+    np.matmul(q.reshape(B, KV, G * T, D), k.transpose(0, 1, 3, 2), out=scores)
+    if T > 1:
+        probs += _causal_mask(T, S, probs.dtype)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
+    total = np.matmul(scores, _ones(S, scores.dtype))[..., None]  # (B, KV, G*T, 1)
+    if not keep_probs:
+        y2 = y.reshape(B, KV, G * T, D)
+        np.matmul(scores, v, out=y2)
+        y2 /= total
+        return
+    scores *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
     if y.flags.c_contiguous:
-        np.matmul(probs.reshape(B, KV, G * T, S), v, out=y.reshape(B, KV, G * T, D))
+        np.matmul(scores, v, out=y.reshape(B, KV, G * T, D))
     else:
         np.matmul(probs, v[:, :, None], out=y)
 
