@@ -10,3 +10,4 @@ from lm.parallel import DataParallel
 from lm.gradcheck import gradcheck
 from lm.checkpoint import load, save
 from lm.chat import apply_chat_template, render_chat
+from lm.export import export_gguf, export_hf

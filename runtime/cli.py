@@ -51,6 +51,7 @@ def create_parser() -> argparse.ArgumentParser:
     _add_lsp(subparsers)
     _add_models(subparsers)
     _add_chat(subparsers)
+    _add_export(subparsers)
     return parser
 
 
@@ -401,6 +402,32 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from runtime.chat import run_chat
 
     return run_chat(args)
+
+
+def _add_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write a model as a Hugging Face directory or a llama.cpp GGUF file",
+        description="Export a model for transformers, vLLM (--format hf) or llama.cpp (--format gguf); "
+        "see docs/scale-out.md.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint or run directory, GGUF file, Hugging Face directory or pulled model name")
+    p.add_argument("--format", required=True, choices=["hf", "gguf"], help="hf: a directory; gguf: one file")
+    p.add_argument("--out", required=True, metavar="PATH", help="the directory (hf) or file (gguf) to write")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "q8_0"],
+                   help="weights: float32 (default), float16, bfloat16 (hf) or q8_0 (gguf)")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    p.add_argument("--gguf-pre", metavar="NAME",
+                   help="the llama.cpp pre-tokenizer to name (gpt-2 for a tokenizer trained here; see docs)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lm.export import export_command
+
+    return export_command(args.checkpoint, args.format, args.out, dtype=args.dtype, force=args.force,
+                          gguf_pre=args.gguf_pre)
 
 
 def _add_models(subparsers) -> None:
