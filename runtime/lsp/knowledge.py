@@ -52,8 +52,8 @@ def builtin(head: str, field: str | None = None) -> str | None:
 
 def describe(label: str, meta: str) -> str | None:
     """Documentation for a completion item."""
-    if meta == "statement":
-        return statement(label)
+    if meta in ("statement", "keyword"):
+        return statement(label)  # a clause (AS, ELSE ...) gets its statement's help
     if meta == "directive":
         return directive(label.lstrip("@"))
     if meta == "built-in":
