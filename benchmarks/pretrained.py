@@ -10,8 +10,10 @@ weights on the NumPy and transformers sides. Prints one JSON object:
 - prefill_tok_s: tokens/s of one forward over a 512-token prompt into an empty KV cache (best of
   `--repeats`); decode_tok_s: tokens/s of 128 one-token steps after it, batch 1, greedy, with
   the cache (best of `--repeats`);
-- peak_rss_mb: the process's peak resident memory (VmHWM) after loading and running, and
-  load_peak_rss_mb after loading only; load_s;
+- peak_rss_mb: the process's peak resident memory (VmHWM, MiB) after loading and running, and
+  load_peak_rss_mb after loading only; load_s; numpy.weights_mb and load_peak_over_weights: the
+  float32 weights and the loading peak over them (numpy_hf_load: the same for `lm.load` of a
+  Hugging Face directory of the model, with `--hf DIR` or $TISS_SMOLLM2_HF);
 - numpy: `lm.load` + `lm.inference.InferenceModel`; transformers: `from_pretrained(dir,
   gguf_file=..., dtype=float32)`, eager attention, `torch.inference_mode`, a `DynamicCache`
   decode loop; llama_cpp: llama-cpp-python on the same file with its own quantized kernels,
@@ -20,8 +22,9 @@ weights on the NumPy and transformers sides. Prints one JSON object:
 - ratios: numpy over transformers for decode and prefill, peak memory numpy over transformers;
   greedy_tokens_equal: whether the first 32 decoded tokens agree between NumPy and transformers;
 - bandwidth: bytes of float32 weights one decode step reads, the machine's measured read
-  bandwidth (a float32 matrix-vector product over 256 MiB with the same threads), the decode
-  rate that bandwidth allows, and the NumPy decode rate as a fraction of it;
+  bandwidth (the faster orientation of a float32 matrix-vector product over 256 MiB, best of
+  10, with the same threads), the decode rate that bandwidth allows, and the NumPy decode rate
+  as a fraction of it;
 - machine: CPUs, threads, load average before and after (every figure moves with it).
 """
 
@@ -65,6 +68,7 @@ def side_numpy(path: str, repeats: int) -> dict:
     model, _ = lm.load(path)
     load_s = time.perf_counter() - t
     load_peak = _peak_mb()
+    weights_mb = model.flat_params.nbytes / 2**20
     infer = InferenceModel(model)
     ids = np.array([_prompt(model.config.vocab_size)])
     cache = infer.new_cache(max_len=PROMPT_TOKENS + NEW_TOKENS + 1)
@@ -81,7 +85,8 @@ def side_numpy(path: str, repeats: int) -> dict:
             token = int(np.argmax(infer.step(token, cache)))
         best_decode = min(best_decode, time.perf_counter() - t)
         tokens = out
-    return {"load_s": round(load_s, 2), "load_peak_rss_mb": load_peak,
+    return {"load_s": round(load_s, 2), "load_peak_rss_mb": load_peak, "weights_mb": round(weights_mb, 1),
+            "load_peak_over_weights": round(load_peak / weights_mb, 2),
             "prefill_tok_s": round(PROMPT_TOKENS / best_prefill, 1), "decode_tok_s": round(NEW_TOKENS / best_decode, 2),
             "peak_rss_mb": _peak_mb(), "tokens": tokens[:CHECK_TOKENS], "numpy": np.__version__}
 
@@ -125,27 +130,45 @@ def side_llama_cpp(path: str, repeats: int, threads: int) -> dict:
     import llama_cpp
 
     t = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=path, n_ctx=PROMPT_TOKENS + NEW_TOKENS + 8, n_threads=threads,
+    llm = llama_cpp.Llama(model_path=path, n_ctx=2 * (PROMPT_TOKENS + NEW_TOKENS), n_threads=threads,
                           n_threads_batch=threads, n_batch=PROMPT_TOKENS, verbose=False)
     load_s = time.perf_counter() - t
     load_peak = _peak_mb()
     ids = _prompt(llm.n_vocab())
+    import numpy as np
+
+    def last_logits():  # llama-cpp-python keeps only the last position's logits here
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
     best_prefill, best_decode = float("inf"), float("inf")
     for _ in range(repeats):
         llm.reset()
         t = time.perf_counter()
         llm.eval(ids)
         best_prefill = min(best_prefill, time.perf_counter() - t)
-        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        token = int(last_logits().argmax())
         t = time.perf_counter()
         for _ in range(NEW_TOKENS):
             llm.eval([token])
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            token = int(last_logits().argmax())
         best_decode = min(best_decode, time.perf_counter() - t)
     return {"load_s": round(load_s, 2), "load_peak_rss_mb": load_peak,
             "prefill_tok_s": round(PROMPT_TOKENS / best_prefill, 1), "decode_tok_s": round(NEW_TOKENS / best_decode, 2),
             "peak_rss_mb": _peak_mb(), "llama_cpp_python": llama_cpp.__version__,
             "note": "llama.cpp computes on the file's quantized weights, not float32"}
+
+
+def side_hf_load(directory: str) -> dict:
+    """`lm.load` of a Hugging Face directory of the same model: time and peak memory."""
+    import lm
+
+    t = time.perf_counter()
+    model, _ = lm.load(directory)
+    load_s = time.perf_counter() - t
+    weights_mb = model.flat_params.nbytes / 2**20
+    peak = _peak_mb()
+    return {"load_s": round(load_s, 2), "load_peak_rss_mb": peak, "weights_mb": round(weights_mb, 1),
+            "load_peak_over_weights": round(peak / weights_mb, 2)}
 
 
 def side_bandwidth(path: str) -> dict:
@@ -160,15 +183,18 @@ def side_bandwidth(path: str) -> dict:
     if cfg.tie_embeddings:
         weights += model.params["tok_emb"].nbytes  # the output head reads all of it
     del model
+    # Both orientations of a matrix-vector product over 256 MiB (BLAS reads a row-major matrix
+    # faster one way than the other); the faster is the bandwidth a decode step could get.
     a = np.ones((256 * 2**20 // (4 * 1024), 1024), dtype=np.float32)
-    x = np.ones(1024, dtype=np.float32)
-    for _ in range(2):
-        a @ x
+    products = (lambda x=np.ones(1024, dtype=np.float32): a @ x,
+                lambda x=np.ones((1, a.shape[0]), dtype=np.float32): x @ a)
     best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        a @ x
-        best = min(best, time.perf_counter() - t)
+    for product in products:
+        product()
+        for _ in range(10):
+            t = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - t)
     gb_s = a.nbytes / best / 1e9
     return {"weights_mb_read_per_token": round(weights / 1e6, 1), "read_gb_s": round(gb_s, 2),
             "decode_tok_s_limit": round(gb_s * 1e9 / weights, 2)}
@@ -180,7 +206,7 @@ def _run_side(python: str, side: str, args, env_extra: dict | None = None) -> di
         env[var] = str(args.threads)
     env.update(env_extra or {})
     cmd = [python, str(Path(__file__).resolve()), "--side", side, "--gguf", args.gguf,
-           "--threads", str(args.threads), "--repeats", str(args.repeats)]
+           "--threads", str(args.threads), "--repeats", str(args.repeats)] + (["--hf", args.hf] if args.hf else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -195,7 +221,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads for every side (2)")
     ap.add_argument("--repeats", type=int, default=3, help="best of N for each figure (3)")
     ap.add_argument("--llama-python", default=None, help="a Python with llama-cpp-python installed")
-    ap.add_argument("--side", choices=["numpy", "transformers", "llama_cpp", "bandwidth"], help=argparse.SUPPRESS)
+    ap.add_argument("--hf", default=os.environ.get("TISS_SMOLLM2_HF"),
+                    help="a Hugging Face directory of the same model, to measure its loading too "
+                    "(default: $TISS_SMOLLM2_HF; skipped if unset)")
+    ap.add_argument("--side", choices=["numpy", "transformers", "llama_cpp", "bandwidth", "hf_load"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.gguf or not Path(args.gguf).is_file():
         sys.exit("benchmarks/pretrained.py: give the GGUF file with --gguf FILE or TISS_SMOLLM2_GGUF")
@@ -203,7 +233,8 @@ def main() -> None:
         fn = {"numpy": lambda: side_numpy(args.gguf, args.repeats),
               "transformers": lambda: side_transformers(args.gguf, args.repeats, args.threads),
               "llama_cpp": lambda: side_llama_cpp(args.gguf, args.repeats, args.threads),
-              "bandwidth": lambda: side_bandwidth(args.gguf)}[args.side]
+              "bandwidth": lambda: side_bandwidth(args.gguf),
+              "hf_load": lambda: side_hf_load(args.hf)}[args.side]
         print(json.dumps(fn()))
         return
 
@@ -219,6 +250,7 @@ def main() -> None:
     result["transformers"] = _run_side(sys.executable, "transformers", args)
     result["llama_cpp"] = _run_side(llama_python, "llama_cpp", args) if llama_python else None
     result["bandwidth"] = _run_side(sys.executable, "bandwidth", args, pythonpath)
+    result["numpy_hf_load"] = _run_side(sys.executable, "hf_load", args, pythonpath) if args.hf else None
     np_side, tf_side = result["numpy"], result["transformers"]
     if "error" not in np_side and "error" not in tf_side:
         result["ratios"] = {
