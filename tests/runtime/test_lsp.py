@@ -199,6 +199,26 @@ async def test_incremental_edits_update_the_diagnostics(client):
     assert not edits  # 'VAR x = 1\nRUN "a"\nLOG "{{ x }}"\n' is already canonical
 
 
+async def test_several_changes_in_one_notification_apply_in_order_and_a_full_change_replaces(client):
+    uri = await open_doc(client, 'RUN "a"\n')
+    client.text_document_did_change(t.DidChangeTextDocumentParams(
+        text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[
+            # Each range is in the text the change before it left.
+            t.TextDocumentContentChangePartial(range=t.Range(t.Position(1, 0), t.Position(1, 0)),
+                                               text='LOG "{{ later }}"\n'),
+            t.TextDocumentContentChangePartial(range=t.Range(t.Position(1, 8), t.Position(1, 13)),
+                                               text="x"),
+        ]))
+    await wait_for(lambda: [m for _, _, m in diags(client, uri)][:1] != []
+                   and diags(client, uri)[0][2].startswith("undefined variable 'x'"))
+    assert [r for r, _, _ in diags(client, uri)] == [(1, 5, 1, 12)]
+    client.text_document_did_change(t.DidChangeTextDocumentParams(
+        text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=3),
+        content_changes=[t.TextDocumentContentChangeWholeDocument(text='VAR x = 1\nLOG "{{ x }}"\n')]))
+    await wait_for(lambda: list(client.diagnostics[uri]) == [])
+
+
 # --- formatting -------------------------------------------------------------------------------
 
 async def test_formatting_is_tiss_fmt_as_minimal_edits(client):
