@@ -86,6 +86,11 @@ CACHE_LIMIT = 1 << 18
 MAX_VOCAB = 0x110000
 # Chunks longer than this many bytes are merged with a heap (`_bpe_long`) instead of rescans.
 LONG_CHUNK = 256
+# When at least BATCH_MISSES distinct chunks of a text (or of a group of BATCH_GROUP characters
+# of `encode_batch`) are not in the cache, they are merged together with numpy (`_bpe_batch`),
+# which beats one Python loop per chunk from a few hundred chunks on.
+BATCH_MISSES = 512
+BATCH_GROUP = 1 << 20
 # Stands for a byte that has no token while merging (it takes part in no merge) and is dropped.
 _GAP = MAX_VOCAB - 1
 _GAP_CHAR = chr(_GAP)
@@ -252,14 +257,9 @@ class BPETokenizer:
             raise TokenizerError(f"encode expects str, got {type(text).__name__}")
         allowed = self._allowed_set(allowed_special, text)
         try:
-            if self._partitions is not None:
-                ids = _ids(self._encode_vocab(text, allowed))
-                return self._bos(ids, add_bos)
-            special_re = special_pattern(allowed) if allowed else None
-            if special_re is None:
-                ids = _ids("".join(map(self._cache_get, self._split(text))))
-            else:
-                ids = _ids(self._encode_with_specials(text, special_re))
+            plan = self._plan(text, allowed)
+            self._prefetch([plan])
+            ids = _ids(self._render(plan))
         except UnicodeEncodeError:
             raise _surrogate_error(text) from None
         return self._bos(ids, add_bos)
@@ -278,36 +278,81 @@ class BPETokenizer:
     def encode_batch(
         self, texts: Iterable[str], allowed_special: str | Iterable[str] = "none"
     ) -> list[list[int]]:
-        """`[encode(t) for t in texts]`; the chunk cache is shared across the batch."""
-        return [self.encode(t, allowed_special) for t in texts]
+        """`[encode(t) for t in texts]`; the chunk cache is shared across the batch, and the
+        chunks not in it are merged together for texts of up to about a million characters."""
+        out: list[list[int]] = []
+        group: list[str] = []
+        size = 0
+        for text in texts:
+            if not isinstance(text, str):
+                raise TokenizerError(f"encode expects str, got {type(text).__name__}")
+            group.append(text)
+            size += len(text)
+            if size >= BATCH_GROUP:
+                out.extend(self._encode_group(group, allowed_special))
+                group, size = [], 0
+        out.extend(self._encode_group(group, allowed_special))
+        return out
 
-    def _encode_vocab(self, text: str, allowed: frozenset[str]) -> str:
-        """Token string for a pretrained vocabulary: added/special tokens, normalizer, split."""
-        first, second = self._partitions(allowed)
-        split, get, normalize = self._split, self._cache_get, self._normalize
-        pieces = []
-        for segment in first(text):
-            if type(segment) is int:
-                pieces.append(chr(segment))
-                continue
-            if normalize is not None:
-                segment = normalize(segment)
-            for part in second(segment) if second is not None else (segment,):
-                if type(part) is int:
-                    pieces.append(chr(part))
-                else:
-                    pieces.append("".join(map(get, split(part))))
-        return "".join(pieces)
+    def _encode_group(self, texts: list[str], allowed_special: str | Iterable[str]) -> list[list[int]]:
+        try:
+            plans = [self._plan(t, self._allowed_set(allowed_special, t)) for t in texts]
+            self._prefetch(plans)
+            return [_ids(self._render(plan)) for plan in plans]
+        except UnicodeEncodeError:  # find the text at fault
+            return [self.encode(t, allowed_special) for t in texts]
 
-    def _encode_with_specials(self, text: str, special_re: re.Pattern[str]) -> str:
-        findall, get = self._split, self._cache_get
-        pieces = []
+    def _plan(self, text: str, allowed: frozenset[str]) -> list[list[str] | int]:
+        """What `text` is made of, in order: lists of chunks (to be merged, through the cache)
+        and the ids of the added or special tokens cut out before the split."""
+        split = self._split
+        if self._partitions is not None:
+            first, second = self._partitions(allowed)
+            normalize = self._normalize
+            plan: list[list[str] | int] = []
+            for segment in first(text):
+                if type(segment) is int:
+                    plan.append(segment)
+                    continue
+                if normalize is not None:
+                    segment = normalize(segment)
+                for part in second(segment) if second is not None else (segment,):
+                    plan.append(part if type(part) is int else split(part))
+            return plan
+        special_re = special_pattern(allowed) if allowed else None
+        if special_re is None:
+            return [split(text)]
+        plan = []
         for j, part in enumerate(special_re.split(text)):
             if j % 2:  # split() with a group puts each matched special token at odd positions
-                pieces.append(chr(self.special_tokens[part]))
+                plan.append(self.special_tokens[part])
             elif part:
-                pieces.append("".join(map(get, findall(part))))
-        return "".join(pieces)
+                plan.append(split(part))
+        return plan
+
+    def _render(self, plan: list[list[str] | int]) -> str:
+        """The token string (`chr(id)` per token) of a plan; chunks come from the cache."""
+        get = self._cache_get
+        if len(plan) == 1 and type(plan[0]) is list:
+            return "".join(map(get, plan[0]))
+        return "".join(chr(s) if type(s) is int else "".join(map(get, s)) for s in plan)
+
+    def _prefetch(self, plans: list[list[list[str] | int]]) -> None:
+        """Merge the chunks the cache lacks all at once (`_bpe_batch`) when there are many;
+        otherwise each miss runs its own Python loop when `_render` meets it."""
+        if self._heap_only:
+            return
+        lists = [s for plan in plans for s in plan if type(s) is list]
+        if sum(map(len, lists)) < BATCH_MISSES:
+            return
+        cache = self._cache
+        missing = set().union(*lists).difference(cache)
+        if len(missing) < BATCH_MISSES:
+            return
+        if len(cache) + len(missing) > CACHE_LIMIT:
+            cache.clear()
+            missing = set().union(*lists)
+        self._fill(missing)
 
     def _allowed_set(self, allowed: str | Iterable[str], text: str) -> frozenset[str]:
         """The special tokens to recognise in `text`, checking `allowed_special`."""
@@ -347,6 +392,31 @@ class BPETokenizer:
                 f"its special tokens are {sorted(self.special_tokens)}"
             )
         return frozenset(allowed)
+
+    def _fill(self, chunks: Iterable[str]) -> None:
+        """Merge many chunks at once and cache them."""
+        cache = self._cache
+        batch: list[str] = []
+        starts: list[str] = []
+        for chunk in chunks:
+            raw = chunk.encode("utf-8")
+            if self._whole is not None and raw in self._whole:
+                cache[chunk] = chr(self._whole[raw])
+                continue
+            tokens = raw.decode("latin-1")
+            if self._byte_table is not None:
+                tokens = tokens.translate(self._byte_table)
+            if len(tokens) > LONG_CHUNK:
+                cache[chunk] = self._bpe(chunk)
+                continue
+            batch.append(chunk)
+            starts.append(tokens)
+        if not batch:
+            return
+        if self._tables is None:
+            self._tables = _merge_tables(self._merged_of, self._result_of)
+        for chunk, tokens in zip(batch, _bpe_batch(starts, self._tables)):
+            cache[chunk] = tokens.replace(_GAP_CHAR, "") if _GAP_CHAR in tokens else tokens
 
     def _bpe(self, chunk: str) -> str:
         """The token string of one chunk (`chr(id)` per token)."""
@@ -693,6 +763,7 @@ class BPETokenizer:
         self._chunk_re = re.compile(self.pattern)
         self._cache = _ChunkCache(self._bpe)
         self._cache_get = self._cache.__getitem__
+        self._tables = None  # numpy merge tables for `_bpe_batch`, made on first use
 
     def _mergeable_ids(self) -> dict[bytes, int]:
         """bytes -> id of every token BPE can produce (added and special tokens are not merged
@@ -751,10 +822,9 @@ def _bpe_short(
     'Yb'
     """
     while len(tokens) > 1:
-        best = min(
-            (m for m in map(merged_of.get, map(add, tokens, tokens[1:])) if m is not None),
-            default=None,
-        )
+        # filter(None, ...) drops the pairs without a merge, in C: a rank character is never
+        # empty, so never false.
+        best = min(filter(None, map(merged_of.get, map(add, tokens, tokens[1:]))), default=None)
         if best is None:
             break
         tokens = tokens.replace(pair_of[best], result_of[best])
@@ -804,6 +874,83 @@ def _bpe_long(tokens: str, merged_of: dict[str, str], result_of: dict[str, str])
             if before is not None:
                 heapq.heappush(heap, (before, h))
     return "".join(s for s in symbols if s is not None)
+
+
+def _merge_tables(
+    merged_of: dict[str, str], result_of: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The merges as sorted int64 keys `left << 21 | right` (ids are below 2**21), with each
+    merge's rank and resulting id in the same order."""
+    keys = np.fromiter(((ord(pair[0]) << 21) | ord(pair[1]) for pair in merged_of), np.int64, len(merged_of))
+    ranks = np.fromiter(map(ord, merged_of.values()), np.int64, len(merged_of))
+    results = np.fromiter((ord(result_of[r]) for r in merged_of.values()), np.int64, len(merged_of))
+    order = np.argsort(keys)
+    return keys[order], ranks[order], results[order]
+
+
+def _bpe_batch(chunks: list[str], tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[str]:
+    """`_bpe_short` on many chunks at once, as whole-array numpy steps.
+
+    All chunks are laid end to end. The rank of every adjacent pair inside a chunk is looked up
+    once; each round takes each chunk's lowest rank, merges every occurrence of that pair in the
+    chunk (in a run of overlapping occurrences, "a a a", the leftmost and then every other one,
+    as `str.replace` does) and looks up again only the pairs next to a merge. Chunks with nothing
+    left to merge are retired. Equal to `_bpe_short` chunk by chunk, under the same condition on
+    the merges (`_heap_only` false).
+    """
+    keys, ranks, results = tables
+    no_rank = np.iinfo(np.int64).max
+    last = keys.size - 1
+    # A chunk can be empty: bytes without a token are dropped before merging (HF's way).
+    out: list[str | None] = [None if chunk else "" for chunk in chunks]
+    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
+    ids = np.frombuffer("".join(chunks).encode("utf-32-le", "surrogatepass"), "<u4").astype(np.int64)
+    owner = np.repeat(np.arange(len(chunks)), lengths)
+
+    def look_up(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rank (or no_rank) and table index of the pair starting at each position."""
+        nxt = np.minimum(positions + 1, ids.size - 1)
+        inside = (positions + 1 < ids.size) & (owner[positions] == owner[nxt])
+        pair = (ids[positions] << 21) | ids[nxt]
+        at = np.minimum(np.searchsorted(keys, pair), last)
+        return np.where(inside & (keys[at] == pair), ranks[at], no_rank), at
+
+    rank, at = look_up(np.arange(ids.size))
+    while ids.size:
+        n = ids.size
+        starts = np.flatnonzero(np.concatenate(([True], owner[1:] != owner[:-1])))
+        sizes = np.diff(np.append(starts, n))
+        best = np.minimum.reduceat(rank, starts)
+        finished = best == no_rank
+        if finished.any():
+            gone = np.repeat(finished, sizes)
+            text = ids[gone].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+            offset = 0
+            for chunk, size in zip(owner[starts[finished]].tolist(), sizes[finished].tolist()):
+                out[chunk] = text[offset : offset + size]
+                offset += size
+            keep = ~gone
+            ids, owner, rank, at = ids[keep], owner[keep], rank[keep], at[keep]
+            best, sizes = best[~finished], sizes[~finished]
+            n = ids.size
+            if not n:
+                break
+        chosen = rank == np.repeat(best, sizes)
+        follows = np.concatenate(([False], chosen[:-1]))
+        if (chosen & follows).any():  # overlapping occurrences of a pair (x, x)
+            position = np.arange(n)
+            run_start = np.maximum.accumulate(np.where(chosen & ~follows, position, 0))
+            chosen &= (position - run_start) % 2 == 0
+        where = np.flatnonzero(chosen)
+        ids[where] = results[at[where]]
+        keep = np.ones(n, dtype=bool)
+        keep[where + 1] = False
+        moved = np.cumsum(keep) - 1  # old position -> new position, for kept ones
+        ids, owner, rank, at = ids[keep], owner[keep], rank[keep], at[keep]
+        merged = moved[where]
+        stale = np.concatenate((merged, merged[merged > 0] - 1))  # repeats are harmless
+        rank[stale], at[stale] = look_up(stale)
+    return out  # type: ignore[return-value]
 
 
 class _Partition:

@@ -427,8 +427,59 @@ def test_missing_byte_tokens_mapped_to_unk_are_refused(tmp_path):
     byte = next(b for b in range(1, 32) if alphabet[b] not in merged)
     del data["model"]["vocab"][alphabet[byte]]
     (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
-    tokenizer_from_hf(tmp_path)  # without unk_token HF drops the byte, as lm does
+    tok = tokenizer_from_hf(tmp_path)  # without unk_token HF drops the byte, as lm does
+    texts = [chr(byte) * (i % 3) + f" w{i} " + chr(byte) for i in range(700)]  # many misses: batched
+    ids = tok.encode_batch(texts)
+    assert tok._tables is not None and [tok.encode(t) for t in texts] == ids
+    assert all(tok.decode(i) == t.replace(chr(byte), "") for i, t in zip(ids, texts))
+    tokenizers = pytest.importorskip("tokenizers")
+    peer = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert [e.ids for e in peer.encode_batch(texts)] == ids
     data["model"]["unk_token"] = "<|endoftext|>"
     (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(TokenizerError, match=rf"no token for byte\(s\) \['{hex(byte)}'\] .* unk_token"):
         tokenizer_from_hf(tmp_path)
+
+
+@SETTINGS
+@given(st.lists(TEXT, min_size=1, max_size=40))
+def test_batched_merging_equals_merging_one_chunk_at_a_time(texts):
+    from lm.tokenizer import _bpe_batch, _bpe_short, _merge_tables
+
+    for tok in (hf_tok("llama3"), gguf_tok("smollm2_subset"), gguf_tok("gpt-2")):
+        chunks = [piece for t in texts for piece in tok._split(t)]
+        starts = [c.encode("utf-8").decode("latin-1").translate(tok._byte_table) for c in chunks]
+        tables = _merge_tables(tok._merged_of, tok._result_of)
+        expected = [_bpe_short(s, tok._merged_of, tok._pair_of, tok._result_of) for s in starts]
+        assert _bpe_batch(starts, tables) == expected
+
+
+def test_long_texts_take_the_batched_path_and_encode_the_same(monkeypatch):
+    import lm.tokenizer
+
+    text = " ".join(TEXTS)
+    for tok in (gguf_tok("smollm2_subset"), hf_tok("digits")):
+        fresh = BPETokenizer.from_dict(tok.to_dict())
+        batched = fresh.encode(text, "all")
+        assert fresh._tables is not None  # the batch ran
+        again = BPETokenizer.from_dict(tok.to_dict())
+        assert again.encode_batch(TEXTS, "all") == [tok.encode(t, "all") for t in TEXTS]
+        assert again._tables is not None
+        with monkeypatch.context() as m:
+            m.setattr(lm.tokenizer, "BATCH_MISSES", 10**9)
+            slow = BPETokenizer.from_dict(tok.to_dict())
+            assert slow.encode(text, "all") == batched
+            assert slow._tables is None
+
+
+def test_batched_path_for_a_tokenizer_trained_here(monkeypatch):
+    import lm.tokenizer
+
+    tok = BPETokenizer().train(TEXTS[:60], vocab_size=600)
+    fresh = BPETokenizer.from_dict(tok.to_dict())
+    batched = fresh.encode_batch(TEXTS)
+    assert fresh._tables is not None
+    monkeypatch.setattr(lm.tokenizer, "BATCH_MISSES", 10**9)
+    slow = BPETokenizer.from_dict(tok.to_dict())
+    assert slow.encode_batch(TEXTS) == batched and slow._tables is None
+    assert all(fresh.decode(ids) == t for ids, t in zip(batched, TEXTS))
