@@ -397,25 +397,41 @@ class BPETokenizer:
         """Merge many chunks at once and cache them."""
         cache = self._cache
         batch: list[str] = []
-        starts: list[str] = []
+        whole = self._whole
         for chunk in chunks:
-            raw = chunk.encode("utf-8")
-            if self._whole is not None and raw in self._whole:
-                cache[chunk] = chr(self._whole[raw])
-                continue
-            tokens = raw.decode("latin-1")
-            if self._byte_table is not None:
-                tokens = tokens.translate(self._byte_table)
-            if len(tokens) > LONG_CHUNK:
+            # A chunk that is a token (ignore_merges), or long enough for the heap, goes alone;
+            # 4 bytes per character at most, so most chunks skip the encode.
+            if not chunk:
+                cache[chunk] = ""
+            elif whole is not None and chunk.encode("utf-8") in whole:
                 cache[chunk] = self._bpe(chunk)
-                continue
-            batch.append(chunk)
-            starts.append(tokens)
+            elif len(chunk) * 4 > LONG_CHUNK and len(chunk.encode("utf-8")) > LONG_CHUNK:
+                cache[chunk] = self._bpe(chunk)
+            else:
+                batch.append(chunk)
         if not batch:
             return
         if self._tables is None:
             self._tables = _merge_tables(self._merged_of, self._result_of)
-        for chunk, tokens in zip(batch, _bpe_batch(starts, self._tables)):
+            table = self._byte_table
+            # byte -> first token id, as an array; None where a byte is deleted (HF's missing bytes)
+            self._byte_ids = np.array(
+                [b if table is None else table[b] for b in range(N_BYTES)], dtype=object
+            )
+        byte_ids = self._byte_ids
+        if any(x is None for x in byte_ids):  # deletions change lengths: one chunk at a time
+            starts = [c.encode("utf-8").decode("latin-1").translate(self._byte_table) for c in batch]
+            merged = _bpe_batch(starts, self._tables)
+        else:
+            raw = np.frombuffer("".join(batch).encode("utf-8"), np.uint8)
+            points = np.frombuffer("".join(batch).encode("utf-32-le", "surrogatepass"), "<u4")
+            utf8_len = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+            char_counts = np.fromiter(map(len, batch), np.int64, len(batch))
+            offsets = np.concatenate(([0], np.cumsum(char_counts)[:-1]))
+            lengths = np.add.reduceat(utf8_len.astype(np.int64), offsets) if points.size else char_counts
+            lengths[char_counts == 0] = 0
+            merged = _bpe_batch_ids(byte_ids.astype(np.int64)[raw], lengths, self._tables)
+        for chunk, tokens in zip(batch, merged):
             cache[chunk] = tokens.replace(_GAP_CHAR, "") if _GAP_CHAR in tokens else tokens
 
     def _bpe(self, chunk: str) -> str:
@@ -898,14 +914,21 @@ def _bpe_batch(chunks: list[str], tables: tuple[np.ndarray, np.ndarray, np.ndarr
     left to merge are retired. Equal to `_bpe_short` chunk by chunk, under the same condition on
     the merges (`_heap_only` false).
     """
+    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
+    ids = np.frombuffer("".join(chunks).encode("utf-32-le", "surrogatepass"), "<u4").astype(np.int64)
+    return _bpe_batch_ids(ids, lengths, tables)
+
+
+def _bpe_batch_ids(
+    ids: np.ndarray, lengths: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> list[str]:
+    """`_bpe_batch` on the chunks' ids laid end to end (int64) and their lengths."""
     keys, ranks, results = tables
     no_rank = np.iinfo(np.int64).max
     last = keys.size - 1
     # A chunk can be empty: bytes without a token are dropped before merging (HF's way).
-    out: list[str | None] = [None if chunk else "" for chunk in chunks]
-    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
-    ids = np.frombuffer("".join(chunks).encode("utf-32-le", "surrogatepass"), "<u4").astype(np.int64)
-    owner = np.repeat(np.arange(len(chunks)), lengths)
+    out: list[str | None] = [None if n else "" for n in lengths.tolist()]
+    owner = np.repeat(np.arange(lengths.size), lengths)
 
     def look_up(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rank (or no_rank) and table index of the pair starting at each position."""
