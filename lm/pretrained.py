@@ -184,12 +184,18 @@ def _gguf_config(reader, path: Path) -> ModelConfig:
             vocab_size=int(vocab or 0), d_model=d_model, n_layers=need("llama.block_count"), n_heads=n_heads,
             n_kv_heads=int(n_kv), head_dim=int(head_dim), ffn_hidden=need("llama.feed_forward_length"),
             max_seq_len=need("llama.context_length"),
-            rope_theta=float(value("llama.rope.freq_base", 10000.0)),
-            norm_eps=float(value("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_theta=_f32_decimal(value("llama.rope.freq_base", 10000.0)),
+            norm_eps=_f32_decimal(value("llama.attention.layer_norm_rms_epsilon", 1e-5)),
             tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
         )
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _f32_decimal(value) -> float:
+    """A GGUF float32 as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06): the
+    value its writer meant, so a config survives export to GGUF and back unchanged."""
+    return float(str(np.float32(value)))
 
 
 def _gguf_names(config: ModelConfig) -> dict[str, tuple[str, str]]:
