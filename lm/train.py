@@ -178,6 +178,7 @@ def train(
         settings, run = group.everyone(lambda: _new_run(corpus, out, given, group))
 
         def prepare():  # the writes, on rank 0 alone
+            _check_new_run_dir(run)
             _make_dir(run)
             train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
             tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
@@ -229,13 +230,17 @@ def _new_run(corpus, out, given: dict, group) -> tuple[TrainSettings, Path]:
     settings.validate()
     _check_ranks(settings, group)
     _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
-    run = Path(out)
+    return settings, Path(out)
+
+
+def _check_new_run_dir(run: Path) -> None:
+    # On rank 0 alone: another rank looking the directory up before rank 0 creates it could keep
+    # a "does not exist" answer cached on a network filesystem (NFS) after it appears.
     if (run / ckpt.RUN_CHECKPOINT).exists() or (run / f".{ckpt.RUN_CHECKPOINT}.old").exists():
         raise TrainError(
             f"{run} already holds a training run; continue it with `tiss train --resume {run}` "
             "or choose another --out"
         )
-    return settings, run
 
 
 def _check_ranks(settings: TrainSettings, group) -> None:
