@@ -355,7 +355,7 @@ class Stream:
             ids = np.asarray(context, dtype=np.int64)[None, :]  # (1, T)
             return np.asarray(self._model.forward(ids))[0, -1]
         ids = np.asarray(context[cache.length:], dtype=np.int64)[None, :]  # (1, T)
-        return self._infer.forward(ids, cache)[0, -1]
+        return self._infer.forward(ids, cache, last=True)[0, -1]  # no (T, V) logits for a long prompt
 
     def _feed(self, token: int, context: list[int], cache) -> np.ndarray:
         """Logits (V,) after one more token, which `context` already ends with."""
