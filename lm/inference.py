@@ -13,8 +13,8 @@ output head), so a pretrained model of 500 MB is not held twice. What is prepare
 wq|wk|wv fused into one matrix with the attention norm's weight folded into its rows
 (`(x̂ * w) @ W == x̂ @ (w[:, None] * W)`) and the q and k columns in `lm.layers.pair_order`, all
 layers in one block. After the weights change (training), build a new `InferenceModel`.
-(Copying the other matrices into one block in reading order, as this module once did, measured
-no faster at the benchmark's 14.7 MB once w1 and w3 are read as one stacked operand.)
+w1 and w3 lie one after the other in a `Transformer`'s parameter buffer, so the step reads them
+as one stacked `(2, C, F)` operand: one call for the gate and the value.
 
 The cache holds keys already rotated, in the paired column order, for the key/value heads only
 (grouped-query attention: `n_kv_heads` of them).
