@@ -2,9 +2,9 @@
 
 The parser has already split every string into literal text and `Ref` parts, so interpolation
 here never scans text (a `\\{` in the source stays a literal brace). A reference is a root name
-(a variable or a built-in such as `LAST_RUN`) followed by object keys; the grammar's dotted
-names have no list indexes, so a list is used whole (it renders as JSON). An undefined root or a
-missing field raises `UndefinedReference`
+(a variable or a built-in such as `LAST_RUN`) followed by object keys and list indexes
+(`answer.files.0`, counted from 0); a list used whole renders as JSON. An undefined root, a
+missing field or an index past the end raises `UndefinedReference`
 positioned at the reference, with the known names as a hint.
 """
 
@@ -14,6 +14,7 @@ import difflib
 from typing import Any, Callable, Iterable, Mapping
 
 from runtime.errors import ScriptFailure
+from runtime.taint import join, rendered
 from runtime.values import render, show, type_name
 from tisslang import ast
 
@@ -24,6 +25,7 @@ BUILTIN_SOURCES = {
     "LAST_PROMPT": "no PROMPT_AGENT has run yet",
     "LAST_ESTIMATE": "no ESTIMATE_COST has run yet",
     "LAST_REVIEW": "no REQUEST_REVIEW or PAUSE has run yet",
+    "ATTEMPT": "it is only set inside a RETRY block",
 }
 BUILTIN_ROOTS = frozenset(BUILTIN_SOURCES) | {"WORKSPACE", "TASK", "STEP"}
 
@@ -69,11 +71,23 @@ def builtin_not_set(ref: ast.Ref) -> UndefinedReference:
 
 
 def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
-    """Follow `ref.parts[start:]` into `value` through object keys."""
+    """Follow `ref.parts[start:]` into `value` through object keys and list indexes."""
     for depth in range(start, len(ref.parts)):
         key = ref.parts[depth]
         so_far = ".".join(ref.parts[:depth])
-        if isinstance(value, Mapping):
+        if isinstance(value, (list, tuple)) and key.isdigit():
+            index = int(key)
+            if index >= len(value):
+                raise _positioned(
+                    UndefinedReference(
+                        f"undefined reference {ref.name}: {so_far} has {len(value)} item"
+                        f"{'' if len(value) == 1 else 's'}, so there is no item {key} (items "
+                        "count from 0; LENGTH gives the count)"
+                    ),
+                    ref,
+                )
+            value = value[index]
+        elif isinstance(value, Mapping):
             if key not in value:
                 fields = ", ".join(str(k) for k in value) or "none"
                 raise _positioned(
@@ -96,8 +110,16 @@ def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
 
 
 def interpolate(string: ast.String, resolve: Callable[[ast.Ref], Any]) -> str:
-    """The text of a `String` node with each `{{ ref }}` replaced by its rendered value."""
+    """The text of a `String` node with each `{{ ref }}` replaced by its rendered value.
+
+    Built with `taint.join`, so the result's tainted spans are exactly the substituted text
+    that came from a model (a plain `str` when none did; runtime/taint.py).
+    """
     out = []
     for part in string.parts:
-        out.append(part if isinstance(part, str) else render(resolve(part)))
-    return "".join(out)
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            value = resolve(part)
+            out.append(rendered(value, render(value)))
+    return join(out)
