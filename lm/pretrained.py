@@ -309,7 +309,10 @@ def _read_json(file: Path) -> Any:
 def _hf_config(data: Any, file: Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise CheckpointError(f"{file}: expected a JSON object")
-    archs = data.get("architectures") or [data.get("model_type")]
+    archs = data.get("architectures")
+    if not archs:  # a config without `architectures` still names its model type
+        archs = [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}.get(data.get("model_type"),
+                                                                                    data.get("model_type"))]
     arch = archs[0] if isinstance(archs, list) and archs else archs
     if arch not in HF_ARCHITECTURES:
         raise CheckpointError(f"{file}: architecture {arch!r} is not supported; supported: {SUPPORTED_HF}")

@@ -269,6 +269,11 @@ def test_unsupported_hf_configs(tmp_path, edit, message):
     assert message in _one_line(exc)
 
 
+def test_a_config_without_architectures_goes_by_model_type(tmp_path):
+    model, _ = lm.load(_hf_copy(tmp_path, lambda c: c.pop("architectures")))
+    assert model.config.n_kv_heads == 2
+
+
 def test_mistral_sliding_window_caps_the_context(tmp_path):
     d = _hf_copy(tmp_path, lambda c: c.update(sliding_window=16), name="hf_mistral_untied")
     model, _ = lm.load(d)
