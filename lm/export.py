@@ -281,8 +281,11 @@ def _os_error(target: Path, exc: OSError) -> ExportError:
 def _replace_dir(target: Path, write) -> None:
     """Build the directory in a temporary beside `target` and rename it into place."""
     parent = target.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     old = parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise _os_error(target, exc) from None
     try:
         write(tmp)
         umask = current_umask()
@@ -309,7 +312,10 @@ def _replace_dir(target: Path, write) -> None:
 
 def _replace_file(target: Path, write) -> None:
     """Write the file under a temporary name beside `target`, fsync it, rename it into place."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _os_error(target, exc) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -403,19 +409,20 @@ def export_hf(model, tokenizer: BPETokenizer, path, dtype: str = "float32", forc
     eos = [i for i in (_eos(tokenizer), tokenizer.end_of_turn_id) if i is not None]
     generation = {"_from_model_config": False, "bos_token_id": tokenizer.bos_id,
                   "eos_token_id": eos[0] if len(eos) == 1 else (eos or None), "pad_token_id": tokenizer.pad_id}
-    tensors = {}
-    for hf_name, (pname, transpose) in _hf_names(model.config).items():
-        p = model.params[pname]
-        tensors[hf_name] = np.ascontiguousarray(p.T if transpose else p, dtype=np.float32)
-
     def write(tmp: Path) -> None:
         from safetensors.numpy import save_file
 
+        # One copy of the weights in the file's dtype and layout (bfloat16: float32 until written).
+        store = np.float16 if dtype == "float16" else np.float32
+        tensors = {}
+        for hf_name, (pname, transpose) in _hf_names(model.config).items():
+            p = model.params[pname]
+            tensors[hf_name] = np.ascontiguousarray(p.T if transpose else p, dtype=store)
         if dtype == "bfloat16":
             _write_bf16_safetensors(tmp / "model.safetensors", tensors)
         else:
-            cast = {k: v.astype(np.float16 if dtype == "float16" else np.float32) for k, v in tensors.items()}
-            save_file(cast, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        del tensors
         files = {
             "config.json": hf_config(model, tokenizer, dtype),
             "generation_config.json": generation,
