@@ -424,3 +424,24 @@ def test_every_tiss_command_in_the_export_guide_parses():
             cli.create_parser().parse_args(argv)
         except SystemExit:
             pytest.fail(f"docs/scale-out.md: `tiss {' '.join(argv)}` is rejected by the CLI")
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TISS_SMOLLM2_GGUF"),
+                    reason="set TISS_SMOLLM2_GGUF to the SmolLM2 GGUF file")
+def test_smollm2_exports_to_hf_and_back(tmp_path):
+    # Opt-in: the real model (134.5M parameters; about 30 s and 1.3 GB).
+    import os
+
+    model, tok = lm.load(os.environ["TISS_SMOLLM2_GGUF"])
+    out = export_hf(model, tok, tmp_path / "hf")
+    again, tok2 = lm.load(out)
+    for name, p in model.params.items():
+        assert np.array_equal(again.params[name], p), name
+    fast = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    lacking = {bytes([b]) for b in range(256)} - set(tok.vocab)
+    plain = [t for t in TEXTS if not any(b in t.encode() for b in lacking)]  # see tokenizer_notes
+    assert len(plain) > len(TEXTS) // 2
+    for text in plain:
+        assert fast.encode(text, add_special_tokens=False).ids == tok.encode(text, "all") == tok2.encode(text, "all")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    assert lm.apply_chat_template(tok2, messages) == lm.apply_chat_template(tok, messages)
