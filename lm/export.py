@@ -160,7 +160,9 @@ def hf_tokenizer_json(tok: BPETokenizer) -> dict[str, Any]:
         if every[i]:
             vocab.setdefault(byte_level_encode(every[i]), i)
     text_of = {i: t for t, i in vocab.items()}
-    merges = [[text_of[a], text_of[b]] for a, b in tok.merges]
+    # "left right": byte-level token texts never hold a space (it is "Ġ"), and every tokenizers
+    # release reads this form.
+    merges = [f"{text_of[a]} {text_of[b]}" for a, b in tok.merges]
     added = []
     for text, i in sorted({**tok.special_tokens, **tok.added_tokens}.items(), key=lambda kv: kv[1]):
         special = text in tok.special_tokens
