@@ -1,9 +1,10 @@
 """Issue 19, item 10: memory is a small multiple of the script's size for every construct.
 
 Each case runs in a fresh interpreter and measures the growth of its peak RSS
-(`resource.getrusage`) across `tiss check` (parse + static checks) and across `tiss run
---dry-run` of a 2 MB script (the imports and the parser are loaded before measuring). The
-bounds held here: 10x the source for `tiss check`, 20x for the dry run. Before the fix a string
+(`resource.getrusage`) across `tiss check` (parse + static checks), `tiss run --dry-run` and
+`tiss run` of a 2 MB script (the parser is loaded before measuring; the runtime's own modules
+are imported inside the measured span). The bounds held here: 10x the source for `tiss check`,
+20x for the dry run and the run (about 12x measured). Before the fix a string
 literal cost about 300x (Python's regex engine keeps a backtracking entry per character for a
 repeated alternation, which the STRING terminal was).
 """
@@ -43,14 +44,16 @@ sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 if mode == "check":
     code = check_command([path])
-else:
+elif mode == "dry-run":
     code = cli.main(["run", path, "--workspace", ws, "--dry-run"])
+else:
+    code = cli.main(["run", path, "--workspace", ws])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 sys.__stdout__.write(f"{{code}} {{(peak - base) / n:.2f}}\n")
 """
 
 
-@pytest.mark.parametrize("mode, bound", [("check", 10), ("dry-run", 20)])
+@pytest.mark.parametrize("mode, bound", [("check", 10), ("dry-run", 20), ("run", 20)])
 @pytest.mark.parametrize("kind", ["literal", "log", "heredoc"])
 def test_peak_memory_is_a_small_multiple_of_the_source(tmp_path, kind, mode, bound):
     ws = tmp_path / "ws"
