@@ -445,3 +445,56 @@ def test_smollm2_exports_to_hf_and_back(tmp_path):
         assert fast.encode(text, add_special_tokens=False).ids == tok.encode(text, "all") == tok2.encode(text, "all")
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     assert lm.apply_chat_template(tok2, messages) == lm.apply_chat_template(tok, messages)
+
+
+_LLAMA_CPP_SCRIPT = r"""
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+job = json.load(open(sys.argv[1]))
+out = {}
+for path, texts in job["files"].items():
+    llm = Llama(model_path=path, logits_all=True, n_ctx=64, n_threads=1, verbose=False)
+    ids = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts]
+    llm.eval(ids[0][:48])
+    out[path] = {"ids": ids, "logits": np.array(llm.scores[: len(ids[0][:48])]).tolist()}
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TISS_LLAMA_CPP_PYTHON"),
+                    reason="set TISS_LLAMA_CPP_PYTHON to a Python with llama-cpp-python")
+def test_live_llama_cpp_on_fresh_exports(tmp_path):
+    # Opt-in, beside the committed reference: a Python that has llama-cpp-python (its own
+    # virtual environment) tokenizes the texts and runs fresh exports.
+    import os
+    import subprocess
+    import unicodedata
+
+    def differs_in_split(text: str) -> bool:  # where llama.cpp's gpt-2 split is not ours
+        return any(unicodedata.category(c) in ("No", "Nl") or "\x1c" <= c <= "\x1f" for c in text)
+
+    jobs = {}
+    own_model, own_tok = lm.load(EXP / "tiny_own")
+    imp_model, imp_tok = lm.load(FIX / "pretrained" / "hf_llama_tied")
+    cases = [
+        (own_model, own_tok, "float16", [t for t in TEXTS if not differs_in_split(t)]),
+        (imp_model, imp_tok, "float32", TEXTS),
+        (imp_model, imp_tok, "q8_0", TEXTS[:1]),
+    ]
+    for i, (model, tok, dtype, texts) in enumerate(cases):
+        path = export_gguf(model, tok, tmp_path / f"{i}.gguf", dtype=dtype,
+                           pretokenizer="gpt-2" if tok.vocab is None else None)
+        jobs[str(path)] = (model, tok, dtype, [LC["prompt"], *texts])
+    (tmp_path / "job.json").write_text(json.dumps({"files": {p: j[3] for p, j in jobs.items()}}))
+    subprocess.run([os.environ["TISS_LLAMA_CPP_PYTHON"], "-c", _LLAMA_CPP_SCRIPT, str(tmp_path / "job.json"),
+                    str(tmp_path / "out.json")], check=True, timeout=300)
+    result = json.loads((tmp_path / "out.json").read_text())
+    for path, (model, tok, dtype, texts) in jobs.items():
+        again, tok2 = lm.load(path)
+        for text, ids in zip(texts, result[path]["ids"]):
+            assert tok2.encode(text, "all") == ids == tok.encode(text, "all"), (dtype, text)
+        ids = result[path]["ids"][0][:48]
+        want = np.array(result[path]["logits"])
+        got = again.forward(np.array([ids]))[0]
+        assert rel_err(got, want) <= {"float32": 1e-2, "float16": 1e-2, "q8_0": 0.08}[dtype], dtype
