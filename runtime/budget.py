@@ -17,7 +17,11 @@ uses it:
 
 Tokens of calls in flight are reserved (prompt plus `@max_tokens`) so that concurrent calls can
 not jointly overshoot TOKENS; when the answer arrives the reservation is replaced by the tokens
-the backend reports.
+the backend reports. A call without `@max_tokens` under a TOKENS budget gets a completion cap
+(`Reservation.max_tokens`, what the backend is told) of what remains of TOKENS after its prompt,
+and that is what it reserves; a call whose prompt leaves no room for one completion token is
+never sent. So no call can take the run past TOKENS by its completion (in PARALLEL, give each
+call its own `@max_tokens`: a call without one reserves all that is left).
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class Reservation:
 
     id: int
     tokens: int
+    max_tokens: int | None = None  # the completion cap the call must be sent with (None: none)
 
 
 @dataclass(frozen=True)
@@ -244,11 +249,12 @@ class Budgets:
         """Admit one model call before it is sent, or raise `BudgetExceeded`.
 
         The call counts against API_CALLS from here on (it was attempted); its prompt tokens
-        plus `max_tokens` (prompt tokens alone when `max_tokens` is None) are reserved against
-        TOKENS until `record` or `release`.
+        plus `max_tokens` are reserved against TOKENS until `record` or `release`. Without
+        `max_tokens`, under a TOKENS limit, the cap is what the prompt leaves of TOKENS (refused
+        when that is nothing); without either, the prompt alone is reserved. The returned
+        reservation's `max_tokens` is the cap the call must be sent with.
         """
         self.check_time()
-        needed = prompt_tokens + (max_tokens or 0)
         with self._lock:
             call_limit = self._limits.get(API_CALLS)
             if call_limit is not None and self._api_calls + 1 > call_limit:
@@ -258,6 +264,19 @@ class Budgets:
                 )
             token_limit = self._limits.get(TOKENS)
             in_flight = sum(self._in_flight.values())
+            if token_limit is not None and max_tokens is None:
+                # No cap of its own: the completion may take what the prompt leaves, no more.
+                room = token_limit - self._tokens - in_flight - prompt_tokens
+                if room < 1:
+                    flight = f" (+{in_flight} reserved by calls in flight)" if in_flight else ""
+                    raise BudgetExceeded(
+                        TOKENS, token_limit, self._tokens,
+                        f"limit {token_limit} tokens, {self._tokens} used{flight}; this call's "
+                        f"{prompt_tokens} prompt tokens leave no room for an answer, so it was "
+                        "not sent",
+                    )
+                max_tokens = room
+            needed = prompt_tokens + (max_tokens or 0)
             if token_limit is not None and self._tokens + in_flight + needed > token_limit:
                 need = f"{prompt_tokens} prompt tokens"
                 if max_tokens:
@@ -269,7 +288,7 @@ class Budgets:
                     f"{need} = {needed}, so it was not sent",
                 )
             self._api_calls += 1
-            reservation = Reservation(next(self._ids), needed)
+            reservation = Reservation(next(self._ids), needed, max_tokens)
             self._in_flight[reservation.id] = needed
             return reservation
 

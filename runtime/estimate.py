@@ -9,7 +9,12 @@ be one:
   without one adds nothing to `seconds` and is counted in `unbounded_runs`;
 - IF takes the costlier branch, TRY the body plus the handler, CHOOSE the sum of all options
   (in the worst case every option runs), PARALLEL the sum of calls and tokens but the longest
-  child in seconds.
+  child in seconds;
+- RETRY n is n times its body (every attempt may run all of it) plus n - 1 delays;
+- FOR is its body times the number of items when that is known before the loop runs (a list
+  written in the script or already set, the lines of a string already set, the workspace files a
+  FILES glob matches now); otherwise the body is counted once and the loop is counted in
+  `unbounded_loops`: the estimate is then no upper bound, and says so.
 
 Prompts are interpolated with the values known when the estimate is made; a reference that is
 not set yet counts as its `{{ name }}` text.
@@ -22,6 +27,7 @@ from typing import Any, Callable
 
 from runtime.backends.base import ModelBackend, estimate_tokens
 from runtime.budget import parse_duration
+from tisslang.directives import duration_seconds
 from runtime.errors import ScriptFailure, Unsupported
 from tisslang import ast
 
@@ -32,6 +38,7 @@ class Estimate:
     tokens: int = 0
     seconds: float = 0.0
     unbounded_runs: int = 0  # RUNs with no @timeout, whose time cannot be known in advance
+    unbounded_loops: int = 0  # FOR loops whose item count was not known (body counted once)
 
     def __add__(self, other: "Estimate") -> "Estimate":
         return Estimate(
@@ -39,7 +46,13 @@ class Estimate:
             self.tokens + other.tokens,
             self.seconds + other.seconds,
             self.unbounded_runs + other.unbounded_runs,
+            self.unbounded_loops + other.unbounded_loops,
         )
+
+    def times(self, count: int) -> "Estimate":
+        """The cost of running something `count` times (RETRY's attempts, FOR's items)."""
+        return Estimate(self.api_calls * count, self.tokens * count, self.seconds * count,
+                        self.unbounded_runs * count, self.unbounded_loops * count)
 
     def worst(self, other: "Estimate") -> "Estimate":
         """The costlier of two alternatives, field by field (an upper bound for either)."""
@@ -48,6 +61,7 @@ class Estimate:
             max(self.tokens, other.tokens),
             max(self.seconds, other.seconds),
             max(self.unbounded_runs, other.unbounded_runs),
+            max(self.unbounded_loops, other.unbounded_loops),
         )
 
     def cost_key(self) -> tuple[int, int, float]:
@@ -61,21 +75,25 @@ class Estimate:
             "TOKENS": self.tokens,
             "SECONDS": round(self.seconds, 3),
             "UNBOUNDED_RUNS": self.unbounded_runs,
+            "UNBOUNDED_LOOPS": self.unbounded_loops,
         }
 
 
 class Estimator:
-    """Estimates blocks. `evaluate(value_node)` and `render(string_node)` give values when known."""
+    """Estimates blocks. `evaluate(value_node)` and `render(string_node)` give values when known;
+    `count_items(for_node)` the number of items a FOR would run over, or None when unknown."""
 
     def __init__(
         self,
         backend: ModelBackend | None,
         evaluate: Callable[[ast.Node], Any],
         render: Callable[[ast.String], str],
+        count_items: Callable[[ast.For], int | None] | None = None,
     ) -> None:
         self.backend = backend
         self._evaluate = evaluate
         self._render = render
+        self._count_items = count_items
 
     def _count(self, text: str) -> int:
         return self.backend.count_tokens(text) if self.backend is not None else estimate_tokens(text)
@@ -145,6 +163,36 @@ class Estimator:
             longest = max(longest, cost.seconds)
         return Estimate(total.api_calls, total.tokens, longest, total.unbounded_runs)
 
+    def _retry(self, stmt: ast.Retry, directives: dict[str, Any]) -> Estimate:
+        attempts = stmt.attempts
+        if isinstance(attempts, float) and attempts.is_integer():
+            attempts = int(attempts)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            return Estimate()  # the RETRY fails before its body runs
+        total = self.block(stmt.body, directives).times(attempts)
+        delay = 0.0
+        if stmt.delay is not None:
+            delay = duration_seconds(self._text(stmt.delay)) or 0.0
+        return total + Estimate(seconds=delay * (attempts - 1))
+
+    def _for(self, stmt: ast.For, directives: dict[str, Any]) -> Estimate:
+        body = self.block(stmt.body, directives)
+        count = self.items(stmt)
+        if count is None:
+            return body + Estimate(unbounded_loops=1)
+        return body.times(count)
+
+    def items(self, stmt: ast.For) -> int | None:
+        """How many items the FOR would run over, when that can be known now."""
+        if self._count_items is not None:
+            return self._count_items(stmt)
+        if stmt.source == "files":
+            return None
+        value = self._value(stmt.value)
+        if stmt.source == "lines":
+            return len(value.splitlines()) if isinstance(value, str) else None
+        return len(value) if isinstance(value, (list, tuple)) else None
+
     def _body(self, stmt: Any, directives: dict[str, Any]) -> Estimate:
         """STEP, SETUP, TEARDOWN, TASK, OPTION, ESTIMATE_COST: the cost of the block."""
         return self.block(stmt.body, directives)
@@ -190,6 +238,8 @@ _COSTS: dict[type, Callable[[Estimator, Any, dict[str, Any]], Estimate]] = {
     ast.Mkdir: Estimator._free,
     ast.Delete: Estimator._free,
     ast.Directive: Estimator._free,
+    ast.Retry: Estimator._retry,
+    ast.For: Estimator._for,
 }
 COST_RULES = frozenset(_COSTS)
 """The node classes the estimator has a rule for."""

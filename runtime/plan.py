@@ -28,6 +28,11 @@ def _write(stmt: ast.Write) -> str:
     return f"WRITE {_s(stmt.path)} ({lines} line{'s' if lines != 1 else ''})"
 
 
+def _for(stmt: ast.For) -> str:
+    source = {"files": "FILES ", "lines": "LINES "}.get(stmt.source, "")
+    return f"FOR {stmt.variable} IN {source}{_value(stmt.value)} (the block once per item)"
+
+
 # One heading per statement of the table (tests/tisslang/test_statement_table.py checks that
 # none is missing); what a statement would do, with its strings as written.
 _HEADINGS: dict[type, Callable[[Any], str]] = {
@@ -54,6 +59,11 @@ _HEADINGS: dict[type, Callable[[Any], str]] = {
     ast.Mkdir: lambda s: f"MKDIR {_s(s.path)}",
     ast.Delete: lambda s: f"DELETE {_s(s.path)}{' RECURSIVE' if s.recursive else ''}",
     ast.Directive: lambda s: f"@{s.name} {_value(s.value)}".rstrip(),
+    ast.Retry: lambda s: (f"RETRY {_value(ast.Number(s.attempts))}"
+                          + (f" DELAY {_s(s.delay)}" if s.delay is not None else "")
+                          + " (the block again after a failure, up to "
+                          + f"{_value(ast.Number(s.attempts))} attempts)"),
+    ast.For: _for,
 }
 HEADINGS = frozenset(_HEADINGS)
 """The node classes the plan has a heading for."""

@@ -214,4 +214,8 @@ def format_estimate(estimate: Estimate) -> str:
     )
     if estimate.unbounded_runs:
         text += f" (+{estimate.unbounded_runs} RUN{'s' if estimate.unbounded_runs != 1 else ''} without @timeout)"
+    if estimate.unbounded_loops:
+        loops = estimate.unbounded_loops
+        text += (f"; not an upper bound: {loops} FOR loop{'s' if loops != 1 else ''} over items "
+                 "not known before the run, counted once")
     return text

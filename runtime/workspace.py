@@ -31,6 +31,7 @@ made setuid by WRITE.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import secrets
 import shlex
@@ -72,6 +73,23 @@ class _Missing(Exception):
 
 class _ThroughFile(PathError):
     """A component used as a directory is a file (for FILE ... EXISTS: the path does not exist)."""
+
+
+def _glob_match(pattern: list[str], path: tuple[str, ...]) -> bool:
+    """Whether path components match pattern components (`**`: any number of directories)."""
+    if not pattern:
+        return not path
+    head = pattern[0]
+    if head == "**":
+        # Zero directories, or one more (never a hidden one) and still `**`.
+        return _glob_match(pattern[1:], path) or (
+            bool(path) and not path[0].startswith(".") and _glob_match(pattern, path[1:]))
+    if not path:
+        return False
+    name = path[0]
+    if name.startswith(".") and not head.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, head) and _glob_match(pattern[1:], path[1:])
 
 
 class Workspace:
@@ -290,6 +308,46 @@ class Workspace:
 
     # -- operations --------------------------------------------------------------------------
 
+    def glob(self, pattern: str) -> list[str]:
+        """The workspace paths `pattern` matches, relative to the root and sorted (FOR ... IN FILES).
+
+        Shell-style: `*`, `?` and `[...]` match within one path component, `**` matches any
+        number of directories, and a name starting with `.` is matched only by a pattern
+        component starting with `.`. The pattern is confined like every path (no absolute path
+        outside the workspace, no `..` climbing out). Directories are listed without following
+        symlinks, and a match that leads out of the workspace through a symlink is left out, so
+        no path outside the workspace is ever returned.
+        """
+        rel = os.path.relpath(self._lexical(pattern), str(self.root))
+        parts = [] if rel == "." else rel.split(os.sep)
+        if not parts:
+            return []
+        deep = "**" in parts
+        self._check_root()
+        found: list[str] = []
+        stack: list[tuple[str, ...]] = [()]
+        while stack:
+            where = stack.pop()
+            try:
+                with os.scandir(os.path.join(str(self.root), *where)) as entries:
+                    listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+            except OSError:
+                continue  # unreadable, or changed while listed: nothing to match there
+            for name, is_dir in listed:
+                path = (*where, name)
+                if _glob_match(parts, path):
+                    found.append("/".join(path))
+                if is_dir and (deep or (len(path) < len(parts) and _glob_match(parts[: len(path)], path))):
+                    stack.append(path)
+        return sorted(path for path in found if self._stays_inside(path))
+
+    def _stays_inside(self, path: str) -> bool:
+        try:
+            with self._walk(path, follow_last=True):
+                return True
+        except (PathError, _Missing):
+            return False
+
     def exists(self, path: str) -> bool:
         try:
             with self._walk(path, follow_last=True) as target:
@@ -299,6 +357,18 @@ class Workspace:
                 return True
         except (_Missing, _ThroughFile, FileNotFoundError):
             return False
+
+    def identity(self, path: str) -> tuple[int, int] | None:
+        """`(st_dev, st_ino)` of the file `path` names (links followed inside the workspace),
+        None when there is none; the command policy knows a file a tainted WRITE wrote by it."""
+        try:
+            with self._walk(path, follow_last=True) as target:
+                if not target.name:
+                    return None
+                info = os.stat(target.name, dir_fd=target.parent, follow_symlinks=False)
+                return (info.st_dev, info.st_ino)
+        except (PathError, _Missing, OSError):
+            return None
 
     def read_text(self, path: str) -> str:
         try:

@@ -327,6 +327,8 @@ BUILTIN_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "MESSAGE": "the failure's message",
         "KIND": "what kind of failure it was (an assertion, a missing file, a timeout ...)",
         "LINE": "the script line where it happened",
+        "REPORT": ("a failure report for a prompt: the failing line, the message, and the "
+                   "command, exit code and output tails of a RUN in the failed block"),
     }),
     "LAST_PROMPT": ("the last PROMPT_AGENT", {
         "TEXT": "the model's answer",
@@ -339,6 +341,7 @@ BUILTIN_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "TOKENS": "tokens the body would use",
         "SECONDS": "seconds the body would take",
         "UNBOUNDED_RUNS": "RUNs whose time could not be bounded",
+        "UNBOUNDED_LOOPS": "FOR loops whose item count was not known (counted once)",
     }),
     "LAST_REVIEW": ("the last REQUEST_REVIEW or PAUSE", {
         "APPROVED": "true when the human approved",
@@ -347,6 +350,7 @@ BUILTIN_DOCS: dict[str, tuple[str, dict[str, str]]] = {
     "WORKSPACE": ("the workspace directory the script runs in", {}),
     "TASK": ("the script's TASK", {"DESCRIPTION": "the TASK's description"}),
     "STEP": ("the innermost STEP running", {"DESCRIPTION": "the STEP's description"}),
+    "ATTEMPT": ("the attempt number inside a RETRY block, from 1", {}),
 }
 """Built-in references: (what the reference is, {field: what it holds}). A test keeps the names
 equal to the checker's list, so hover never describes a field ``tiss check`` would reject."""

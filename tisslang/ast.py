@@ -22,6 +22,10 @@ Statements (``Statement``) -- the fields are the public contract the runtime is 
     EstimateCost(body)                  SetBudget(name, value)     name canonical: TOKEN_COUNT -> TOKENS
     RequestReview(message)              Pause(message)             Mkdir(path)
     Delete(path, recursive)             Directive(name, value | None)  name without the ``@``
+    Retry(attempts, delay | None, body) attempts: the number written (``tiss check`` wants a
+                                        whole number, 1 or more); delay: a duration String
+    For(variable, source, value, body)  source: ``"value"`` (a list), ``"files"`` (value is the
+                                        glob String) or ``"lines"`` (the lines of a string)
 
 Every ``body`` / ``orelse`` / ``handler`` is a tuple of statements. Descriptions, paths, commands,
 messages and prompts are ``String`` nodes.
@@ -35,7 +39,8 @@ Values (``Value``: VAR, SET_BUDGET, directives, list items, operands):
                       ``<<'RAW'`` heredocs never interpolate.
     Number(value)     int or float      Boolean(value)
     ListValue(items)  ObjectValue(entries)  entries: tuple of (key, Value) pairs, in source order
-    Ref(parts)        a dotted reference: ``LAST_RUN.EXIT_CODE`` is Ref(("LAST_RUN", "EXIT_CODE"))
+    Ref(parts)        a dotted reference: ``LAST_RUN.EXIT_CODE`` is Ref(("LAST_RUN", "EXIT_CODE"));
+                      a part after the first may be digits, a list index (``files.0``)
 
 Conditions (``Expr``: ASSERT, IF), from low to high precedence:
 
@@ -46,6 +51,8 @@ Conditions (``Expr``: ASSERT, IF), from low to high precedence:
     Matches(left, pattern)              ``a MATCHES "regex"`` (Python ``re.search``)
     IsEmpty(operand, negated)           ``a IS_EMPTY`` / ``a IS_NOT_EMPTY``
     FileExists(path)                    ``FILE "path" EXISTS``
+    Length(operand)                     ``LENGTH x``: the number of items or characters (an
+                                        operand, so ``LENGTH x > 0`` compares it)
     or a bare Value (its truthiness)
 
 Comments are kept on ``Program.comments`` (``Comment(text)``, text after the ``#``) so ``tiss fmt``
@@ -292,6 +299,13 @@ class FileExists(Node):
 
 
 @dataclass(frozen=True)
+class Length(Node):
+    """``LENGTH operand``: how many items a list (or keys an object, characters a string) has."""
+
+    operand: "Expr"
+
+
+@dataclass(frozen=True)
 class Not(Node):
     operand: "Expr"
 
@@ -306,7 +320,7 @@ class Or(Node):
     operands: tuple["Expr", ...]
 
 
-Expr = Union[Value, Compare, Contains, Matches, IsEmpty, FileExists, Not, And, Or]
+Expr = Union[Value, Compare, Contains, Matches, IsEmpty, FileExists, Length, Not, And, Or]
 
 # --- statements -------------------------------------------------------------------------------
 
@@ -456,9 +470,33 @@ class Directive(Node):
     value: Value | None = None
 
 
+@dataclass(frozen=True)
+class Retry(Node):
+    """``RETRY n [DELAY "2s"] { ... }``: the body again after a failure, up to n attempts."""
+
+    attempts: Union[int, float]
+    delay: String | None
+    body: tuple["Statement", ...]
+
+
+FOR_SOURCES = ("value", "files", "lines")
+"""What ``For.source`` may be: ``IN value``, ``IN FILES "glob"``, ``IN LINES value``."""
+
+
+@dataclass(frozen=True)
+class For(Node):
+    """``FOR name IN value { ... }`` (or ``IN FILES "glob"``, ``IN LINES value``)."""
+
+    variable: str
+    source: str
+    value: Value
+    body: tuple["Statement", ...]
+
+
 Statement = Union[
     Task, Setup, Teardown, Step, Run, Write, Read, Assert, PromptAgent, Var, Log, If, Try,
     Parallel, Choose, EstimateCost, SetBudget, RequestReview, Pause, Mkdir, Delete, Directive,
+    Retry, For,
 ]
 
 

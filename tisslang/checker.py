@@ -6,7 +6,11 @@ Errors (the script would fail, or does not mean what it says):
   - a field a built-in does not have (``LAST_RUN.EXITCODE``);
   - a built-in name (``LAST_RUN``, ``WORKSPACE``...) used as a target of VAR, READ or INTO;
   - an unknown budget name, or a literal budget value of the wrong kind;
-  - two children of one PARALLEL block that set the same variable.
+  - two children of one PARALLEL block that set the same variable;
+  - a FOR loop variable or ATTEMPT used outside the FOR / RETRY block that sets it (they exist
+    only inside it: the statement table's ``scoped_sets`` and ``scoped_builtins``);
+  - ``RETRY 0`` (or any attempt count that is not a whole number, 1 or more), a literal DELAY
+    that is not a duration, ``FOR x IN`` a literal that is not a list.
 Warnings (legal, probably a mistake):
   - an unknown directive (with the closest known one);
   - statements after an ``ASSERT false`` in the same block (they never run);
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from . import ast, directives, statements
+from .formatter import value as value_text
 from .statements import KEYWORDS, walk
 
 # The fields docs/tisslang.md §6 lists, plus the ones the runtime also sets and docs/running.md
@@ -32,14 +37,18 @@ from .statements import KEYWORDS, walk
 BUILTINS: dict[str, tuple[str, ...]] = {
     "LAST_RUN": ("EXIT_CODE", "STDOUT", "STDERR", "EXECUTION_TIME", "COMMAND", "TIMED_OUT",
                  "STDOUT_TRUNCATED", "STDERR_TRUNCATED"),
-    "LAST_ERROR": ("MESSAGE", "KIND", "LINE"),
+    "LAST_ERROR": ("MESSAGE", "KIND", "LINE", "REPORT"),
     "LAST_PROMPT": ("TEXT", "PROMPT_TOKENS", "COMPLETION_TOKENS", "FINISH_REASON"),
-    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS", "UNBOUNDED_RUNS"),
+    "LAST_ESTIMATE": ("API_CALLS", "TOKENS", "SECONDS", "UNBOUNDED_RUNS", "UNBOUNDED_LOOPS"),
     "LAST_REVIEW": ("APPROVED", "COMMENT"),
     "WORKSPACE": (),
     "TASK": ("DESCRIPTION",),
     "STEP": ("DESCRIPTION",),
+    "ATTEMPT": (),
 }
+# Built-ins that exist only inside the block of the statement that sets them (RETRY's ATTEMPT).
+SCOPED_BUILTINS: frozenset[str] = frozenset(
+    name for spec in statements.STATEMENTS for name in spec.scoped_builtins)
 KNOWN_DIRECTIVES = directives.NAMES  # the directive table's (tisslang/directives.py)
 BUDGETS = ("EXECUTION_TIME", "API_CALLS", "TOKENS")
 _LOOSE_BRACES = re.compile(r"\{\{")
@@ -65,17 +74,25 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
     """
     found: list[Diagnostic] = []
     nodes = list(walk(program))
-    defined = set(known) | set(BUILTINS)
+    defined = set(known) | (set(BUILTINS) - SCOPED_BUILTINS)
+    scoped: dict[str, ast.Node] = {}  # loop variables and ATTEMPT -> the first statement binding it
     for node in nodes:
         target = _target(node)
         if target is not None:
             defined.add(target)
-            if target in BUILTINS:
-                found.append(_error(node, f"{target} is built in and cannot be set; choose "
+        for name in _scoped_names(node):
+            scoped.setdefault(name, node)
+        for name in filter(None, (target, *_scoped_targets(node))):
+            if name in BUILTINS:
+                found.append(_error(node, f"{name} is built in and cannot be set; choose "
                                           "another name"))
+    for ref, bound in _refs_in_scope(program):
+        found.extend(_check_ref(ref, defined | bound, scoped))
     for node in nodes:
-        if isinstance(node, ast.Ref):
-            found.extend(_check_ref(node, defined))
+        if isinstance(node, ast.Retry):
+            found.extend(_check_retry(node))
+        elif isinstance(node, ast.For):
+            found.extend(_check_for(node))
         elif isinstance(node, ast.Directive):
             found.extend(_check_directive(node))
         elif isinstance(node, ast.SetBudget):
@@ -99,15 +116,63 @@ def _warning(node: ast.Node, message: str) -> Diagnostic:
 
 
 def _target(node: ast.Node) -> str | None:
-    """The variable a statement sets (its table entry's ``sets`` field), if any."""
+    """The variable a statement sets for what follows (its table entry's ``sets`` field, less
+    ``scoped_sets``, which exist only inside its blocks), if any."""
     spec = statements.BY_NODE.get(type(node))
     if spec is None:
         return None
     for name in spec.sets:
+        if name in spec.scoped_sets:
+            continue
         target = getattr(node, name)
         if target is not None:
             return target
     return None
+
+
+def _scoped_targets(node: ast.Node) -> tuple[str, ...]:
+    """The variables a statement sets only inside its blocks (FOR's loop variable)."""
+    spec = statements.BY_NODE.get(type(node))
+    if spec is None:
+        return ()
+    return tuple(getattr(node, name) for name in spec.scoped_sets if getattr(node, name))
+
+
+def _scoped_names(node: ast.Node) -> tuple[str, ...]:
+    """Every name that exists only inside the statement's blocks (variables and built-ins)."""
+    spec = statements.BY_NODE.get(type(node))
+    if spec is None:
+        return ()
+    return _scoped_targets(node) + spec.scoped_builtins
+
+
+def _refs_in_scope(program: ast.Program) -> Iterator[tuple[ast.Ref, frozenset[str]]]:
+    """Every reference with the scoped names bound where it stands (iterative, any depth).
+
+    A FOR's loop variable and RETRY's ATTEMPT are bound in the statement's blocks only, so
+    ``FOR x IN x.items`` reads the outer ``x``.
+    """
+    stack: list[tuple[object, frozenset[str]]] = [(program, frozenset())]
+    while stack:
+        node, bound = stack.pop()
+        if isinstance(node, ast.Ref):
+            yield node, bound
+            continue
+        if not isinstance(node, ast.Node):
+            continue
+        spec = statements.BY_NODE.get(type(node))
+        inner = bound | set(_scoped_names(node)) if spec is not None else bound
+        children: list[tuple[object, frozenset[str]]] = []
+        for name in ast.field_names(type(node)):
+            value = getattr(node, name)
+            scope = inner if spec is not None and name in spec.block_fields else bound
+            items = value if isinstance(value, tuple) else (value,)
+            for item in items:
+                if isinstance(item, tuple):  # ObjectValue entries: (key, value)
+                    children.extend((part, scope) for part in item if isinstance(part, ast.Node))
+                elif isinstance(item, ast.Node):
+                    children.append((item, scope))
+        stack.extend(reversed(children))
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:
@@ -115,11 +180,23 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _check_ref(node: ast.Ref, defined: set[str]) -> Iterator[Diagnostic]:
+def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
+               scoped: dict[str, ast.Node]) -> Iterator[Diagnostic]:
     head = node.parts[0]
     if head in KEYWORDS and head not in BUILTINS:
         yield _error(node, f"{head!r} is a keyword, so no variable has that name; choose "
                            "another name for the variable")
+        return
+    if head not in defined and head in scoped:
+        owner = scoped[head]
+        if isinstance(owner, ast.Retry):
+            yield _error(node, f"{head} is set only inside a RETRY block (the attempt number); "
+                               "use it inside the block")
+        else:
+            keyword = statements.BY_NODE[type(owner)].keyword
+            yield _error(node, f"{head!r} is the loop variable of the {keyword} at line "
+                               f"{owner.line}: it is defined only inside that {keyword}'s "
+                               "block; copy it with VAR inside the block to keep it")
         return
     if head not in defined:
         yield _error(node, f"undefined variable {head!r}: nothing in this script sets it (set it "
@@ -175,6 +252,40 @@ def _check_parallel(node: ast.Parallel) -> Iterator[Diagnostic]:
                                      f"{owner[name].line}); their results cannot be merged")
             else:
                 owner[name] = setter
+
+
+def _check_retry(node: ast.Retry) -> Iterator[Diagnostic]:
+    attempts = node.attempts
+    if isinstance(attempts, float) and attempts.is_integer():
+        attempts = int(attempts)
+    if not isinstance(attempts, int) or attempts < 1:
+        yield _error(node, f"RETRY {node.attempts} never runs its block as meant: the number "
+                           "of attempts is a whole number, 1 or more (RETRY 3 runs it up to "
+                           "3 times)")
+    delay = node.delay
+    if delay is not None and delay.is_literal and not directives.DURATION.match(delay.text):
+        yield _error(delay, f"DELAY {delay.text!r} is not a duration; write seconds or a "
+                            'string like "2s", "500ms", "1m"')
+
+
+def _check_for(node: ast.For) -> Iterator[Diagnostic]:
+    value = node.value
+    if node.source == "value" and isinstance(value, (ast.String, ast.Number, ast.Boolean,
+                                                     ast.ObjectValue)):
+        hint = " (for the lines of a string write IN LINES)" if isinstance(value, ast.String) else ""
+        yield _error(value, f"FOR ... IN needs a list, not {type(value).__name__.lower()} "
+                            f"{_literal(value)}{hint}")
+    elif node.source == "lines" and isinstance(value, (ast.Number, ast.Boolean, ast.ListValue,
+                                                       ast.ObjectValue)):
+        yield _error(value, "FOR ... IN LINES needs a string; for the items of a list write IN "
+                            "without LINES")
+
+
+def _literal(node: ast.Node) -> str:
+    try:
+        return value_text(node)
+    except ValueError:
+        return ""
 
 
 def _check_heredoc(node: ast.Write) -> Iterator[Diagnostic]:

@@ -124,7 +124,12 @@ def _choose(value: Any) -> Any:
     return value
 
 
-def _anything(value: Any) -> Any:
+OUTPUT_FORMATS = ("text", "json")
+
+
+def _output(value: Any) -> str:
+    if value not in OUTPUT_FORMATS:
+        raise DirectiveValueError('must be "text" or "json"')
     return value
 
 
@@ -178,9 +183,10 @@ DIRECTIVES: tuple[DirectiveSpec, ...] = (
     DirectiveSpec("shell", "a program name or path", "RUN",
                   "the shell RUN commands are given to (default /bin/sh)", '@shell "bash"',
                   _shell, checked=WHERE_WRITTEN),
-    DirectiveSpec("output", "any value", "reports",
-                  "accepted and kept in scope; reserved for choosing how output is shown",
-                  '@output "json"', _anything),
+    DirectiveSpec("output", '"text" or "json"', "PROMPT_AGENT",
+                  'how PROMPT_AGENT reads the answer: "json" parses the first JSON object or '
+                  'array in it (fenced code included) into a value, "text" (the default) keeps '
+                  "the text", '@output "json"', _output),
     DirectiveSpec("choose", '"cheapest" or "first"', "CHOOSE",
                   "the order CHOOSE tries its options in: source order, or cheapest estimate "
                   "first", '@choose "cheapest"', _choose, checked=WHERE_WRITTEN),

@@ -23,6 +23,7 @@ from .strings import INTERPOLATION, quote
 
 INDENT = "    "
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_INDEX = re.compile(r"[0-9]+\Z")  # a list index in a reference after its root: `files.0`
 _RESERVED = statements.KEYWORDS  # words that cannot be names or object keys
 
 # Binding strength of conditions, for parentheses: Or < And < Not < comparisons < operands.
@@ -166,6 +167,23 @@ class _Writer:
 
     def s_EstimateCost(self, node: ast.EstimateCost, depth: int) -> list:
         return self.block("ESTIMATE_COST", node, node.body, depth)
+
+    def s_Retry(self, node: ast.Retry, depth: int) -> list:
+        head = "RETRY " + _number(node.attempts)
+        if node.delay is not None:
+            head += " DELAY " + _string(node.delay)
+        return self.block(head, node, node.body, depth)
+
+    def s_For(self, node: ast.For, depth: int) -> list:
+        if node.source == "files":
+            source = "FILES " + _string(node.value)
+        elif node.source == "lines":
+            source = "LINES " + value(node.value)
+        elif node.source == "value":
+            source = value(node.value)
+        else:
+            raise FormatError(f"FOR source {node.source!r} is not one of {ast.FOR_SOURCES}")
+        return self.block(f"FOR {_name(node.variable)} IN {source}", node, node.body, depth)
 
     def s_Choose(self, node: ast.Choose, depth: int) -> list:
         for option in node.options:
@@ -317,8 +335,7 @@ def _string(node: ast.String) -> str:
     for part in node.parts:
         # Inside {{ }} any dotted identifier reads back as a reference, keywords included
         # ({{ TASK }}, {{ RUN }}): only code positions reserve them.
-        if not isinstance(part, str) and (
-                not part.parts or not all(_IDENTIFIER.match(p) for p in part.parts)):
+        if not isinstance(part, str) and not _dotted(part.parts):
             raise FormatError(f"reference {part.parts!r} is not a dotted identifier")
     return quote(node.parts)
 
@@ -329,8 +346,14 @@ def _name(name: str) -> str:
     return name
 
 
+def _dotted(parts: tuple[str, ...]) -> bool:
+    """A root identifier, then identifiers or list indexes."""
+    return bool(parts) and bool(_IDENTIFIER.match(parts[0])) and all(
+        _IDENTIFIER.match(p) or _INDEX.match(p) for p in parts[1:])
+
+
 def _ref(node: ast.Ref) -> str:
-    if not node.parts or not all(_IDENTIFIER.match(p) for p in node.parts):
+    if not _dotted(node.parts):
         raise FormatError(f"reference {node.parts!r} is not a dotted identifier")
     if len(node.parts) == 1 and node.parts[0] in _RESERVED:
         raise FormatError(f"{node.parts[0]!r} is a keyword, not a reference")
@@ -405,6 +428,8 @@ def expression(node: ast.Node) -> str:
         return _operand(node.operand) + (" IS_NOT_EMPTY" if node.negated else " IS_EMPTY")
     if isinstance(node, ast.FileExists):
         return f"FILE {_operand(node.path)} EXISTS"
+    if isinstance(node, ast.Length):
+        return "LENGTH " + _operand(node.operand)
     if isinstance(node, ast.ObjectValue):
         raise FormatError("an object cannot be used in a condition")
     return value(node)

@@ -205,6 +205,18 @@ class _Builder(Transformer):
         value = c[1] if len(c) == 2 else None
         return ast.Directive(c[0].value[1:], value, **_span(c[0], c[-1]))
 
+    def retry(self, c: list) -> ast.Retry:
+        delay = c[3] if len(c) == 5 else None
+        return ast.Retry(c[1].value, delay, c[-1].body, **_span(c[0], c[-1]))
+
+    def for_(self, c: list) -> ast.For:
+        variable = _name(c[1], "FOR")
+        if len(c) == 6:  # IN FILES "glob" / IN LINES value
+            source, value = c[3].type.lower(), c[4]
+        else:
+            source, value = "value", c[3]
+        return ast.For(variable, source, value, c[-1].body, **_span(c[0], c[-1]))
+
     # --- values ---
 
     def ref(self, c: list) -> ast.Ref:
@@ -261,6 +273,9 @@ class _Builder(Transformer):
 
     def is_not_empty(self, c: list) -> ast.IsEmpty:
         return ast.IsEmpty(c[0], True, **_span(c[0], c[1]))
+
+    def length(self, c: list) -> ast.Length:
+        return ast.Length(c[1], **_span(c[0], c[1]))
 
     def file_exists(self, c: list) -> ast.FileExists:
         return ast.FileExists(c[1], **_span(c[0], c[2]))

@@ -3,7 +3,8 @@
 Each ``StatementSpec`` gives a statement's keyword, its AST node class, the grammar rule that
 builds it, the fields that hold nested statements (``block_fields``, in source order) and the
 keywords that continue them (``ELSE``, ``CATCH``), the fields that are workspace paths, the
-fields naming the variable it sets and the built-ins it sets, the other keywords it uses, a
+fields naming the variable it sets and the built-ins it sets (and which of those exist only
+inside its blocks: FOR's loop variable, RETRY's ATTEMPT), the other keywords it uses, a
 one-line description and an example (for hover, completion and docs).
 
 Who reads it: the grammar (``grammar.py`` writes the list of statement alternatives into
@@ -39,6 +40,8 @@ class StatementSpec:
     path_fields: tuple[str, ...] = ()  # String fields naming a path in the workspace
     sets: tuple[str, ...] = ()  # fields holding the name of a variable it sets
     sets_builtins: tuple[str, ...] = ()  # LAST_* references it sets
+    scoped_sets: tuple[str, ...] = ()  # those of ``sets`` that exist only inside its blocks (FOR)
+    scoped_builtins: tuple[str, ...] = ()  # built-ins set only inside its blocks (ATTEMPT)
     clauses: tuple[str, ...] = ()  # other keywords it uses (AS, INTO, THEN, ...)
     within: str | None = None  # the only statement it may stand in (OPTION: CHOOSE)
 
@@ -210,6 +213,29 @@ STATEMENTS: tuple[StatementSpec, ...] = (
         clauses=("RECURSIVE",),
     ),
     StatementSpec(
+        "RETRY", ast.Retry, "retry",
+        description=("run the block; after a failure set LAST_ERROR (with REPORT) and run it "
+                     "again, up to n attempts (ATTEMPT counts from 1); the last failure fails"),
+        example=('RETRY 3 DELAY "2s" {\n'
+                 '    RUN "make test"\n'
+                 "    ASSERT LAST_RUN.EXIT_CODE == 0\n"
+                 "}"),
+        block_fields=("body",),
+        sets_builtins=("LAST_ERROR",),
+        scoped_builtins=("ATTEMPT",),
+        clauses=("DELAY",),
+    ),
+    StatementSpec(
+        "FOR", ast.For, "for_",
+        description=("run the block once per item of a list, FILES \"glob\" (workspace paths, "
+                     "sorted) or LINES value; the name is set only inside the block"),
+        example='FOR path IN FILES "src/*.py" {\n    LOG "{{ path }}"\n}',
+        block_fields=("body",),
+        sets=("variable",),
+        scoped_sets=("variable",),
+        clauses=("IN", "FILES", "LINES"),
+    ),
+    StatementSpec(
         "@", ast.Directive, "directive",
         description=("set a directive for the rest of the block and the blocks inside it (see "
                      "tisslang/directives.py)"),
@@ -233,10 +259,12 @@ STATEMENT_KEYWORDS: tuple[str, ...] = tuple(spec.keyword for spec in STATEMENTS 
 BLOCK_STATEMENT_KEYWORDS: tuple[str, ...] = tuple(
     spec.keyword for spec in STATEMENTS if spec.is_keyword and spec.within is None)
 """The words that start a statement anywhere a statement may stand (OPTION left out)."""
-CLAUSE_KEYWORDS: tuple[str, ...] = ("THEN", "ELSE", "CATCH", "AS", "INTO", "RECURSIVE")
+CLAUSE_KEYWORDS: tuple[str, ...] = (
+    "THEN", "ELSE", "CATCH", "AS", "INTO", "RECURSIVE", "DELAY", "IN", "FILES", "LINES")
 """The other words of statements (each entry's ``clauses``; a test checks they agree)."""
 EXPRESSION_KEYWORDS: tuple[str, ...] = (
     "AND", "OR", "NOT", "CONTAINS", "MATCHES", "IS_EMPTY", "IS_NOT_EMPTY", "FILE", "EXISTS",
+    "LENGTH",
 )
 """The words of conditions (``ast.Expr``)."""
 LITERALS: tuple[str, ...] = ("true", "false")

@@ -17,7 +17,8 @@ from typing import Union
 
 from .ast import Ref
 
-REF_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+# A root name, then object keys or list indexes (`answer.files.0`).
+REF_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*"
 INTERPOLATION = re.compile(r"\{\{[ \t]*(" + REF_PATTERN + r")[ \t]*\}\}")
 _DQ_PIECE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)|" + INTERPOLATION.pattern, re.DOTALL)
 _SQ_ESCAPE = re.compile(r"\\([\\'])")

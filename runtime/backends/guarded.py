@@ -1,8 +1,9 @@
 """One model call inside the run's budgets: the sequence PROMPT_AGENT and ESTIMATE_COST share.
 
 Count the prompt's tokens with the backend, reserve the call (refused before anything is sent
-when API_CALLS or TOKENS would be exceeded), bound the call's timeout by what is left of
-EXECUTION_TIME, call the backend, then record the tokens it reports.
+when API_CALLS or TOKENS would be exceeded), cap its completion by what its prompt leaves of
+TOKENS (`max_tokens` sent to a server, the local model's limit), bound the call's timeout by
+what is left of EXECUTION_TIME, call the backend, then record the tokens it reports.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def generate_within_budget(
     reservation = budgets.reserve_call(prompt_tokens(backend, prompt, settings), settings.max_tokens)
     try:
         timeout = budgets.bound_timeout(settings.timeout)
-        completion = backend.generate(prompt, settings.replace(timeout=timeout))
+        completion = backend.generate(
+            prompt, settings.replace(timeout=timeout, max_tokens=reservation.max_tokens))
     except BaseException:
         # Whatever stopped the call (a backend error, Ctrl-C, the time budget), it reported no
         # usage, so its reservation must not keep blocking later calls.

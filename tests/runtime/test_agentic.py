@@ -251,7 +251,8 @@ def test_estimate_cost_refuses_before_any_side_effect(run):
     assert result.failure.line == 3
     assert not (run.root / "side-effect.txt").exists() and not (run.root / "ran").exists()
     assert backend.sent == []
-    assert run.last["LAST_ESTIMATE"] == {"API_CALLS": 1, "TOKENS": 50, "SECONDS": 0, "UNBOUNDED_RUNS": 1}
+    assert run.last["LAST_ESTIMATE"] == {"API_CALLS": 1, "TOKENS": 50, "SECONDS": 0, "UNBOUNDED_RUNS": 1,
+                                        "UNBOUNDED_LOOPS": 0}
 
 
 def test_estimate_cost_runs_body_when_it_fits(run):

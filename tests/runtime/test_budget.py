@@ -271,13 +271,18 @@ def test_admitted_calls_fit_while_usage_stays_within_reservations(limit, calls):
             reservation = budgets.reserve_call(prompt, max_tokens)
         except BudgetExceeded:
             usage = budgets.usage()
-            assert usage.tokens + usage.tokens_in_flight + prompt + (max_tokens or 0) > limit
+            # Refused only when the prompt and its cap (at least one answer token) cannot fit.
+            assert usage.tokens + usage.tokens_in_flight + prompt + (max_tokens or 1) > limit
             continue
         assert budgets.usage().tokens + budgets.usage().tokens_in_flight <= limit
+        # The cap the call is sent with: its own @max_tokens, or what its prompt leaves.
+        assert reservation.max_tokens is not None and reservation.max_tokens >= 1
+        assert max_tokens is None or reservation.max_tokens == max_tokens
         if fails:
             budgets.release(reservation)
-        elif max_tokens is not None:
-            budgets.record(reservation, prompt, min(completion, max_tokens))
+        else:
+            # A backend never answers past the cap it was sent, so usage never passes TOKENS.
+            budgets.record(reservation, prompt, min(completion, reservation.max_tokens))
             assert budgets.usage().tokens <= limit
 
 

@@ -44,6 +44,17 @@ def required_models(example: Path) -> list[str]:
     return needs
 
 
+def run_with(example: Path) -> list[str] | None:
+    """The `tiss run` options an example's header says it runs with: `# run with: ARGS`."""
+    for line in example.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("run with:"):
+            return text[len("run with:"):].split()
+    return None
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
     from lm.models import model_path
@@ -54,8 +65,14 @@ def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
         if model_path(name) is None:
             pytest.skip(f"{example.name} asks the real model {name}, which is not pulled here "
                         f"(run: tiss models pull {name})")
-    # An example that needs a real model runs on it (its @model); the rest answer with echo.
-    code = tiss("run", example, "--workspace", ws, "--yes", *([] if needs else ["--model", "echo"]))
+    # An example that says how it runs (`# run with:`) runs exactly so; one that needs a real
+    # model runs on it (its @model); the rest answer with echo.
+    declared = run_with(example)
+    if declared is not None:
+        options = declared
+    else:
+        options = [] if needs else ["--model", "echo"]
+    code = tiss("run", example, "--workspace", ws, "--yes", *options)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "PASSED" in out.out
@@ -68,6 +85,11 @@ def test_examples_exist():
 def test_the_example_that_asks_a_real_model_says_so_in_its_header():
     assert required_models(EXAMPLES[0].parent / "ask_a_model.tiss") == ["smollm2"]
     assert required_models(EXAMPLES[0].parent / "hello.tiss") == []
+
+
+def test_the_self_correcting_example_says_how_it_runs():
+    assert run_with(EXAMPLES[0].parent / "fix_failing_test.tiss") == ["--model", "echo"]
+    assert run_with(EXAMPLES[0].parent / "hello.tiss") is None
 
 
 def test_human_output_shows_steps_logs_failure_and_summary(tmp_path, ws, capsys):
