@@ -354,6 +354,10 @@ def test_refusals_are_one_line_messages(own, tmp_path):
         (lambda: export_gguf(model, tok, tmp_path / "file", pretokenizer="gpt-2"), "already exists"),
         (lambda: export_gguf(model, tok, tmp_path / "full", pretokenizer="gpt-2"), "is a directory"),
     ]
+    if Path("/sys/kernel").is_dir():  # a directory nobody, root included, can create files in
+        cases.append((lambda: export_gguf(model, tok, Path("/sys/kernel/x.gguf"), pretokenizer="gpt-2"),
+                      "cannot write"))
+        cases.append((lambda: export_hf(model, tok, Path("/sys/kernel/x")), "cannot write"))
     for call, words in cases:
         with pytest.raises(ExportError) as err:
             call()
