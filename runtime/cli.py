@@ -70,13 +70,26 @@ def _add_run(subparsers) -> None:
     p.add_argument("--trace", metavar="FILE", help="write every event as one JSON object per line")
     p.add_argument("--report", choices=["json"], help="print the result as JSON on stdout")
     p.add_argument("--dry-run", action="store_true", help="print what would run and its cost estimate; run nothing")
-    p.add_argument("--yes", action="store_true", help="approve every REQUEST_REVIEW and PAUSE without asking")
+    p.add_argument("--yes", action="store_true",
+                   help="approve every REQUEST_REVIEW, PAUSE and command-policy question without asking")
     p.add_argument("--sandbox", choices=["workspace"],
                    help="run commands in bubblewrap: read-only system, writable workspace, no network")
+    _add_policy_flags(p)
     p.add_argument("--model", metavar="SPEC",
                    help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
     p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
     p.set_defaults(func=cmd_run)
+
+
+def _add_policy_flags(p) -> None:
+    """The command policy's flags, shared by `tiss run` and `tiss repl` (runtime/policy.py)."""
+    p.add_argument("--allow", action="append", default=[], metavar="PATTERN",
+                   help="run commands matching this glob without asking, even with model text (repeatable)")
+    p.add_argument("--deny", action="append", default=[], metavar="PATTERN",
+                   help="refuse commands matching this glob (repeatable; deny wins over allow)")
+    p.add_argument("--policy", metavar="FILE", help="a TOML file of allow = [...] and deny = [...] patterns")
+    p.add_argument("--approve", choices=["tainted", "all"], default="tainted",
+                   help="ask before actions holding model text (default), or before every RUN too")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -342,10 +355,12 @@ def _add_repl(subparsers) -> None:
     p.add_argument("--workspace", metavar="DIR", help="the directory entries work in (default: .)")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="seconds each RUN may take (default 600; @timeout and budgets may lower it)")
-    p.add_argument("--yes", action="store_true", help="approve every REQUEST_REVIEW and PAUSE without asking")
+    p.add_argument("--yes", action="store_true",
+                   help="approve every REQUEST_REVIEW, PAUSE and command-policy question without asking")
     p.add_argument("--model", metavar="SPEC",
                    help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
     p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
+    _add_policy_flags(p)
     p.set_defaults(func=cmd_repl)
 
 

@@ -6,7 +6,8 @@
   blocks inside it). A PARALLEL child or a CHOOSE option gets a private overlay of variables and
   its own `LAST_*`, merged back when it finishes.
 - `SessionState`: what outlives one program and every context shares by reference: the
-  `TASK.DESCRIPTION`, the TEARDOWN blocks deferred to the end, where LOG lines go. The session
+  `TASK.DESCRIPTION`, the TEARDOWN blocks deferred to the end, where LOG lines and command-policy
+  decisions go, the files a tainted WRITE wrote (`runtime/taint.py`). The session
   owns it and reads it back; the interpreter writes it, so it never calls the session.
 - `ScriptText`: the file name and source text of the program that runs, for messages.
 - `RunInterrupted`: how a worker thread stops after Ctrl-C (TRY never catches it).
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, MutableMapping
 
 from runtime.result import StepResult
+from runtime.taint import TaintedFiles
 from tisslang import ast
 from tisslang.formatter import expression as expr_text  # source text of a node, for messages
 
@@ -36,6 +38,8 @@ class SessionState:
     teardowns: list[ast.Teardown] = field(default_factory=list)
     teardown_ids: set[int] = field(default_factory=set)
     logs: list[str] | None = None  # the running program's `RunResult.logs`; None: dropped
+    decisions: list[dict[str, Any]] | None = None  # the program's `RunResult.policy`; None: dropped
+    tainted_files: TaintedFiles = field(default_factory=TaintedFiles)  # files a tainted WRITE wrote
 
     def defer_teardown(self, node: ast.Teardown) -> None:
         """Remember a TEARDOWN block for the end of the session; the same block is kept once."""
@@ -46,6 +50,11 @@ class SessionState:
     def log(self, message: str) -> None:
         if self.logs is not None:
             self.logs.append(message)
+
+    def decide(self, record: dict[str, Any]) -> None:
+        """Keep one command-policy decision for the JSON report (runtime/interpreter_policy.py)."""
+        if self.decisions is not None:
+            self.decisions.append(record)
 
 
 class ScriptText:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.policy import Policy
 from runtime.shell import DEFAULT_CAP
 
 
@@ -19,3 +20,4 @@ class RunOptions:
     variables: Mapping[str, Any] = field(default_factory=dict)  # --var NAME=VALUE
     model_name: str | None = None  # --model-name: the model HTTP servers are asked for
     output_cap: int = DEFAULT_CAP  # bytes of stdout / stderr kept per RUN
+    policy: Policy = field(default_factory=Policy)  # --allow/--deny/--policy/--approve (runtime/policy.py)

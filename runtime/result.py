@@ -100,6 +100,7 @@ class RunResult:
     teardown_failures: list[Failure] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     teardown_complete: bool = True  # False when a second Ctrl-C / SIGTERM stopped TEARDOWN
+    policy: list[dict[str, Any]] = field(default_factory=list)  # command-policy decisions, in order
 
     @property
     def passed(self) -> bool:
@@ -134,4 +135,5 @@ class RunResult:
             "teardown_failures": [f.to_dict() for f in self.teardown_failures],
             "steps": [step.to_dict() for step in self.steps],
             "logs": list(self.logs),
+            "policy": list(self.policy),
         }

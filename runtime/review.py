@@ -1,8 +1,10 @@
-"""Asking a human: REQUEST_REVIEW (approve / reject, optional comment) and PAUSE (press Enter).
+"""Asking a human: REQUEST_REVIEW (approve / reject, optional comment), PAUSE (press Enter), approvals.
 
-`Reviewer` asks on the terminal. With `assume_yes` (`tiss run --yes`) both approve at once
-without asking. With no terminal and no `--yes` they raise `ReviewUnavailable`, whose message
-says to rerun with `--yes` or in a terminal: a script must never hang waiting on a pipe.
+`Reviewer` asks on the terminal; `approve` asks the command policy's question (a RUN or a path
+holding model text, runtime/interpreter_policy.py). With `assume_yes` (`tiss run --yes`)
+reviews and pauses approve at once without asking. With no terminal and no `--yes` they raise
+`ReviewUnavailable`, whose message says to rerun with `--yes` or in a terminal: a script must
+never hang waiting on a pipe (the policy checks both itself first, to record its decision).
 PARALLEL children may ask at the same time, so questions are asked one at a time.
 """
 
@@ -90,6 +92,25 @@ class Reviewer:
                 self._stdout.write("Please answer y (approve) or n (reject).\n")
             comment = self._line("Comment (optional, Enter to skip): ").strip()
         return ReviewAnswer(answer in _YES, comment)
+
+    def approve(self, heading: str, text: str, *, question: str = "Allow it?") -> ReviewAnswer:
+        """The command policy's question (runtime/interpreter_policy.py): `heading`, then the
+        exact command or path (`text`, shown safe for a terminal, each line indented), then a
+        yes/no. The caller handles `--yes` and the no-terminal case, which it must record."""
+        from runtime.report import shown  # here: runtime.report imports more than review needs
+
+        if not self.interactive:
+            raise self._need_terminal("approving a command")
+        with self._lock:
+            self._stdout.write(f"\nAPPROVAL NEEDED, {shown(heading)}:\n")
+            for line in shown(text).split("\n"):
+                self._stdout.write(f"    {line}\n")
+            while True:
+                answer = self._line(f"{question} [y]es / [n]o: ").strip().lower()
+                if answer in _YES or answer in _NO:
+                    break
+                self._stdout.write("Please answer y (allow) or n (refuse).\n")
+        return ReviewAnswer(answer in _YES, "")
 
     def pause(self, message: str) -> ReviewAnswer:
         if self.assume_yes:

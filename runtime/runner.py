@@ -61,6 +61,14 @@ def parse_vars(items: list[str] | None) -> dict[str, str | bool]:
     return out
 
 
+def policy_from_args(args: Any) -> Any:
+    """The command policy of `--allow`, `--deny`, `--policy`, `--approve` (runtime/policy.py)."""
+    from runtime.policy import build_policy
+
+    return build_policy(getattr(args, "allow", None), getattr(args, "deny", None),
+                        getattr(args, "policy", None), getattr(args, "approve", None))
+
+
 def _parse_script(path: str) -> tuple[Any, str]:
     from tisslang import parse, read_source
     from tisslang.errors import TissFileError
@@ -114,6 +122,7 @@ def run_script(args: Any) -> int:
         assume_yes=args.yes,
         variables=parse_vars(args.var),
         model_name=args.model_name,
+        policy=policy_from_args(args),
     )
     json_report = args.report == "json"
     human = sys.stderr if json_report else sys.stdout

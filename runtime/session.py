@@ -144,6 +144,7 @@ class Session:
         self._script = ScriptText(file, source)
         result = RunResult(file=file)
         self._state.logs = result.logs
+        self._state.decisions = result.policy
         self._cancel = threading.Event()
         interpreter = self._interpreter(result.steps)
         self._collect_teardowns(program)
@@ -177,6 +178,7 @@ class Session:
             return result
         self._closed = True
         self._state.logs = result.logs
+        self._state.decisions = result.policy
         self._cancel = threading.Event()
         started = time.monotonic()
         teardowns, self._state.teardowns = self._state.teardowns, []

@@ -248,12 +248,16 @@ class TaintedFiles:
 
     def is_tainted(self, path: str | os.PathLike[str]) -> bool:
         """Whether the file at the resolved `path` is one a tainted WRITE wrote in this run."""
-        current = self._identity(os.fspath(path))
-        if current is None:
+        return self.holds(self._identity(os.fspath(path)))
+
+    def holds(self, identity: tuple[int, int] | None) -> bool:
+        """Whether the file of `identity` (`Workspace.identity`) is one a tainted WRITE wrote
+        in this run and still stands at a path it was written to."""
+        if identity is None:
             return False
         with self._lock:
-            recorded = [p for p, i in self._files.items() if i == current]
-        return any(self._identity(p) == current for p in recorded)
+            recorded = [p for p, i in self._files.items() if i == identity]
+        return any(self._identity(p) == identity for p in recorded)
 
     def __bool__(self) -> bool:
         return bool(self._files)

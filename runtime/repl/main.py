@@ -96,7 +96,7 @@ def _make_session_factory(args: Any):
     from runtime.backends.base import BackendError
     from runtime.backends.select import resolve_backend
     from runtime.review import Reviewer
-    from runtime.runner import UsageError
+    from runtime.runner import UsageError, policy_from_args
     from runtime.session import RunOptions, Session
     from runtime.workspace import Workspace
 
@@ -107,7 +107,8 @@ def _make_session_factory(args: Any):
         backend = resolve_backend(args.model, args.model_name, user=True)
     except BackendError as exc:
         raise UsageError(str(exc)) from None
-    options = RunOptions(timeout=args.timeout, assume_yes=args.yes, model_name=args.model_name)
+    options = RunOptions(timeout=args.timeout, assume_yes=args.yes, model_name=args.model_name,
+                         policy=policy_from_args(args))
 
     def make(listeners: list[Any]) -> Session:
         return Session(

@@ -1,0 +1,129 @@
+"""The command policy inside the interpreter: the gate before RUN, WRITE, MKDIR and DELETE, and
+the taint of files a tainted WRITE wrote.
+
+A mixin of `Interpreter` (`runtime/interpreter.py`); the rules are `runtime/policy.py`, taint is
+`runtime/taint.py`. `guard(action, text, node, ctx)` is called by each handler with the exact
+command or path, before anything is done:
+
+- RUN: a deny rule refuses (`PolicyDenied`, naming the rule); an allow rule lets it run;
+  otherwise approval is needed when the command holds model text, or for every RUN with
+  `--approve all`.
+- WRITE, MKDIR, DELETE: approval is needed when the path holds model text, unless an allow rule
+  matches the path (the same globs, matched against the path).
+
+Approval: `--yes` approves without asking; a terminal asks (the reviewer shows the text with the
+model's parts between « and »); with neither the action fails with `PolicyDenied` saying how to
+allow it. Every decision goes to the trace (a `policy` event) and the JSON report (`policy`),
+with the tainted parts of the text, redacted like every other text there.
+
+The REPL runs its entries through the same `Interpreter`, so the same gate applies there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any, Callable
+
+from runtime.policy import Policy, PolicyDenied, Rule, literal_pattern
+from runtime.secret import redact
+from runtime.taint import is_tainted, marked, taint, tainted_parts
+
+if TYPE_CHECKING:
+    from runtime.context import Context, SessionState
+    from runtime.options import RunOptions
+    from runtime.review import Reviewer
+    from tisslang import ast
+
+_RECORD_CHARS = 4096  # characters of the text and of each tainted part a decision record keeps
+OPEN_MARK, CLOSE_MARK = "\u00ab", "\u00bb"  # « and »: around model text in an approval prompt
+
+_WHAT = {"RUN": "command", "WRITE": "path", "MKDIR": "path", "DELETE": "path"}
+
+
+def _cut(text: str) -> str:
+    text = redact(str(text))  # before the cut, so no part of a secret survives it
+    return text if len(text) <= _RECORD_CHARS else text[:_RECORD_CHARS] + f"... ({len(text)} chars)"
+
+
+class PolicyMixin:
+    """`guard`, `note_write`, `read_taint`; see the module docstring."""
+
+    options: "RunOptions"
+    reviewer: "Reviewer"
+    state: "SessionState"
+    emit: Callable[..., None]
+
+    @property
+    def policy(self) -> Policy:
+        return self.options.policy
+
+    def guard(self, action: str, text: str, node: "ast.Node", ctx: "Context") -> None:
+        """Let `action` on `text` (a RUN's command, another action's path) go ahead, or raise
+        `PolicyDenied`; records the decision whenever a rule matched or approval was needed."""
+        policy = self.policy
+        tainted = is_tainted(text)
+        if action == "RUN":
+            rule = policy.denied_by(text)
+            if rule is not None:
+                self._record(action, text, node, "denied", rule=rule, asked=False)
+                raise PolicyDenied(
+                    f"RUN denied by the {rule.describe()}: {text}; the command was not started"
+                )
+        rule = policy.allowed_by(text)
+        if rule is not None:
+            if tainted or (action == "RUN" and policy.approve == "all"):
+                self._record(action, text, node, "allowed", rule=rule, asked=False)
+            return
+        if tainted:
+            reason = f"its {_WHAT[action]} holds text from a model"
+        elif action == "RUN" and policy.approve == "all":
+            reason = "--approve all asks before every RUN"
+        else:
+            return
+        if self.reviewer.assume_yes:
+            self._record(action, text, node, "approved", reason=reason, asked=False)
+            return
+        if not self.reviewer.interactive:
+            self._record(action, text, node, "refused", reason=reason, asked=False)
+            hint = f"--allow {shlex.quote(literal_pattern(text))}" if "\n" not in text else "--allow PATTERN"
+            raise PolicyDenied(
+                f"{action} needs approval ({reason}) and there is no terminal to ask on: {text}; "
+                f"rerun with --yes to approve it, add {hint} (or an allow rule in the --policy "
+                "file) for what you trust, or run in a terminal to be asked"
+            )
+        where = f"line {node.line}: " if getattr(node, "line", 0) else ""
+        body = marked(text, OPEN_MARK, CLOSE_MARK)
+        legend = f" (model text between {OPEN_MARK} and {CLOSE_MARK})" if tainted else ""
+        answer = self.reviewer.approve(f"{where}{action} needs approval: {reason}{legend}", body,
+                                       question=f"Allow this {action}?")
+        decision = "approved" if answer.approved else "refused"
+        self._record(action, text, node, decision, reason=reason, asked=True)
+        if not answer.approved:
+            raise PolicyDenied(f"{action} refused by the reviewer ({reason}): {text}")
+
+    def _record(self, action: str, text: str, node: "ast.Node", decision: str, *,
+                rule: Rule | None = None, reason: str | None = None, asked: bool) -> None:
+        record: dict[str, Any] = {
+            "action": action,
+            "text": _cut(text),
+            "decision": decision,
+            "rule": rule.as_dict() if rule is not None else None,
+            "reason": reason,
+            "tainted": [_cut(part) for part in tainted_parts(text)],
+            "asked": asked,
+            "line": getattr(node, "line", None) or None,
+        }
+        self.state.decide(record)
+        self.emit("policy", **record)
+
+    # -- files a tainted WRITE wrote -------------------------------------------------------
+
+    def note_write(self, written: Any, content: str) -> None:
+        """After a WRITE: remember (or forget) the file as holding model text."""
+        self.state.tainted_files.wrote(written, is_tainted(content))
+
+    def read_taint(self, identity: tuple[int, int] | None, content: str) -> str:
+        """READ's text, tainted when the file read is one a tainted WRITE wrote in this run."""
+        if identity is not None and self.state.tainted_files.holds(identity):
+            return taint(content)
+        return content
