@@ -159,7 +159,7 @@ def hf_tokenizer_json(tok: BPETokenizer) -> dict[str, Any]:
     for i in [i for i in range(len(every)) if i not in extra] + sorted(extra):
         if every[i]:
             vocab.setdefault(byte_level_encode(every[i]), i)
-    text_of = {i: t for t, i in vocab.items()}
+    text_of = {i: byte_level_encode(raw) for i, raw in enumerate(every)}
     # "left right": byte-level token texts never hold a space (it is "Ġ"), and every tokenizers
     # release reads this form.
     merges = [f"{text_of[a]} {text_of[b]}" for a, b in tok.merges]
