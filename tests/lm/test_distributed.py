@@ -125,6 +125,16 @@ def test_any_number_of_ranks_trains_the_single_process_model(ranks, corpus, sing
 
 
 @needs_mpi
+def test_gradient_accumulation_across_ranks(corpus, tmp_path):
+    options = {**TINY, "grad_accum": 2, "steps": 4}
+    train(corpus, tmp_path / "single", threads=1, stream=io.StringIO(), **options)
+    done = _mpi_train(3, "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--threads", "1", *_flags(options))
+    assert done.returncode == 0, done.stderr
+    _assert_same_model(_params(tmp_path / "run"), _params(tmp_path / "single"))
+    _assert_same_history(_history(tmp_path / "run"), _history(tmp_path / "single"))
+
+
+@needs_mpi
 def test_only_rank_0_writes(corpus, tmp_path):
     """Ranks 1 and 2 run with umask 077: any file or directory they made would be owner-only."""
     run = tmp_path / "run"
