@@ -201,7 +201,9 @@ def test_own_split_is_pythons_not_the_unicode_categories(own):
     # The cases where \p{L}/\p{N}/\s would split otherwise: kept exactly as Python's re splits.
     _, tok = own
     fast = hf_tok(tok)
-    for text in ("x²y", "a½b", "Ⅻc", "a\x1c\x1db", "a \x1f b", "1²3", "٣4", "_a_"):
+    # U+1E030 was assigned in Unicode 15 (a letter): HF's Oniguruma reads \p{L} with it, Python
+    # 3.11's tables (Unicode 14) do not; the exported ranges follow Python.
+    for text in ("x²y", "a½b", "Ⅻc", "a\x1c\x1db", "a \x1f b", "1²3", "٣4", "_a_", "a\U0001e030b"):
         assert fast.encode(text).ids == tok.encode(text), repr(text)
         assert [t for t, _ in fast.pre_tokenizer.pre_tokenize_str(text)] == [
             "".join(lm.tokenizer.byte_level_encode(c.encode()) for c in chunk)
