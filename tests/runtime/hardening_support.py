@@ -148,3 +148,25 @@ def trickle_headers(handler: BaseHTTPRequestHandler, every: float = 0.2, total: 
         handler.wfile.write(b"a")
         handler.wfile.flush()
         time.sleep(every)
+
+
+def flood_body(handler: BaseHTTPRequestHandler, total: float = 30) -> None:
+    """Headers without a length, then megabytes of body until the client gives up."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    chunk = b"[" * (1 << 20)
+    end = time.monotonic() + total
+    while time.monotonic() < end:
+        handler.wfile.write(chunk)
+
+
+def flood_headers(handler: BaseHTTPRequestHandler, total: float = 30) -> None:
+    """A status line, then header lines without end."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    end = time.monotonic() + total
+    n = 0
+    while time.monotonic() < end:
+        handler.wfile.write(b"X-Flood-%d: %s\r\n" % (n, b"z" * 1000))
+        n += 1

@@ -22,6 +22,8 @@ from hardening_support import (
     Hostile,
     answer,
     chat,
+    flood_body,
+    flood_headers,
     shared_dir,
     tiss,
     trickle_body,
@@ -313,6 +315,24 @@ def test_a_model_call_in_parallel_is_cancelled_by_a_signal(tmp_path, signum):
         assert time.monotonic() - sent < 5, "the model call held the run after the signal"
         assert proc.returncode == 130, out.decode() + err.decode()
         assert (ws / "teardown.txt").read_text() == "ran"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("behave, message", [
+    (flood_body, "sent a reply over 64 MiB"),
+    (flood_headers, "failed mid-reply: got more than 100 headers"),
+], ids=["body", "headers"])
+def test_a_flooding_server_is_cut_off(tmp_path, capsys, behave, message):
+    server = Hostile(behave)
+    try:
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        script = _script(tmp_path, '@timeout "20s"\nSTEP "ask" { PROMPT_AGENT "hi" }\n')
+        started = time.monotonic()
+        code = cli.main(["run", str(script), "--workspace", str(ws), "--model", server.url])
+        assert code == 1 and time.monotonic() - started < 15
+        assert message in capsys.readouterr().out
     finally:
         server.close()
 
