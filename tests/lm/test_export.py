@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,14 @@ def test_gguf_round_trips(own, tmp_path):
         assert np.array_equal(f32.params[name], p), name
         want = p if p.ndim == 1 else p.astype(np.float16).astype(np.float32)  # norms stay F32
         assert np.array_equal(f16.params[name], want), name
+    # Read back, the tokenizer is llama.cpp's gpt-2 split over our merges: our ids wherever the
+    # two splits agree (no No/Nl character, nothing in U+001C..U+001F).
+    tok2 = lm.load(tmp_path / "m.f32.gguf")[1]
+    plain = [t for t in TEXTS if not re.search(r"[\x1c-\x1f]", t)
+             and not any(unicodedata.category(c) in ("No", "Nl") for c in t)]
+    assert len(plain) > 150
+    for text in plain:
+        assert tok2.encode(text, "all") == tok.encode(text, "all"), text
 
 
 def test_gguf_q8_0_holds_what_gguf_quantizes(tmp_path):
@@ -410,6 +420,10 @@ def test_tiss_export(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert cli.main(["export", src, "--format", "hf", "--force", "--out", str(tmp_path / "hf")]) == 0
+    run = tmp_path / "run"  # a run directory of `tiss train`: its latest checkpoint
+    lm.save(run / "checkpoint", *lm.load(src))
+    assert cli.main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "from-run")]) == 0
+    assert np.array_equal(lm.load(tmp_path / "from-run")[0].flat_params, lm.load(src)[0].flat_params)
 
 
 def test_every_tiss_command_in_the_export_guide_parses():
