@@ -10,4 +10,12 @@ from lm.parallel import DataParallel
 from lm.gradcheck import gradcheck
 from lm.checkpoint import load, save
 from lm.chat import apply_chat_template, render_chat
-from lm.export import export_gguf, export_hf
+
+
+def __getattr__(name: str):
+    # lm.export_hf / lm.export_gguf, imported on first use: `import lm` stays as fast as before.
+    if name in ("export_hf", "export_gguf"):
+        from lm import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'lm' has no attribute {name!r}")
