@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.backends.base import SettingsError
 from runtime.errors import ScriptFailure
+from runtime.secret import redact
 from tisslang import directives as directive_table
 
 _MAX_STARTS = 1000  # brackets tried before giving up, so a huge answer cannot take quadratic time
@@ -52,7 +53,8 @@ def parse_answer(text: str) -> Any:
         if isinstance(value, (dict, list)):
             return value
         index = _next_start(text, index + 1)  # pragma: no cover - `{`/`[` only decode to these
-    shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+    shown = redact(text)  # before the cut: no part of a secret may survive it
+    shown = shown if len(shown) <= _SHOWN else shown[:_SHOWN] + "..."
     raise InvalidAnswer(
         f'@output "json": the answer holds no JSON object or array: {json.dumps(shown)}; ask for '
         "JSON in the prompt (a RETRY around the PROMPT_AGENT asks again)"

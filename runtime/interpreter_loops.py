@@ -41,6 +41,7 @@ _UNSET = object()
 
 
 def _tail(text: str) -> str:
+    text = redact(text)  # before the cuts below: no part of a secret may survive them
     lines = text.rstrip("\n").splitlines()
     kept = "\n".join(lines[-REPORT_TAIL_LINES:])
     if len(kept) > REPORT_TAIL_CHARS:
@@ -61,7 +62,7 @@ def failure_report(failure: Failure, run: dict[str, Any] | None) -> str:
     lines = [f"The statement at {where} failed."]
     if failure.source_line is not None:
         lines.append(f"Line {failure.line}: {failure.source_line.strip()}")
-    message = failure.message
+    message = redact(failure.message)  # before the cut
     if len(message) > REPORT_MESSAGE_CHARS:
         message = message[:REPORT_MESSAGE_CHARS] + "..."
     lines.append(f"Error ({failure.kind}): {message}")
