@@ -132,6 +132,19 @@ def _path_dirs(extra: list[str]) -> list[str]:
     return found
 
 
+@functools.lru_cache(maxsize=4)
+def _userns_works(bwrap: str) -> bool:
+    """Whether bubblewrap can make a user namespace here (asked once per process)."""
+    try:
+        probe = subprocess.run(
+            [bwrap, "--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
 def sandbox_argv(workspace: str, shell_path: str | None = None) -> list[str]:
     """The bubblewrap prefix for `--sandbox workspace`; raises when bwrap is missing."""
     bwrap = bwrap_path()
@@ -163,7 +176,9 @@ def sandbox_argv(workspace: str, shell_path: str | None = None) -> list[str]:
         "--chdir", workspace,
         # A user namespace even for root, and no capability in it: no mount, umount, nsenter,
         # chroot or raw sockets; root in the sandbox is root over the workspace files only.
-        "--unshare-user",
+        # Where user namespaces are forbidden (some containers' seccomp profiles) root still
+        # gets a sandbox, with every capability dropped all the same.
+        *(["--unshare-user"] if _userns_works(bwrap) or os.geteuid() != 0 else []),
         "--cap-drop", "ALL",
         "--unshare-net",
         "--unshare-pid",

@@ -430,3 +430,28 @@ def test_run_command_kills_a_setsid_grandchild_on_timeout(tmp_path):
     assert result.timed_out
     time.sleep(1.5)
     assert not flag.exists()
+
+
+def test_root_without_user_namespaces_still_gets_a_sandbox_without_capabilities(tmp_path, monkeypatch):
+    """Where a container forbids user namespaces, root's sandbox drops every capability all the
+    same (bubblewrap runs privileged then)."""
+    from runtime import shell
+
+    if os.geteuid() != 0:
+        pytest.skip("the fallback is for root only; other users always use a user namespace")
+    if bwrap_path() is None:
+        pytest.skip("bubblewrap is not installed (CI installs it)")
+    monkeypatch.setattr(shell, "_userns_works", lambda bwrap: False)
+    assert "--unshare-user" not in shell.sandbox_argv(str(tmp_path))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    result = run_command(
+        f"grep CapEff /proc/self/status; mount -o remount,rw,bind / 2>&1; echo rc=$?; "
+        f"umount -l /proc 2>&1; echo rc=$?; touch {outside}/x 2>&1; echo ok > inside",
+        cwd=str(ws), sandbox="workspace",
+    )
+    assert "CapEff:\t0000000000000000" in result.stdout, result.stdout + result.stderr
+    assert "rc=0" not in result.stdout
+    assert list(outside.iterdir()) == [] and (ws / "inside").read_text() == "ok\n"
