@@ -45,8 +45,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache, partial
-from itertools import filterfalse
-from operator import add
+from itertools import compress, repeat
+from operator import add, is_
 from pathlib import Path
 
 import numpy as np
@@ -258,9 +258,7 @@ class BPETokenizer:
             raise TokenizerError(f"encode expects str, got {type(text).__name__}")
         allowed = self._allowed_set(allowed_special, text)
         try:
-            plan = self._plan(text, allowed)
-            self._prefetch([plan])
-            ids = _ids(self._render(plan))
+            ids = _ids(self._resolve([self._plan(text, allowed)])[0])
         except UnicodeEncodeError:
             raise _surrogate_error(text) from None
         return self._bos(ids, add_bos)
@@ -298,8 +296,7 @@ class BPETokenizer:
     def _encode_group(self, texts: list[str], allowed_special: str | Iterable[str]) -> list[list[int]]:
         try:
             plans = [self._plan(t, self._allowed_set(allowed_special, t)) for t in texts]
-            self._prefetch(plans)
-            return [_ids(self._render(plan)) for plan in plans]
+            return [_ids(tokens) for tokens in self._resolve(plans)]
         except UnicodeEncodeError:  # find the text at fault
             return [self.encode(t, allowed_special) for t in texts]
 
@@ -331,30 +328,49 @@ class BPETokenizer:
                 plan.append(split(part))
         return plan
 
-    def _render(self, plan: list[list[str] | int]) -> str:
-        """The token string (`chr(id)` per token) of a plan; chunks come from the cache."""
-        get = self._cache_get
-        if len(plan) == 1 and type(plan[0]) is list:
-            return "".join(map(get, plan[0]))
-        return "".join(chr(s) if type(s) is int else "".join(map(get, s)) for s in plan)
+    def _resolve(self, plans: list[list[list[str] | int]]) -> list[str]:
+        """The token string (`chr(id)` per token) of each plan.
 
-    def _prefetch(self, plans: list[list[list[str] | int]]) -> None:
-        """Merge the chunks the cache lacks all at once (`_bpe_batch`) when there are many;
-        otherwise each miss runs its own Python loop when `_render` meets it."""
-        if self._heap_only:
-            return
-        lists = [s for plan in plans for s in plan if type(s) is list]
-        if sum(map(len, lists)) < BATCH_MISSES:
-            return
-        cache = self._cache
-        # (set.difference would walk the whole cache: it is a dict subclass, not a dict)
-        missing = set(filterfalse(cache.__contains__, set().union(*lists)))
-        if len(missing) < BATCH_MISSES:
-            return
-        if len(cache) + len(missing) > CACHE_LIMIT:
-            cache.clear()
-            missing = set().union(*lists)
-        self._fill(missing)
+        Chunks come from the cache. When at least BATCH_MISSES distinct chunks of all the plans
+        are missing, they are merged together (`_fill`); fewer are merged one at a time by the
+        cache's own miss handler.
+        """
+        lookup = self._cache.get  # dict.get does not call __missing__
+        found: list[list[list[str | None] | int]] = []
+        misses = 0
+        for plan in plans:
+            row: list[list[str | None] | int] = []
+            for part in plan:
+                if type(part) is int:
+                    row.append(part)
+                else:
+                    tokens = list(map(lookup, part))
+                    misses += tokens.count(None)
+                    row.append(tokens)
+            found.append(row)
+        if misses >= BATCH_MISSES and not self._heap_only:
+            missing: set[str] = set()
+            for plan, row in zip(plans, found):
+                for part, tokens in zip(plan, row):
+                    if type(part) is not int and None in tokens:
+                        missing.update(compress(part, map(is_, tokens, repeat(None))))
+            if len(missing) >= BATCH_MISSES:
+                if len(self._cache) + len(missing) > CACHE_LIMIT:
+                    self._cache.clear()  # what was found is kept in `found`
+                self._fill(missing)
+        get = self._cache_get
+        out = []
+        for plan, row in zip(plans, found):
+            pieces = []
+            for part, tokens in zip(plan, row):
+                if type(part) is int:
+                    pieces.append(chr(part))
+                elif None in tokens:
+                    pieces.append("".join([t if t is not None else get(c) for t, c in zip(tokens, part)]))
+                else:
+                    pieces.append("".join(tokens))
+            out.append(pieces[0] if len(pieces) == 1 else "".join(pieces))
+        return out
 
     def _allowed_set(self, allowed: str | Iterable[str], text: str) -> frozenset[str]:
         """The special tokens to recognise in `text`, checking `allowed_special`."""
