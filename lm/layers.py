@@ -117,10 +117,11 @@ def rope_rotations(cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return np.stack((rot / math.sqrt(D), rot)).astype(cdt)
 
 
-def rotate(pairs: np.ndarray, rot: np.ndarray, out: np.ndarray) -> None:
-    """RoPE on vectors whose columns are in paired order (see `pair_order`), read as complex:
-    one complex multiply by `rot` (positions on the second-last axis of `pairs`)."""
-    np.multiply(pairs, rot, out=out)
+# RoPE on vectors whose columns are in paired order (see `pair_order`), read as complex: one
+# complex multiply by the rotations (`rotate(pairs, rot, out)`, positions on the second-last axis
+# of `pairs`). It is NumPy's multiply itself, not a wrapper: decoding calls it twice per layer
+# per token, where a Python call's overhead is measurable.
+rotate = np.multiply
 
 
 def pair_order(n_heads: int, head_dim: int, inverse: bool = False) -> np.ndarray:
@@ -197,13 +198,13 @@ def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, probs: np.ndar
         probs += _causal_mask(T, S, probs.dtype)
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
-    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
-    total = np.matmul(scores, _ones(S, scores.dtype))[..., None]  # (B, KV, G*T, 1)
-    if not keep_probs:
+    if not keep_probs:  # decoding: a few rows, where sum() is one call
         y2 = y.reshape(B, KV, G * T, D)
         np.matmul(scores, v, out=y2)
-        y2 /= total
+        y2 /= scores.sum(axis=-1, keepdims=True)
         return
+    # Row sums as a matrix-vector product: BLAS does them several times faster than sum().
+    total = np.matmul(scores, _ones(S, scores.dtype))[..., None]  # (B, KV, G*T, 1)
     scores *= np.reciprocal(total, out=total)  # one multiply per element is cheaper than a divide
     if y.flags.c_contiguous:
         np.matmul(scores, v, out=y.reshape(B, KV, G * T, D))
