@@ -10,6 +10,8 @@ punctuation runs, whitespace); merges never cross a chunk boundary. Encoding a c
 merges by rank, and the result is cached per chunk, so the common case — a chunk seen before —
 costs one dictionary lookup. Internally a token sequence is a `str` of `chr(id)` code points;
 that lets merging use `str.replace` and lets encoding join cached pieces with one `"".join`.
+When a text (or an `encode_batch`) brings many chunks the cache lacks, they are merged together
+in numpy arrays (`_bpe_batch`) rather than by one Python loop each.
 
 Special tokens: by default (`allowed_special="none"`) the text "<|endoftext|>" inside ordinary
 input is encoded as plain text, so user text can never forge a document boundary.
