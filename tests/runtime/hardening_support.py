@@ -3,6 +3,7 @@ a hostile model server on 127.0.0.1 (trickles, floods, echoes Authorization, hos
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -57,6 +58,7 @@ def users() -> list:
 def shared_dir(uid: int | None) -> Path:
     """A fresh directory `uid` may write (tmp_path is private to root)."""
     path = Path(tempfile.mkdtemp(prefix="tiss-hard-"))
+    atexit.register(shutil.rmtree, path, True)  # outside pytest's tmp_path, so removed here
     if uid is not None:
         os.chown(path, uid, uid)
     return path
