@@ -832,6 +832,16 @@ class BPETokenizer:
             _Partition(normalized, self.token_options, longest_first=False) if normalized else None,
         )
 
+    def __getstate__(self) -> dict:
+        # The lookup tables hold bound methods and caches; the file's content rebuilds them.
+        return self.to_dict()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(BPETokenizer.from_dict(state).__dict__)
+        self._partitions = None if self.vocab is None else lru_cache(maxsize=16)(self._make_partitions)
+        self._cache = _ChunkCache(self._bpe)
+        self._cache_get = self._cache.__getitem__
+
     def __repr__(self) -> str:
         if self.vocab is not None:  # a pretrained vocabulary may have hundreds of special tokens
             return (

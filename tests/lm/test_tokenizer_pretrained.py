@@ -483,3 +483,12 @@ def test_batched_path_for_a_tokenizer_trained_here(monkeypatch):
     slow = BPETokenizer.from_dict(tok.to_dict())
     assert slow.encode_batch(TEXTS) == batched and slow._tables is None
     assert all(fresh.decode(ids) == t for ids, t in zip(batched, TEXTS))
+
+
+def test_tokenizers_pickle():
+    import pickle
+
+    for tok in (hf_tok("llama3"), gguf_tok("smollm"), BPETokenizer().train(TEXTS[:20], vocab_size=300)):
+        again = pickle.loads(pickle.dumps(tok))
+        assert again.to_dict() == tok.to_dict()
+        assert [again.encode(t, "all") for t in TEXTS[:60]] == [tok.encode(t, "all") for t in TEXTS[:60]]
