@@ -8,7 +8,9 @@ run is in a `Context`, one per block (`runtime/context.py`).
 
 By concern: conditions and their explanations are in `interpreter_conditions.py`, PARALLEL and
 CHOOSE in `interpreter_concurrency.py`, directives and the model settings they make in
-`interpreter_directives.py`; this module has dispatch, failures, steps and the other statements.
+`interpreter_directives.py`, RETRY, FOR and the failure report in `interpreter_loops.py`, the
+command policy's gate in `interpreter_policy.py`; this module has dispatch, failures, steps and
+the other statements.
 
 Failures are `ScriptFailure`s. `execute` gives each one the statement's position (unless it
 carries a more precise one) and a `Failure` record the first time it passes; the innermost
@@ -26,6 +28,7 @@ import time
 from typing import Any, Callable
 
 from runtime import values
+from runtime.answers import answer_format, parse_answer
 from runtime.backends.base import BackendCancelled
 from runtime.backends.guarded import generate_within_budget
 from runtime.budget import Budgets, parse_duration
@@ -42,11 +45,14 @@ from runtime.interpolate import (
 from runtime.interpreter_conditions import ConditionsMixin
 from runtime.interpreter_concurrency import ConcurrencyMixin
 from runtime.interpreter_directives import Backends, DirectivesMixin
+from runtime.interpreter_loops import LoopsMixin
+from runtime.interpreter_policy import PolicyMixin
 from runtime.options import RunOptions
 from runtime.result import FAILED, INTERRUPTED, PASSED, SKIPPED, Failure, StepResult
 from runtime.review import Reviewer, ReviewRejected
 from runtime.secret import redact
 from runtime.shell import DEFAULT_TIMEOUT, run_command
+from runtime.taint import carry, taint
 from runtime.trace import EventBus
 from runtime.workspace import Workspace
 from tisslang import ast, statements
@@ -67,7 +73,7 @@ def internal_error(exc: BaseException, stmt: ast.Node | None = None) -> Internal
     )
 
 
-class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
+class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin, PolicyMixin):
     """Runs one program's statements. `execute(stmt, ctx)` is the single entry point."""
 
     def __init__(
@@ -230,10 +236,12 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
                 value = ctx.last.get(root)
                 if value is None:
                     raise builtin_not_set(ref)
-            return field_path(value, ref)
+            return carry(value, field_path(value, ref))
         if root not in ctx.vars:
             raise undefined_variable(ref, ctx.vars.keys())
-        return field_path(ctx.vars[root], ref)
+        value = ctx.vars[root]
+        # A field or item carries the taint of what it was taken from (runtime/taint.py).
+        return carry(value, field_path(value, ref))
 
     def text(self, string: ast.String, ctx: Context) -> str:
         return interpolate(string, lambda ref: self.lookup(ref, ctx))
@@ -249,6 +257,13 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
             return [self.value(item, ctx) for item in node.items]
         if isinstance(node, ast.ObjectValue):
             return {key: self.value(item, ctx) for key, item in node.entries}
+        if isinstance(node, ast.Length):
+            measured = self.value(node.operand, ctx)
+            if isinstance(measured, (str, list, tuple, dict)):
+                return len(measured)
+            raise values.TypeMismatch(
+                f"LENGTH needs a list, string or object, got {values.type_name(measured)} "
+                f"{values.show(measured)}", line=node.line, column=node.column)
         raise Unsupported(f"{type(node).__name__} is not a value", line=node.line, column=node.column)
 
     # -- blocks that report as steps -----------------------------------------------------------
@@ -349,16 +364,13 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
 
     def visit_Try(self, node: ast.Try, ctx: Context) -> dict[str, Any]:
         mark = len(ctx.container)
+        run_before = ctx.last.get("LAST_RUN")
         try:
             self.run_block(node.body, ctx.nested())
         except ScriptFailure as exc:
             failure = self.record_failure(exc, node, ctx)
-            for step in ctx.container[mark:]:
-                for inner in step.walk():
-                    if inner.status == FAILED:
-                        inner.caught = True
-            ctx.last["LAST_ERROR"] = {"MESSAGE": failure.message, "KIND": failure.kind,
-                                      "LINE": failure.line}
+            self.mark_caught(ctx.container[mark:])
+            ctx.last["LAST_ERROR"] = self.error_value(failure, ctx, run_before)
             self.emit("caught", line=node.line, kind=failure.kind, message=failure.message)
             if node.handler is not None:
                 self.run_block(node.handler, ctx.nested())
@@ -373,29 +385,35 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
     def visit_Write(self, node: ast.Write, ctx: Context) -> dict[str, Any]:
         path = self._path(node.path, ctx)
         content = self.text(node.content, ctx)
-        self.workspace.write_text(path, content)
+        self.guard("WRITE", path, node, ctx)  # the command policy (interpreter_policy.py)
+        self.note_write(self.workspace.write_text(path, content), content)
         return {"path": path, "bytes": len(content.encode("utf-8"))}
 
     def visit_Read(self, node: ast.Read, ctx: Context) -> dict[str, Any]:
         self.check_target(node.variable, node)
         path = self._path(node.path, ctx)
-        self.assign(node.variable, self.workspace.read_text(path), ctx, node)
+        text = self.workspace.read_text(path)
+        # Tainted when a tainted WRITE of this run wrote that very file (interpreter_policy.py).
+        self.assign(node.variable, self.read_taint(self.workspace.identity(path), text), ctx, node)
         return {"path": path, "variable": node.variable}
 
     def visit_Mkdir(self, node: ast.Mkdir, ctx: Context) -> dict[str, Any]:
         path = self._path(node.path, ctx)
+        self.guard("MKDIR", path, node, ctx)
         self.workspace.mkdir(path)
         return {"path": path}
 
     def visit_Delete(self, node: ast.Delete, ctx: Context) -> dict[str, Any]:
         path = self._path(node.path, ctx)
-        self.workspace.delete(path, recursive=node.recursive)
+        self.guard("DELETE", path, node, ctx)
+        self.state.tainted_files.removed(self.workspace.delete(path, recursive=node.recursive))
         return {"path": path, "recursive": node.recursive}
 
     # -- commands ------------------------------------------------------------------------------
 
     def visit_Run(self, node: ast.Run, ctx: Context) -> dict[str, Any]:
         command = self.text(node.command, ctx)
+        self.guard("RUN", command, node, ctx)  # deny rules and approval, before anything starts
         limits: list[tuple[float, str]] = []
         if "timeout" in ctx.directives:
             limits.append((parse_duration(ctx.directives["timeout"], what="@timeout"), "@timeout"))
@@ -457,6 +475,7 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
         if node.variable is not None:
             self.check_target(node.variable, node)  # before the call is paid for, not after
         prompt = self.text(node.prompt, ctx)
+        shape = answer_format(ctx.directives)  # a bad @output fails before the call is paid for
         backend = self.backend_for(ctx)
         settings = self.settings(ctx)
         try:  # ctx.cancel lets Ctrl-C stop a call in a PARALLEL child at once
@@ -464,19 +483,25 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
         except BackendCancelled:
             self.check_cancel(ctx)
             raise RunInterrupted() from None
+        said = taint(completion.text)  # model text: the command policy asks before running it
         ctx.last["LAST_PROMPT"] = {
-            "TEXT": completion.text,
+            "TEXT": said,
             "PROMPT_TOKENS": completion.prompt_tokens,
             "COMPLETION_TOKENS": completion.completion_tokens,
             "FINISH_REASON": completion.finish_reason,
         }
-        if node.variable is not None:
-            self.assign(node.variable, completion.text, ctx, node)
         self.emit(
             "prompt", line=node.line, backend=getattr(backend, "name", type(backend).__name__),
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             finish_reason=completion.finish_reason, duration=round(completion.elapsed, 6),
         )
+        answer: Any = said
+        if shape == "json":
+            # Not JSON fails the step with the text in the message, so RETRY can ask again; the
+            # value carries the answer's taint (every field and item of it too).
+            answer = carry(said, parse_answer(said))
+        if node.variable is not None:
+            self.assign(node.variable, answer, ctx, node)
         return {"variable": node.variable, "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens}
 
@@ -508,7 +533,8 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin):
             backend = self.backend_for(ctx)
         except ScriptFailure:
             pass
-        return Estimator(backend, lambda node: self.value(node, ctx), lambda s: self.text(s, ctx))
+        return Estimator(backend, lambda node: self.value(node, ctx), lambda s: self.text(s, ctx),
+                         lambda node: self.count_items(node, ctx))
 
     def visit_EstimateCost(self, node: ast.EstimateCost, ctx: Context) -> dict[str, Any]:
         estimate = self.estimator(ctx).block(node.body, ctx.directives)

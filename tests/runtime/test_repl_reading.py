@@ -195,7 +195,7 @@ def complete(text, variables=(), workspace=None):
 
 
 def test_completes_statement_keywords_at_statement_start():
-    assert complete("RE") == ["READ", "REQUEST_REVIEW"]
+    assert complete("RE") == ["READ", "REQUEST_REVIEW", "RETRY"]
     assert complete('STEP "x" { PA') == ["PARALLEL", "PAUSE"]
     assert complete("  SET_B") == ["SET_BUDGET"]
 

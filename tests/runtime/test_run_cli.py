@@ -32,47 +32,89 @@ def tiss(*argv):
     return cli.main([str(a) for a in argv])
 
 
-def required_models(example: Path) -> list[str]:
-    """The models an example's header comment says it needs: `# requires: model NAME`."""
+def requirements(example: Path) -> list[tuple[str, str]]:
+    """What an example's header comment says it needs, as (kind, what) pairs.
+
+    `# requires: model echo`     run it with `--model echo` (its answers need an echoing model);
+    `# requires: model NAME`     a pulled model (`tiss models pull NAME`) the script's @model names;
+    `# requires: terminal`       a human answers its questions on a terminal.
+    An example without such a line passes as `tiss run examples/X.tiss`, with no flags at all.
+    """
     needs = []
     for line in example.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break  # the header comment ends at the first line that is not a comment
         words = line.lstrip("#").split()
-        if words[:2] == ["requires:", "model"] and len(words) == 3:
-            needs.append(words[2])
+        if words[:1] != ["requires:"]:
+            continue
+        if words[1:2] == ["model"] and len(words) == 3:
+            needs.append(("model", words[2]))
+        elif words[1:] == ["terminal"]:
+            needs.append(("terminal", ""))
+        else:
+            raise AssertionError(f"{example.name}: unknown requirement {line!r}")
     return needs
 
 
-def run_with(example: Path) -> list[str] | None:
-    """The `tiss run` options an example's header says it runs with: `# run with: ARGS`."""
-    for line in example.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if text.startswith("run with:"):
-            return text[len("run with:"):].split()
-    return None
+def _answer_on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `argv` with a pseudo-terminal as stdin and stderr (where questions are asked) and
+    answer as a user who approves: `y` to Approve?, a comment, Enter to Press Enter."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=slave, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    answers = {b"Approve?": b"y\n", b"Comment": b"ok\n", b"Press Enter": b"\n"}
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            seen += chunk
+            for question, answer in answers.items():
+                if question in chunk:
+                    os.write(master, answer)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out + seen.decode(errors="replace")
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_every_example_runs_and_passes(example, ws, capsys, monkeypatch):
+def test_every_example_passes_as_a_user_runs_it(example, ws, capsys, monkeypatch):
+    """`cd somewhere; tiss run examples/X.tiss`: no --workspace, no --yes, and --model only
+    when the header asks for the echo backend; otherwise the shipped default model answers."""
     from lm.models import model_path
 
     monkeypatch.delenv("TISS_MODEL", raising=False)
-    needs = required_models(example)
-    for name in needs:
-        if model_path(name) is None:
-            pytest.skip(f"{example.name} asks the real model {name}, which is not pulled here "
-                        f"(run: tiss models pull {name})")
-    # An example that says how it runs (`# run with:`) runs exactly so; one that needs a real
-    # model runs on it (its @model); the rest answer with echo.
-    declared = run_with(example)
-    if declared is not None:
-        options = declared
-    else:
-        options = [] if needs else ["--model", "echo"]
-    code = tiss("run", example, "--workspace", ws, "--yes", *options)
+    monkeypatch.chdir(ws)
+    argv = ["run", str(example)]
+    terminal = False
+    for kind, what in requirements(example):
+        if kind == "model" and what == "echo":
+            argv += ["--model", "echo"]
+        elif kind == "model":
+            if model_path(what) is None:
+                pytest.skip(f"{example.name} asks the real model {what}, which is not pulled here "
+                            f"(run: tiss models pull {what})")
+            assert f'@model "{what}"' in example.read_text(), "the script itself must choose it"
+        elif kind == "terminal":
+            terminal = True
+    if terminal:
+        code, out = _answer_on_a_terminal([sys.executable, "-m", "runtime", *argv], ws)
+        assert code == 0, out
+        assert "PASSED" in out
+        return
+    code = cli.main(argv)
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "PASSED" in out.out
@@ -82,14 +124,14 @@ def test_examples_exist():
     assert EXAMPLES, "examples/*.tiss is empty"
 
 
-def test_the_example_that_asks_a_real_model_says_so_in_its_header():
-    assert required_models(EXAMPLES[0].parent / "ask_a_model.tiss") == ["smollm2"]
-    assert required_models(EXAMPLES[0].parent / "hello.tiss") == []
-
-
-def test_the_self_correcting_example_says_how_it_runs():
-    assert run_with(EXAMPLES[0].parent / "fix_failing_test.tiss") == ["--model", "echo"]
-    assert run_with(EXAMPLES[0].parent / "hello.tiss") is None
+def test_the_examples_that_need_more_than_the_default_model_say_so_in_their_header():
+    folder = EXAMPLES[0].parent
+    assert requirements(folder / "ask_a_model.tiss") == [("model", "smollm2")]
+    assert requirements(folder / "agent.tiss") == [("model", "echo")]
+    assert requirements(folder / "fix_failing_test.tiss") == [("model", "echo")]
+    assert requirements(folder / "review.tiss") == [("terminal", "")]
+    assert requirements(folder / "hello.tiss") == []
+    assert requirements(folder / "local_model.tiss") == []  # the shipped default model
 
 
 def test_human_output_shows_steps_logs_failure_and_summary(tmp_path, ws, capsys):
@@ -181,7 +223,8 @@ def test_dry_run_touches_nothing_and_prints_plan_and_estimate(tmp_path, ws, caps
     assert tiss("run", script, "--workspace", ws, "--dry-run", "--model", "echo", "--report", "json") == 0
     assert json.loads(capsys.readouterr().out) == {
         "file": script, "dry_run": True,
-        "estimate": {"API_CALLS": 1, "TOKENS": 12, "SECONDS": 0.0, "UNBOUNDED_RUNS": 1},
+        "estimate": {"API_CALLS": 1, "TOKENS": 12, "SECONDS": 0.0, "UNBOUNDED_RUNS": 1,
+                     "UNBOUNDED_LOOPS": 0},
     }
     assert os.listdir(ws) == []
 

@@ -8,7 +8,9 @@ from tisslang.strings import INTERPOLATION, merge_parts
 
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(
     lambda s: s not in _RESERVED)
-refs = st.lists(identifiers, min_size=1, max_size=3).map(lambda parts: ast.Ref(tuple(parts)))
+# A root name, then object keys or list indexes (`answer.files.0`).
+refs = st.tuples(identifiers, st.lists(identifiers | st.from_regex(r"[0-9]{1,3}", fullmatch=True),
+                                       max_size=2)).map(lambda t: ast.Ref((t[0], *t[1])))
 # Any text without lone surrogates: quotes, backslashes, braces, newlines, controls, emoji.
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["{{", "}}", "\\", '"', "'", "\\{", "{{ x }}", "#", "<<EOF", "\n", "\t", "\r"])
@@ -51,6 +53,7 @@ def _conditions(inner):
         st.builds(ast.Matches, inner, inner),
         st.builds(ast.IsEmpty, inner, st.booleans()),
         st.builds(ast.FileExists, inner),
+        st.builds(ast.Length, inner),
         st.builds(ast.Not, inner),
         two_or_more.map(ast.And),
         two_or_more.map(ast.Or),
@@ -110,6 +113,10 @@ def _blocks(inner):
         st.builds(ast.Parallel, body),
         st.builds(ast.Choose, st.lists(st.builds(ast.Option, strings(), body), max_size=2).map(tuple)),
         st.builds(ast.EstimateCost, body),
+        st.builds(ast.Retry, numbers.map(lambda n: n.value), st.none() | strings(), body),
+        st.builds(ast.For, identifiers, st.just("value"), values, body),
+        st.builds(ast.For, identifiers, st.just("lines"), values, body),
+        st.builds(ast.For, identifiers, st.just("files"), strings(), body),
     )
 
 

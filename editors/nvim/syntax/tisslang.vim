@@ -12,10 +12,10 @@ syn iskeyword @,48-57,_
 
 " Built-ins and their fields (TASK and STEP stay keywords: keywords win in Vim, as in the grammar
 " for VS Code).
-syn match tissBuiltin /\<\%(LAST_ESTIMATE\|LAST_PROMPT\|LAST_REVIEW\|LAST_ERROR\|WORKSPACE\|LAST_RUN\|STEP\|TASK\)\>/ nextgroup=tissField
+syn match tissBuiltin /\<\%(LAST_ESTIMATE\|LAST_PROMPT\|LAST_REVIEW\|LAST_ERROR\|WORKSPACE\|LAST_RUN\|ATTEMPT\|STEP\|TASK\)\>/ nextgroup=tissField
 syn match tissField /\.[A-Za-z0-9_]\+/ contained
-syn keyword tissKeyword TASK SETUP TEARDOWN STEP RUN WRITE READ ASSERT PROMPT_AGENT VAR LOG IF TRY PARALLEL CHOOSE OPTION ESTIMATE_COST SET_BUDGET REQUEST_REVIEW PAUSE MKDIR DELETE THEN ELSE CATCH AS INTO RECURSIVE
-syn match tissOperatorWord /\<\%(IS_NOT_EMPTY\|CONTAINS\|IS_EMPTY\|MATCHES\|EXISTS\|FILE\|AND\|NOT\|OR\)\>/
+syn keyword tissKeyword TASK SETUP TEARDOWN STEP RUN WRITE READ ASSERT PROMPT_AGENT VAR LOG IF TRY PARALLEL CHOOSE OPTION ESTIMATE_COST SET_BUDGET REQUEST_REVIEW PAUSE MKDIR DELETE RETRY FOR THEN ELSE CATCH AS INTO RECURSIVE DELAY IN FILES LINES
+syn match tissOperatorWord /\<\%(IS_NOT_EMPTY\|CONTAINS\|IS_EMPTY\|MATCHES\|EXISTS\|LENGTH\|FILE\|AND\|NOT\|OR\)\>/
 syn keyword tissBoolean true false
 syn keyword tissBudget EXECUTION_TIME API_CALLS TOKENS TOKEN_COUNT
 syn match tissDirective /@\%(temperature\|max_tokens\|persona\|timeout\|choose\|output\|min_p\|model\|shell\|top_k\|top_p\|seed\|stop\)\>/
