@@ -17,6 +17,7 @@ A mixin of `Interpreter` (`runtime/interpreter.py`):
 
 from __future__ import annotations
 
+from collections import ChainMap
 from typing import TYPE_CHECKING, Any, Callable
 
 from runtime import values
@@ -177,18 +178,21 @@ class LoopsMixin:
     def visit_For(self, node: ast.For, ctx: "Context") -> dict[str, Any]:
         self.check_target(node.variable, node)
         items = self.loop_items(node, ctx)
-        saved = ctx.vars.get(node.variable, _UNSET) if node.variable in ctx.vars else _UNSET
+        # The loop variable exists only inside the block (tiss check says so too): afterwards
+        # the layer it was written to is as before. In a PARALLEL child that is the child's own
+        # layer, so a loop leaves nothing there to merge (or to conflict with a sibling's loop).
+        own = ctx.vars.maps[0] if isinstance(ctx.vars, ChainMap) else ctx.vars
+        saved = own.get(node.variable, _UNSET)
         try:
             for item in items:
                 self.check_cancel(ctx)
-                ctx.vars[node.variable] = item
+                own[node.variable] = item
                 self.run_block(node.body, ctx.nested())
         finally:
-            # The loop variable exists only inside the block (tiss check says so too).
             if saved is _UNSET:
-                ctx.vars.pop(node.variable, None)
+                own.pop(node.variable, None)
             else:
-                ctx.vars[node.variable] = saved
+                own[node.variable] = saved
         return {"variable": node.variable, "items": len(items)}
 
     def count_items(self, node: ast.For, ctx: "Context") -> int | None:

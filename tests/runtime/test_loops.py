@@ -181,6 +181,23 @@ def test_for_over_lists_lines_and_nested_loops_with_scoped_names(run):
     assert "n" not in run.vars and "line" not in run.vars and run.vars["x"] == "outer"
 
 
+def test_loops_in_parallel_children_leave_nothing_to_merge(run):
+    result = run(
+        'VAR i = "outer"\n'
+        'PARALLEL {\n'
+        '    FOR i IN [1, 2] {\n'
+        '        LOG "a{{ i }}"\n'
+        '    }\n'
+        '    FOR i IN [3] {\n'
+        '        VAR b = i\n'
+        '    }\n'
+        '}\n'
+        'LOG "{{ i }} {{ b }}"\n'
+    )
+    assert result.status == PASSED, result.failure
+    assert result.logs[-1] == "outer 3" and sorted(result.logs[:-1]) == ["a1", "a2"]
+
+
 def test_for_over_a_value_that_is_not_a_list_fails_positioned(run):
     result = run('VAR s = "abc"\nSTEP "s" {\n    FOR c IN s {\n        LOG "{{ c }}"\n    }\n}\n')
     assert result.status == FAILED and result.failure.kind == "TypeMismatch"
