@@ -141,7 +141,8 @@ def load(path=None, dtype=np.float32):
     """Read a checkpoint directory (or a run directory) into `(model, tokenizer)`.
 
     With no `path`, the default model shipped in `lm/default_model/`. A GGUF file or a Hugging
-    Face model directory of a Llama-family model loads through `lm.pretrained`.
+    Face model directory of a Llama-family model loads through `lm.pretrained`; the name of a
+    pulled model (`smollm2`, see `lm.models`) loads its file.
 
     Every defect is a `CheckpointError` naming the file and what to do: missing files, corrupt
     JSON or safetensors, parameters missing, unexpected or of the wrong shape, non-finite
@@ -156,6 +157,10 @@ def load(path=None, dtype=np.float32):
                 "reinstall the package or pass a checkpoint directory made by `tiss train`"
             )
         path = DEFAULT_MODEL_DIR
+    else:
+        from lm.models import resolve_model
+
+        path = resolve_model(path)  # a pulled model's name (`smollm2`) becomes its file
     pretrained = _load_pretrained(Path(path), dtype)
     if pretrained is not None:
         return pretrained

@@ -7,6 +7,10 @@ once into `train.bin` / `val.bin` (uint16 when the vocabulary fits, else uint32)
 separated by the tokenizer's `<|endoftext|>`, and described by `data.json`. Batches are random
 windows drawn from a `numpy.random.Generator` whose state the trainer saves with each checkpoint.
 
+Conversations (`lm.chatdata`) add `train.mask` / `val.mask`: one byte per token, 1 where the token
+is a target the loss counts (an assistant's); windows drawn from masked files get the loss's
+ignore index at every other target.
+
 Shape letters: B batch, T sequence length.
 """
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from lm.atomic import write_atomic
 from lm.errors import LMError
+from lm.loss import IGNORE_INDEX
 
 DATA_INFO = "data.json"
 VAL_FRACTION = 0.1
@@ -122,6 +127,8 @@ class TokenData:
     train: np.ndarray  # (n_train,) uint16/uint32 memmap
     val: np.ndarray  # (n_val,)
     info: dict
+    train_mask: np.ndarray | None = None  # (n_train,) uint8: 1 where the token is a counted target
+    val_mask: np.ndarray | None = None  # (n_val,)
 
 
 def build_token_files(train_files: list[Path], val_files: list[Path], tokenizer, out_dir) -> TokenData:
@@ -158,10 +165,37 @@ def build_token_files(train_files: list[Path], val_files: list[Path], tokenizer,
         "val_files": [str(p) for p in val_files],
         "vocab_size": int(tokenizer.vocab_size),
     }
+    return write_token_files(out, train, val, info)
+
+
+def build_chat_token_files(chat_file, tokenizer, out_dir) -> TokenData:
+    """Encode the conversations in `chat_file` (`lm.chatdata`) into masked token files."""
+    from lm.chatdata import encode_file
+
+    (train, train_mask), (val, val_mask), summary = encode_file(chat_file, tokenizer)
+    info = {
+        "dtype": train.dtype.name,
+        "train_tokens": int(len(train)),
+        "val_tokens": int(len(val)),
+        "split": "every tenth conversation",
+        "chat_data": str(chat_file),
+        "vocab_size": int(tokenizer.vocab_size),
+        "masked": True,
+        **summary,
+    }
+    return write_token_files(Path(out_dir), train, val, info, train_mask, val_mask)
+
+
+def write_token_files(out: Path, train: np.ndarray, val: np.ndarray, info: dict,
+                      train_mask: np.ndarray | None = None, val_mask: np.ndarray | None = None) -> TokenData:
+    """Write the token (and mask) files and data.json (last) atomically, then open them."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "train.bin", train.tobytes())
         write_atomic(out / "val.bin", val.tobytes())
+        if train_mask is not None:
+            write_atomic(out / "train.mask", train_mask.astype(np.uint8).tobytes())
+            write_atomic(out / "val.mask", val_mask.astype(np.uint8).tobytes())
         write_atomic(out / DATA_INFO, (json.dumps(info, indent=2) + "\n").encode())
     except OSError as exc:
         raise DataError(f"cannot write token files to {out}: {exc.strerror or exc}") from None
@@ -174,16 +208,29 @@ def open_token_files(out_dir) -> TokenData:
     try:
         info = json.loads((out / DATA_INFO).read_text(encoding="utf-8"))
         dtype = np.dtype(info["dtype"])
-        arrays = []
+        arrays, masks = [], []
         for split in ("train", "val"):
             n = int(info[f"{split}_tokens"])
-            path = out / f"{split}.bin"
-            if path.stat().st_size != n * dtype.itemsize:
-                raise DataError(f"{path} has the wrong size for {n} tokens; delete {out} to re-tokenize")
-            arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype))
+            arrays.append(_map(out / f"{split}.bin", dtype, n, out))
+            if info.get("masked"):
+                masks.append(_map(out / f"{split}.mask", np.dtype(np.uint8), n, out))
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"token files in {out} are missing or corrupt ({exc}); delete {out} to re-tokenize") from None
-    return TokenData(arrays[0], arrays[1], info)
+    return TokenData(arrays[0], arrays[1], info, *(masks or (None, None)))
+
+
+def _map(path: Path, dtype: np.dtype, n: int, out: Path) -> np.ndarray:
+    if path.stat().st_size != n * dtype.itemsize:
+        raise DataError(f"{path} has the wrong size for {n} tokens; delete {out} to re-tokenize")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+
+
+def _targets(window: np.ndarray, mask: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    """The next-token targets of windows `idx`, the ignore index where `mask` says not counted."""
+    y = window[:, 1:]
+    if mask is None:
+        return y
+    return np.where(np.asarray(mask[idx[:, 1:]]) != 0, y, IGNORE_INDEX)
 
 
 def check_windows(tokens: np.ndarray, seq_len: int, split: str) -> None:
@@ -194,15 +241,18 @@ def check_windows(tokens: np.ndarray, seq_len: int, split: str) -> None:
         )
 
 
-def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`batch_size` random windows: inputs and next-token targets, both (B, T) int64."""
+def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`batch_size` random windows: inputs and next-token targets, both (B, T) int64 (targets
+    the ignore index where `mask` is 0)."""
     starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)  # (B,)
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]  # (B, T+1)
     window = np.asarray(tokens[idx], dtype=np.int64)  # (B, T+1)
-    return window[:, :-1], window[:, 1:]
+    return window[:, :-1], _targets(window, mask, idx)
 
 
-def eval_windows(tokens: np.ndarray, seq_len: int, max_windows: int) -> tuple[np.ndarray, np.ndarray]:
+def eval_windows(tokens: np.ndarray, seq_len: int, max_windows: int,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A fixed, evenly spread set of validation windows (the same at every evaluation).
 
     A validation split shorter than `seq_len + 1` gets one window as long as it allows.
@@ -215,4 +265,4 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_windows: int) -> tuple[np
     starts = np.linspace(0, n - 1 - T, count).astype(np.int64)  # (W,)
     idx = starts[:, None] + np.arange(T + 1)[None, :]
     window = np.asarray(tokens[idx], dtype=np.int64)
-    return window[:, :-1], window[:, 1:]
+    return window[:, :-1], _targets(window, mask, idx)

@@ -15,6 +15,13 @@ KeyboardInterrupt; a harder kill loses only the steps since the last save.
 
 `lm.train.train(...)` is the single entry point; `tiss train` only parses arguments into it.
 
+Fine-tuning: `train(..., init=MODEL)` starts from anything `lm.load` accepts (a GGUF file, a
+Hugging Face directory, a checkpoint or run directory, a pulled model's name) with its weights,
+architecture and tokenizer, which then encodes the corpus; quantized GGUF weights are dequantized
+to float32 and trained in float32. `chat_data=FILE.jsonl` (with `init`) trains on conversations
+rendered with the model's chat template, the loss on the assistant turns only (`lm.chatdata`).
+The run's settings record the model's shape and where it came from; resuming needs neither again.
+
 Speed: a step's batch is split across `threads` data-parallel worker threads (`lm.parallel`; default
 one per available CPU, at most 8), each with one BLAS thread; `threads=1` runs on one CPU. The
 worker count decides the order in which the shards' gradients are summed, so bit-identical reruns
@@ -48,6 +55,7 @@ from lm.console import write_out
 from lm.config import ModelConfig
 from lm.data import (
     DataError,
+    build_chat_token_files,
     build_token_files,
     check_windows,
     corpus_split,
@@ -97,6 +105,8 @@ class TrainSettings:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     tie_embeddings: bool = False
+    init: str | None = None  # the pretrained model the run started from (its weights, shape, tokenizer)
+    chat: bool = False  # `corpus` is a conversations file (--chat-data): loss on assistant turns only
 
     def resolved(self) -> "TrainSettings":
         values = asdict(self)
@@ -119,7 +129,7 @@ class TrainSettings:
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.warmup < 0:
             raise TrainError(f"--warmup must be zero or more, got {self.warmup}")
-        if self.tokenizer is None:
+        if self.tokenizer is None and self.init is None:
             from lm.tokenizer import MAX_VOCAB, N_BYTES
 
             # Checked here, before the corpus is read, rather than after minutes of reading it.
@@ -139,6 +149,8 @@ class TrainResult:
 
 
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "ffn_hidden", "seq_len", "vocab_size", "tokenizer", "tie_embeddings")
+# What --init takes from the model: giving them too is a contradiction, not an override.
+_SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "ffn_hidden", "vocab_size", "tokenizer", "tie_embeddings")
 
 
 def train(
@@ -146,6 +158,7 @@ def train(
     out=None,
     *,
     resume=None,
+    chat_data=None,
     threads: int | None = None,
     distributed: str | None = None,
     stream: TextIO | None = None,
@@ -162,6 +175,8 @@ def train(
     (`lm.distributed`; run under `mpiexec`); rank 0 alone reports and writes. `stream` receives
     the progress line (default stderr); `callback(step, record)` is called after every step with
     its metrics record. Running out of memory is a TrainError saying what to lower.
+    `init=MODEL` fine-tunes a pretrained model and `chat_data=FILE.jsonl` trains it on
+    conversations instead of `corpus` (see the module docstring).
     """
     stream = sys.stderr if stream is None else stream
     group = SOLO
@@ -172,19 +187,36 @@ def train(
         if not group.is_root:
             stream = _Silent()  # rank 0 alone reports progress
     with group.guard(), _out_of_memory_explained():
-        given = group.everyone(lambda: _check_arguments(corpus, out, resume, threads, options))
+        given = group.everyone(lambda: _check_arguments(corpus, out, resume, threads, options, chat_data))
         if resume is not None:
             return _resume(Path(resume), given, threads, stream, callback, group)
-        settings, run = group.everyone(lambda: _new_run(corpus, out, given, group))
+        if chat_data is not None:
+            corpus, given = chat_data, {**given, "chat": True}
+        start = None
+        if "init" in given:
+            start = group.everyone(lambda: _load_init(given["init"], stream))
+            given = {**given, **_init_shape(start[0].config), "init": start[2]}
+        settings, run = group.everyone(lambda: _new_run(corpus, out, given, group, start))
 
         def prepare():  # the writes, on rank 0 alone
             _check_new_run_dir(run)
             _make_dir(run)
-            train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
-            tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
-            _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) "
-                         f"({len(val_files)} held out for validation)")
-            data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+            if settings.chat:
+                tokenizer = _keep_tokenizer(start[1], run)
+                _say(stream, f"rendering the conversations in {settings.corpus} with the model's chat template")
+                data = build_chat_token_files(settings.corpus, tokenizer, run / DATA_DIR)
+                _say(stream, f"{data.info['conversations']['train']} training / {data.info['conversations']['val']} "
+                             f"validation conversations; {data.info['target_tokens']['train']:,} assistant "
+                             "tokens to learn from")
+            else:
+                train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
+                if start is not None:
+                    tokenizer = _keep_tokenizer(start[1], run)
+                else:
+                    tokenizer = _prepare_tokenizer(settings, train_files, run, stream)
+                _say(stream, f"tokenizing {len(train_files) + len(val_files)} file(s) "
+                             f"({len(val_files)} held out for validation)")
+                data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
             check_windows(data.train, settings.seq_len, "training")
             try:
                 (run / METRICS_FILE).write_text("", encoding="utf-8")  # a run killed before its first save left one
@@ -194,8 +226,12 @@ def train(
 
         prepared = group.root_first(prepare)
         tokenizer, data = group.everyone(lambda: prepared if group.is_root else _open_prepared(run, tokenizer=True))
-        config = _model_config(settings, tokenizer.vocab_size)
-        model = Transformer(config, seed=settings.seed)
+        if start is not None:
+            model = start[0]
+            config = model.config
+        else:
+            config = _model_config(settings, tokenizer.vocab_size)
+            model = Transformer(config, seed=settings.seed)
         opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
         rng = np.random.default_rng(settings.seed)
         _say(stream, f"model: {model.n_params:,} parameters, vocab {config.vocab_size}; "
@@ -203,7 +239,7 @@ def train(
         return _loop(run, settings, model, tokenizer, opt, rng, data, 0, 0.0, threads, stream, callback, group)
 
 
-def _check_arguments(corpus, out, resume, threads, options: dict) -> dict:
+def _check_arguments(corpus, out, resume, threads, options: dict, chat_data=None) -> dict:
     """The options given (not None), checked for what needs no file: the same on every rank."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise TrainError(f"--threads must be a positive integer, got {threads!r}")
@@ -212,25 +248,89 @@ def _check_arguments(corpus, out, resume, threads, options: dict) -> dict:
         raise TypeError(f"train() got unknown options {sorted(unknown)}")
     given = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
-        if corpus is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
+        if corpus is not None or chat_data is not None or (out is not None and Path(out).resolve() != Path(resume).resolve()):
             raise TrainError(
-                "--resume DIR continues the run in DIR from its own corpus; drop --corpus and --out"
+                "--resume DIR continues the run in DIR from its own corpus; drop --corpus, --chat-data and --out"
             )
+        if "init" in given:
+            raise TrainError("--resume DIR continues from the run's own checkpoint; drop --init")
         return given
+    if "chat" in given:
+        raise TypeError("train() takes conversations as chat_data=FILE, not chat=")
+    if chat_data is not None:
+        if corpus is not None:
+            raise TrainError("give either --corpus PATH or --chat-data FILE.jsonl, not both")
+        if "init" not in given:
+            raise TrainError("--chat-data needs --init MODEL: an instruct model whose chat template renders the conversations")
+        corpus = chat_data
     if corpus is None or out is None:
         raise TrainError("a new run needs --corpus PATH and --out DIR (or --resume DIR to continue one)")
+    if "init" in given:
+        clash = [k for k in _SHAPE_KEYS if k in given]
+        if clash:
+            flag = "--" + clash[0].replace("_", "-")
+            raise TrainError(f"--init takes the architecture and tokenizer from the model; drop {flag}")
     if "tokenizer" in given and "vocab_size" in given:
         raise TrainError("give either --tokenizer FILE or --vocab-size N, not both")
     return given
 
 
-def _new_run(corpus, out, given: dict, group) -> tuple[TrainSettings, Path]:
+def _new_run(corpus, out, given: dict, group, start=None) -> tuple[TrainSettings, Path]:
     """A new run's settings and directory, checked before any slow work."""
     settings = TrainSettings(corpus=str(Path(corpus).resolve()), **given).resolved()
     settings.validate()
     _check_ranks(settings, group)
-    _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
+    if start is None:
+        _model_config(settings, vocab_size=max(settings.vocab_size, 1))  # shape errors before any slow work
+    elif settings.seq_len > start[0].config.max_seq_len:
+        raise TrainError(
+            f"--seq-len {settings.seq_len} is longer than the {start[0].config.max_seq_len} tokens "
+            f"the model given to --init was made for; use --seq-len {start[0].config.max_seq_len} or less"
+        )
+    if settings.chat and start[1].chat_template is None:
+        raise TrainError("--chat-data needs a model with a chat template (an instruct model); "
+                         f"{given['init']} has none")
     return settings, Path(out)
+
+
+def _load_init(spec, stream: TextIO):
+    """The model, tokenizer and resolved path of `--init` (float32, for training)."""
+    from lm.models import resolve_model
+
+    path = str(Path(resolve_model(spec)).resolve())
+    try:
+        model, tokenizer = ckpt.load(path)
+    except LMError as exc:
+        raise TrainError(f"--init {spec}: {exc}") from None
+    quantized = _quantized_types(Path(path))
+    note = f" (its {', '.join(quantized)} weights dequantized to float32 for training)" if quantized else ""
+    _say(stream, f"starting from {path}{note}")
+    return model, tokenizer, path
+
+
+def _quantized_types(path: Path) -> list[str]:
+    """The quantized tensor types of a GGUF file (empty for anything else)."""
+    from lm import pretrained
+
+    if not (path.is_file() and pretrained.is_gguf(path)):
+        return []
+    import gguf  # present: lm.load just read the file with it
+
+    names = {t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    return sorted(names - {"F32", "F16", "BF16", "F64"})
+
+
+def _init_shape(config: ModelConfig) -> dict:
+    """The settings that record an --init model's shape (what a resume checks against)."""
+    return {"d_model": config.d_model, "n_layers": config.n_layers, "n_heads": config.n_heads,
+            "ffn_hidden": config.ffn_hidden, "vocab_size": config.vocab_size,
+            "tie_embeddings": config.tie_embeddings}
+
+
+def _keep_tokenizer(tokenizer, run: Path):
+    tokenizer.eot_id  # noqa: B018 - raises a clear error for a tokenizer with neither <|endoftext|> nor EOS
+    tokenizer.save(run / "tokenizer.json")
+    return tokenizer
 
 
 def _check_new_run_dir(run: Path) -> None:
@@ -317,8 +417,11 @@ def _resume(run: Path, given: dict, threads: int | None, stream: TextIO, callbac
                     f"cannot resume: the token files in {run / DATA_DIR} are missing or damaged and the "
                     f"run's corpus {settings.corpus} is gone; put the corpus back there and resume again"
                 )
-            train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
-            data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
+            if settings.chat:
+                data = build_chat_token_files(settings.corpus, tokenizer, run / DATA_DIR)
+            else:
+                train_files, val_files = corpus_split(settings.corpus, _SkipReport(stream))
+                data = build_token_files(train_files, val_files, tokenizer, run / DATA_DIR)
         if data.info.get("vocab_size") != tokenizer.vocab_size:
             raise TrainError(f"token files in {run / DATA_DIR} were made with another tokenizer; delete that directory and resume")
         check_windows(data.train, settings.seq_len, "training")
@@ -386,7 +489,10 @@ def _read_run(run: Path, given: dict, group):
             f"the run at {run} has already completed {step} steps; pass --steps larger than {step} to continue"
         )
     _check_ranks(settings, group)
-    if _model_config(settings, model.config.vocab_size) != model.config:
+    if settings.init is not None:
+        if _init_shape(model.config) != {k: getattr(settings, k) for k in _init_shape(model.config)}:
+            raise TrainError(f"checkpoint {path}: config.json does not match the run's settings; it is from another run")
+    elif _model_config(settings, model.config.vocab_size) != model.config:
         raise TrainError(f"checkpoint {path}: config.json does not match the run's settings; it is from another run")
     opt = AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
     opt.load_state_tensors(state.optimizer_tensors, state.optimizer_step)
@@ -413,7 +519,7 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
     if differ:
         step, elapsed, rng.bit_generator.state = start["step"], start["elapsed_s"], start["data_rng"]
         _say(stream, f"note: rank(s) {differ} built other initial weights than rank 0; every rank now has rank 0's")
-    val_x, val_y = eval_windows(data.val, s.seq_len, EVAL_WINDOWS_PER_BATCH * s.batch_size)
+    val_x, val_y = eval_windows(data.val, s.seq_len, EVAL_WINDOWS_PER_BATCH * s.batch_size, data.val_mask)
     tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
     progress = _Progress(stream, s.steps)
     loss, val_loss = float("nan"), None
@@ -453,7 +559,7 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
             for micro in range(s.grad_accum):
                 # Every rank draws the whole batch (so the sampler is the same for any number of
                 # ranks) and steps on its share, weighted by the share's part of the targets.
-                x, y = sample_batch(data.train, s.batch_size, s.seq_len, rng)
+                x, y = sample_batch(data.train, s.batch_size, s.seq_len, rng, data.train_mask)
                 lo, hi, weight = group.share(y)
                 part, grads = workers.loss_and_grads(x[lo:hi], y[lo:hi], accumulate=micro > 0,
                                                      loss_scale=1.0 / s.grad_accum * weight)
