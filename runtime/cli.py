@@ -306,7 +306,13 @@ def _add_train(subparsers) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--corpus", metavar="PATH", help="a text file, a directory of them, or a built corpus")
     where.add_argument("--resume", metavar="DIR", help="continue the run in DIR (to --steps total steps)")
+    where.add_argument("--chat-data", metavar="FILE.jsonl",
+                       help='conversations, one {"messages": [...]} per line, to fine-tune an --init instruct model on '
+                       "(loss on the assistant turns only)")
     p.add_argument("--out", metavar="DIR", help="run directory for a new run")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune this model (GGUF file, Hugging Face directory, checkpoint, or pulled name such as "
+                   "smollm2): its weights, architecture and tokenizer")
     p.add_argument("--steps", type=int, metavar="N", help="total optimiser steps (1000)")
     p.add_argument("--batch-size", type=int, metavar="B", help="sequences per micro-batch (16)")
     p.add_argument("--seq-len", type=int, metavar="T", help="tokens per sequence (128)")
@@ -340,6 +346,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ffn_hidden=args.ffn_hidden, vocab_size=args.vocab_size, tokenizer=args.tokenizer, lr=args.lr,
         warmup=args.warmup, grad_accum=args.grad_accum, eval_every=args.eval_every,
         save_every=args.save_every, seed=args.seed, threads=args.threads, distributed=args.distributed,
+        init=args.init, chat_data=args.chat_data,
     )
     return EXIT_OK
 
