@@ -130,3 +130,20 @@ def test_every_backend_gets_the_cap_in_its_settings():
     budgets.set("TOKENS", 50)
     generate_within_budget(backend, "abcd" * 5, GenerationSettings(), budgets)  # 5 prompt tokens
     assert backend.limits == [45]
+
+
+def test_the_local_model_stops_at_the_cap(make_tiny_checkpoint, tmp_path):
+    from runtime.backends.guarded import prompt_tokens
+    from runtime.backends.local import LocalBackend
+
+    texts = ["the quick brown fox jumps over the lazy dog. " * 8]
+    backend = LocalBackend(make_tiny_checkpoint(tmp_path / "tiny", texts, 300, ctx=64))
+    settings = GenerationSettings(temperature=1.0, seed=3, max_tokens=30)
+    free = generate_within_budget(backend, "the quick", settings, Budgets())
+    assert free.completion_tokens > 6  # uncapped, this seed runs past the cap below
+    budgets = Budgets()
+    prompt = prompt_tokens(backend, "the quick", settings)  # what the budget charges the prompt
+    budgets.set("TOKENS", prompt + 6)
+    capped = generate_within_budget(backend, "the quick", settings.replace(max_tokens=None), budgets)
+    assert capped.completion_tokens <= 6 and capped.finish_reason == "length"
+    assert budgets.usage().tokens <= prompt + 6
