@@ -196,6 +196,8 @@ def train(
         if "init" in given:
             start = group.everyone(lambda: _load_init(given["init"], stream))
             given = {**given, **_init_shape(start[0].config), "init": start[2]}
+            if "seq_len" not in given:  # the default, as long as the model allows
+                given["seq_len"] = min(TrainSettings.seq_len, start[0].config.max_seq_len)
         settings, run = group.everyone(lambda: _new_run(corpus, out, given, group, start))
 
         def prepare():  # the writes, on rank 0 alone
