@@ -84,9 +84,18 @@ class InferenceModel:
         self._probs = np.empty(H * self.max_len, dtype=self.dtype)
         self._y = np.empty((1, KV, H // KV, 1, D), dtype=self.dtype)
         self._gu = np.empty((2, 1, F), dtype=self.dtype)
-        self._qkv = np.empty((1, E), dtype=self.dtype)
-        self._qkv_c = self._qkv.view(self.cdt)
         self._out = np.empty((1, C), dtype=self.dtype)
+        qkv = np.empty((1, E), dtype=self.dtype)
+        qkv_c, G = qkv.view(self.cdt)[0], H // KV
+        self._step_views = (  # views of the step's buffers, the same for every token
+            qkv,
+            qkv_c[: QD // 2].reshape(KV, G, D // 2),  # q's pairs, as complex numbers
+            qkv_c[QD // 2 : (QD + KD) // 2].reshape(KV, D // 2),  # k's pairs
+            qkv[0, QD + KD :].reshape(KV, D),  # v
+            self._q.view(self.cdt).reshape(KV, G, D // 2),  # where the rotated q goes
+            self._y.reshape(1, QD),  # the heads' outputs, concatenated
+            self._out,
+        )
         self._act = np.empty((1, F), dtype=self.dtype)
         self._logits = np.empty((1, self.lm_head.shape[1]), dtype=self.dtype)
 
@@ -112,21 +121,14 @@ class InferenceModel:
             raise LMError(f"token id {token} is outside the vocabulary of {self.tok_emb.shape[0]}")
         pos = cache.reserve(1)
         n = pos + 1
-        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        QD, KD, G, cdt, eps = H * D, KV * D, H // KV, self.cdt, self.eps
-        x, h, q, y, gu, act = self._x, self._h, self._q, self._y, self._gu, self._act
-        probs = self._probs[: H * n].reshape(1, KV, G, 1, n)
+        x, h, q, y, gu, act, eps = self._x, self._h, self._q, self._y, self._gu, self._act, self.eps
+        qkv, q_src, k_src, v_src, qv, y_row, out_row = self._step_views
+        probs = self._probs[: self.n_heads * n].reshape(q.shape[:4] + (n,))  # (1, KV, G, 1, n)
         rot_q, rot_k = self.rot[0, pos], self.rot[1, pos]  # (D/2,)
-        qv = q.view(cdt).reshape(KV, G, D // 2)
-        qkv, qkv_c = self._qkv, self._qkv_c
-        q_src = qkv_c[0, : QD // 2].reshape(KV, G, D // 2)
-        k_src = qkv_c[0, QD // 2 : (QD + KD) // 2].reshape(KV, D // 2)
-        v_src = qkv[0, QD + KD :].reshape(KV, D)
         # Every layer's slots for this position, and its keys and values so far: sliced once.
-        new_keys = cache.keys.view(cdt)[:, 0, :, pos]  # (L, KV, D/2)
+        new_keys = cache.keys.view(self.cdt)[:, 0, :, pos]  # (L, KV, D/2)
         new_values = cache.values[:, 0, :, pos]  # (L, KV, D)
         keys, values = cache.keys[:, :, :, :n], cache.values[:, :, :, :n]  # (L, 1, KV, n, D)
-        y_row, out_row = y.reshape(1, QD), self._out
         x[0] = self.tok_emb[token]  # (1, C)
         with np.errstate(over="ignore"):  # see lm.layers.swiglu
             for li, (wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
