@@ -47,6 +47,7 @@ def create_parser() -> argparse.ArgumentParser:
     _add_tokenizer(subparsers)
     _add_corpus(subparsers)
     _add_train(subparsers)
+    _add_plot(subparsers)
     _add_repl(subparsers)
     _add_lsp(subparsers)
     _add_models(subparsers)
@@ -348,6 +349,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_every=args.save_every, seed=args.seed, threads=args.threads, distributed=args.distributed,
         init=args.init, chat_data=args.chat_data,
     )
+    return EXIT_OK
+
+
+def _add_plot(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw a training run's loss curves into a PNG file",
+        description="Training and validation loss of the run in RUN_DIR (its metrics.jsonl) against steps "
+        "and training tokens, as a PNG picture (needs quantatissu[plot]).",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="the run directory `tiss train --out` made")
+    p.add_argument("-o", "--out", metavar="FILE.png", default="loss.png", help="the picture to write (loss.png)")
+    p.add_argument("--width", type=int, default=1000, metavar="PX", help="picture width in pixels (1000)")
+    p.add_argument("--height", type=int, default=500, metavar="PX", help="picture height in pixels (500)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from lm.plot import plot_run
+
+    print(plot_run(args.run, args.out, width=args.width, height=args.height))
     return EXIT_OK
 
 
