@@ -119,18 +119,27 @@ def _add_check(subparsers) -> None:
     p = subparsers.add_parser(
         "check", help="check TissLang scripts for errors without running them",
         description="Syntax and static checks (undefined variables, unknown directives and budgets, "
-        "built-in names as targets). Exit 0 clean, 1 diagnostics, 2 a syntax error.",
+        "built-in names as targets), each finding with a rule code (docs/tisslang.md). "
+        "Exit 0 clean, 1 diagnostics, 2 a syntax error.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="the .tiss files to check")
+    p.add_argument("files", nargs="*", metavar="PATH",
+                   help="the .tiss files, or directories to search for *.tiss (default: .)")
     p.add_argument("--var", action="append", default=[], metavar="NAME[=VALUE]",
                    help="a variable the script gets from `tiss run --var` (repeatable)")
+    p.add_argument("--select", action="append", default=[], metavar="CODES",
+                   help="report only these rules: codes or prefixes, comma-separated (T001,T1)")
+    p.add_argument("--ignore", action="append", default=[], metavar="CODES",
+                   help="do not report these rules (a line's own: # tiss: ignore[T001])")
+    p.add_argument("--output-format", choices=["text", "json", "github"], default="text",
+                   help="text (default), json, or github (GitHub Actions annotations)")
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from tisslang.commands import check_command
 
-    return check_command(args.files, known=args.var)
+    return check_command(args.files, known=args.var, select=args.select, ignore=args.ignore,
+                         output_format=args.output_format)
 
 
 def _add_fmt(subparsers) -> None:
@@ -139,7 +148,8 @@ def _add_fmt(subparsers) -> None:
         description="Rewrite scripts in canonical form. Exit 1 with --check or --diff when a file "
         "would change, 2 on a syntax error.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="the .tiss files to format")
+    p.add_argument("files", nargs="*", metavar="PATH",
+                   help="the .tiss files, or directories to search for *.tiss (default: .)")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     p.add_argument("--diff", action="store_true", help="change nothing; print a unified diff")
     p.set_defaults(func=cmd_fmt)

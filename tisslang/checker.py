@@ -16,6 +16,10 @@ Warnings (legal, probably a mistake):
   - statements after an ``ASSERT false`` in the same block (they never run);
   - ``{{`` in an interpolating heredoc that is not a ``{{ ref }}`` interpolation.
 
+Each finding has a stable rule code (``RULES``: ``T001`` undefined variable ...); a
+``# tiss: ignore[T001]`` comment on the finding's line silences it (``# tiss: ignore`` every
+code on that line).
+
 The walk (``statements.walk``) is iterative, so a tree of any depth is checked without
 recursion; which statements set variables and hold blocks comes from the statement table.
 """
@@ -55,16 +59,68 @@ _LOOSE_BRACES = re.compile(r"\{\{")
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A kind of finding: its stable code (``T001``), severity and a short name."""
+
+    code: str
+    severity: str
+    name: str
+
+
+# Stable codes, as ruff's: T0xx are errors, T1xx warnings. A code is never reused for another
+# meaning; docs/tisslang.md's table of rules is kept equal to this one by a test.
+RULES: dict[str, Rule] = {rule.code: rule for rule in (
+    Rule("T001", "error", "undefined variable"),
+    Rule("T002", "error", "unknown field of a built-in"),
+    Rule("T003", "error", "built-in name set"),
+    Rule("T004", "error", "keyword used as a variable"),
+    Rule("T005", "error", "loop variable or ATTEMPT outside its block"),
+    Rule("T006", "error", "unknown budget"),
+    Rule("T007", "error", "budget value of the wrong kind"),
+    Rule("T008", "error", "PARALLEL children set the same variable"),
+    Rule("T009", "error", "RETRY count not a whole number, 1 or more"),
+    Rule("T010", "error", "DELAY not a duration"),
+    Rule("T011", "error", "FOR over a value that is not a list (or IN LINES over a non-string)"),
+    Rule("T101", "warning", "unknown directive"),
+    Rule("T102", "warning", "unreachable statement"),
+    Rule("T103", "warning", "loose {{ in an interpolating heredoc"),
+    Rule("T104", "warning", "RUN result never checked"),
+)}
+# ``# tiss: ignore`` (every finding on its line) or ``# tiss: ignore[T001, T102]``.
+_SUPPRESS = re.compile(r"\btiss:\s*ignore(?:\[([A-Za-z0-9,\s]*)\])?")
+
+
+@dataclass(frozen=True)
 class Diagnostic:
-    """One finding: ``severity`` is ``"error"`` or ``"warning"``; 1-based line and column."""
+    """One finding: ``severity`` is ``"error"`` or ``"warning"``; 1-based line and column;
+    ``code`` its rule in ``RULES`` (``T001``)."""
 
     severity: str
     line: int
     column: int
     message: str
+    code: str = ""
 
     def render(self, path: str = "<string>") -> str:
-        return f"{path}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        code = f" {self.code}" if self.code else ""
+        return f"{path}:{self.line}:{self.column}: {self.severity}:{code} {self.message}"
+
+
+def suppressed(program: ast.Program) -> dict[int, frozenset[str] | None]:
+    """The ``# tiss: ignore[...]`` comments of a script: line -> the codes it silences there
+    (``None``: every code)."""
+    found: dict[int, frozenset[str] | None] = {}
+    for comment in program.comments:
+        match = _SUPPRESS.search(comment.text)
+        if match is None:
+            continue
+        if match.group(1) is None:
+            found[comment.line] = None
+        else:
+            codes = frozenset(c.strip().upper() for c in match.group(1).split(",") if c.strip())
+            previous = found.get(comment.line, frozenset())
+            found[comment.line] = None if previous is None else previous | codes
+    return found
 
 
 def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic]:
@@ -84,7 +140,7 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
             scoped.setdefault(name, node)
         for name in filter(None, (target, *_scoped_targets(node))):
             if name in BUILTINS:
-                found.append(_error(node, f"{name} is built in and cannot be set; choose "
+                found.append(_error("T003", node, f"{name} is built in and cannot be set; choose "
                                           "another name"))
     for ref, bound in _refs_in_scope(program):
         found.extend(_check_ref(ref, defined | bound, scoped))
@@ -103,16 +159,19 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
             found.extend(_check_heredoc(node))
         for _, body in statements.blocks(node):
             found.extend(_check_unreachable(body))
+    silenced = suppressed(program)
+    found = [d for d in found if d.line not in silenced
+             or (silenced[d.line] is not None and d.code not in silenced[d.line])]
     found.sort(key=lambda d: (d.line, d.column, d.message))
     return found
 
 
-def _error(node: ast.Node, message: str) -> Diagnostic:
-    return Diagnostic("error", node.line, node.column, message)
+def _error(code: str, node: ast.Node, message: str) -> Diagnostic:
+    return Diagnostic("error", node.line, node.column, message, code)
 
 
-def _warning(node: ast.Node, message: str) -> Diagnostic:
-    return Diagnostic("warning", node.line, node.column, message)
+def _warning(code: str, node: ast.Node, message: str) -> Diagnostic:
+    return Diagnostic("warning", node.line, node.column, message, code)
 
 
 def _target(node: ast.Node) -> str | None:
@@ -184,41 +243,41 @@ def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
                scoped: dict[str, ast.Node]) -> Iterator[Diagnostic]:
     head = node.parts[0]
     if head in KEYWORDS and head not in BUILTINS:
-        yield _error(node, f"{head!r} is a keyword, so no variable has that name; choose "
+        yield _error("T004", node, f"{head!r} is a keyword, so no variable has that name; choose "
                            "another name for the variable")
         return
     if head not in defined and head in scoped:
         owner = scoped[head]
         if isinstance(owner, ast.Retry):
-            yield _error(node, f"{head} is set only inside a RETRY block (the attempt number); "
+            yield _error("T005", node, f"{head} is set only inside a RETRY block (the attempt number); "
                                "use it inside the block")
         else:
             keyword = statements.BY_NODE[type(owner)].keyword
-            yield _error(node, f"{head!r} is the loop variable of the {keyword} at line "
+            yield _error("T005", node, f"{head!r} is the loop variable of the {keyword} at line "
                                f"{owner.line}: it is defined only inside that {keyword}'s "
                                "block; copy it with VAR inside the block to keep it")
         return
     if head not in defined:
-        yield _error(node, f"undefined variable {head!r}: nothing in this script sets it (set it "
+        yield _error("T001", node, f"undefined variable {head!r}: nothing in this script sets it (set it "
                            "with VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var "
                            f"{head}=...){_suggest(head, defined)}")
         return
     fields = BUILTINS.get(head)
     if fields is not None and len(node.parts) > 1 and node.parts[1] not in fields:
         have = ", ".join(fields) if fields else "no fields"
-        yield _error(node, f"{head} has no field {node.parts[1]!r} (it has {have})"
+        yield _error("T002", node, f"{head} has no field {node.parts[1]!r} (it has {have})"
                            f"{_suggest(node.parts[1], fields)}")
 
 
 def _check_directive(node: ast.Directive) -> Iterator[Diagnostic]:
     if node.name not in KNOWN_DIRECTIVES:
-        yield _warning(node, f"unknown directive @{node.name}{_suggest(node.name, KNOWN_DIRECTIVES)}"
+        yield _warning("T101", node, f"unknown directive @{node.name}{_suggest(node.name, KNOWN_DIRECTIVES)}"
                              f" (known: {', '.join('@' + d for d in KNOWN_DIRECTIVES)})")
 
 
 def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
     if node.name not in BUDGETS:
-        yield _error(node, f"unknown budget {node.name!r}{_suggest(node.name, BUDGETS)} "
+        yield _error("T006", node, f"unknown budget {node.name!r}{_suggest(node.name, BUDGETS)} "
                            f"(budgets: {', '.join(BUDGETS)}, TOKEN_COUNT for TOKENS)")
         return
     value = node.value
@@ -228,10 +287,10 @@ def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
         ok = (isinstance(value, ast.Number) and value.value >= 0) or (
             isinstance(value, ast.String) and value.is_literal and directives.DURATION.match(value.text))
         if not ok:
-            yield _error(value, 'EXECUTION_TIME is a duration: seconds, or a string like "30s", '
+            yield _error("T007", value, 'EXECUTION_TIME is a duration: seconds, or a string like "30s", '
                                 '"5m", "500ms"')
     elif not (isinstance(value, ast.Number) and isinstance(value.value, int) and value.value >= 0):
-        yield _error(value, f"{node.name} is a count: a whole number, 0 or more")
+        yield _error("T007", value, f"{node.name} is a count: a whole number, 0 or more")
 
 
 def _sets(node: ast.Node) -> dict[str, ast.Node]:
@@ -248,7 +307,7 @@ def _check_parallel(node: ast.Parallel) -> Iterator[Diagnostic]:
     for child in node.body:
         for name, setter in _sets(child).items():
             if name in owner:
-                yield _error(setter, f"two PARALLEL children set {name!r} (also at line "
+                yield _error("T008", setter, f"two PARALLEL children set {name!r} (also at line "
                                      f"{owner[name].line}); their results cannot be merged")
             else:
                 owner[name] = setter
@@ -259,12 +318,12 @@ def _check_retry(node: ast.Retry) -> Iterator[Diagnostic]:
     if isinstance(attempts, float) and attempts.is_integer():
         attempts = int(attempts)
     if not isinstance(attempts, int) or attempts < 1:
-        yield _error(node, f"RETRY {node.attempts} never runs its block as meant: the number "
+        yield _error("T009", node, f"RETRY {node.attempts} never runs its block as meant: the number "
                            "of attempts is a whole number, 1 or more (RETRY 3 runs it up to "
                            "3 times)")
     delay = node.delay
     if delay is not None and delay.is_literal and not directives.DURATION.match(delay.text):
-        yield _error(delay, f"DELAY {delay.text!r} is not a duration; write seconds or a "
+        yield _error("T010", delay, f"DELAY {delay.text!r} is not a duration; write seconds or a "
                             'string like "2s", "500ms", "1m"')
 
 
@@ -273,11 +332,11 @@ def _check_for(node: ast.For) -> Iterator[Diagnostic]:
     if node.source == "value" and isinstance(value, (ast.String, ast.Number, ast.Boolean,
                                                      ast.ObjectValue)):
         hint = " (for the lines of a string write IN LINES)" if isinstance(value, ast.String) else ""
-        yield _error(value, f"FOR ... IN needs a list, not {type(value).__name__.lower()} "
+        yield _error("T011", value, f"FOR ... IN needs a list, not {type(value).__name__.lower()} "
                             f"{_literal(value)}{hint}")
     elif node.source == "lines" and isinstance(value, (ast.Number, ast.Boolean, ast.ListValue,
                                                        ast.ObjectValue)):
-        yield _error(value, "FOR ... IN LINES needs a string; for the items of a list write IN "
+        yield _error("T011", value, "FOR ... IN LINES needs a string; for the items of a list write IN "
                             "without LINES")
 
 
@@ -291,7 +350,7 @@ def _literal(node: ast.Node) -> str:
 def _check_heredoc(node: ast.Write) -> Iterator[Diagnostic]:
     for part in node.content.parts:
         if isinstance(part, str) and _LOOSE_BRACES.search(part):
-            yield _warning(node, "this heredoc has '{{' that is not an interpolation "
+            yield _warning("T103", node, "this heredoc has '{{' that is not an interpolation "
                                  "({{ name }}); for literal braces use <<'"
                                  f"{node.delimiter}'")
             return
@@ -301,6 +360,6 @@ def _check_unreachable(body: tuple) -> Iterator[Diagnostic]:
     for i, stmt in enumerate(body[:-1]):
         if isinstance(stmt, ast.Assert) and isinstance(stmt.condition, ast.Boolean) \
                 and stmt.condition.value is False:
-            yield _warning(body[i + 1], f"unreachable: the ASSERT false at line {stmt.line} "
+            yield _warning("T102", body[i + 1], f"unreachable: the ASSERT false at line {stmt.line} "
                                         "always fails before this runs")
             return

@@ -40,6 +40,7 @@ class Finding:
     start: Pos
     end: Pos
     origin: str
+    code: str | None = None  # the checker's rule code (T001) for a "check" finding
 
 
 @dataclass
@@ -134,7 +135,8 @@ class Analysis:
                 node = node_at(self.program, diagnostic.line, diagnostic.column)
             start = (diagnostic.line - 1, diagnostic.column - 1)
             end = self._node_end(node, start) if node is not None else self._word_end(start)
-            found.append(Finding(diagnostic.severity, diagnostic.message, start, end, "check"))
+            found.append(Finding(diagnostic.severity, diagnostic.message, start, end, "check",
+                                 diagnostic.code or None))
         return found
 
     def _starts(self) -> dict[tuple[int, int], ast.Node]:

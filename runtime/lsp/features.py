@@ -42,7 +42,7 @@ def diagnostics(analysis: Analysis) -> list[types.Diagnostic]:
             message=f.message,
             severity=_SEVERITY.get(f.severity, types.DiagnosticSeverity.Information),
             source=SOURCE,
-            code="syntax" if f.origin == "syntax" else None,
+            code="syntax" if f.origin == "syntax" else f.code,
         )
         for f in analysis.findings
     ]

@@ -147,6 +147,9 @@ async def test_every_check_finding_with_its_range(client):
     checked = tisslang.check(tisslang.parse(source))
     assert [m for _, _, m in got] == [d.message for d in checked]
     assert [(r[0] + 1, r[1] + 1) for r, _, _ in got] == [(d.line, d.column) for d in checked]
+    # Each with its rule code, as `tiss check` prints it.
+    assert [d.code for d in client.diagnostics[uri]] == [d.code for d in checked] == [
+        "T101", "T003", "T007", "T001", "T002"]
 
 
 async def test_positions_count_utf16_units_a_bom_and_crlf_line_ends(client):

@@ -113,6 +113,7 @@ def test_unreachable_after_assert_false_and_loose_braces_in_heredoc():
 
 def test_diagnostic_render():
     assert Diagnostic("warning", 3, 7, "m").render("a.tiss") == "a.tiss:3:7: warning: m"
+    assert Diagnostic("error", 3, 7, "m", "T001").render("a.tiss") == "a.tiss:3:7: error: T001 m"
 
 
 def test_deep_trees_check_without_recursion():

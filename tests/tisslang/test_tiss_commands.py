@@ -46,8 +46,8 @@ def test_check_exit_codes(tmp_path, capsys):
     assert cli.main(["check", good]) == 0
     assert cli.main(["check", good, warn]) == 1
     err = capsys.readouterr().err
-    assert f"{warn}:1:1: warning: unknown directive @nope" in err
-    assert f"{warn}:2:6: error: undefined variable 'x'" in err
+    assert f"{warn}:1:1: warning: T101 unknown directive @nope" in err
+    assert f"{warn}:2:6: error: T001 undefined variable 'x'" in err
     assert cli.main(["check", warn, bad]) == 2
     assert f"{bad}:1:1: error: stray }}" in capsys.readouterr().err
     assert cli.main(["check", "--var", "x=1", write(tmp_path, "v.tiss", 'LOG "{{ x }}"\n')]) == 0
@@ -93,7 +93,7 @@ def test_fmt_reports_a_formatter_bug_without_a_traceback(tmp_path, capsys, monke
     assert open(path, encoding="utf-8").read() == UGLY
     assert capsys.readouterr().err == (
         f"tiss: error: cannot format {path}: no spelling for this tree; the file is left as it "
-        "was (this is a bug in tiss fmt, please report it)\n")
+        "was (this is a bug in tiss fmt, please report it)\n1 file could not be formatted\n")
 
 
 def test_fmt_that_cannot_write_says_so(tmp_path, capsys, monkeypatch):
@@ -107,7 +107,8 @@ def test_fmt_that_cannot_write_says_so(tmp_path, capsys, monkeypatch):
     assert cli.main(["fmt", path]) == 2
     assert open(path, encoding="utf-8").read() == UGLY
     assert capsys.readouterr().err == (
-        f"tiss: error: cannot write {path}: No space left on device; the file is left as it was\n")
+        f"tiss: error: cannot write {path}: No space left on device; the file is left as it was\n"
+        "1 file could not be formatted\n")
 
 
 def test_the_installed_command_runs(tmp_path):
