@@ -163,15 +163,17 @@ class LoopsMixin:
         return seconds
 
     def _wait(self, seconds: float, ctx: "Context") -> None:
-        """The delay between attempts: Ctrl-C ends it, and it never outlasts EXECUTION_TIME."""
+        """The delay between attempts: Ctrl-C ends it, and it never outlasts EXECUTION_TIME
+        (except in TEARDOWN, which that budget does not bind)."""
         if seconds <= 0:
             return
-        remaining = self.budgets.remaining_seconds()
+        remaining = None if ctx.in_teardown else self.budgets.remaining_seconds()
         if remaining is not None:
             seconds = min(seconds, remaining)
         ctx.cancel.wait(seconds)
         self.check_cancel(ctx)
-        self.budgets.check_time()
+        if not ctx.in_teardown:
+            self.budgets.check_time()
 
     # -- FOR -------------------------------------------------------------------------------
 

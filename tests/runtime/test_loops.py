@@ -129,6 +129,13 @@ def test_retry_delay_waits_between_attempts(run):
     assert time.monotonic() - started >= 0.2  # two delays, none after the last attempt
 
 
+def test_a_delay_never_outlasts_execution_time(run):
+    started = time.monotonic()
+    result = run('SET_BUDGET EXECUTION_TIME = "300ms"\nRETRY 2 DELAY "30s" {\n    ASSERT false\n}\n')
+    assert result.status == FAILED and result.failure.kind == "BudgetExceeded"
+    assert time.monotonic() - started < 10
+
+
 def test_retry_counts_and_delays_that_cannot_run_fail_positioned(run):
     result = run('STEP "s" {\n    RETRY 0 {\n        LOG "x"\n    }\n}\n')
     assert result.status == FAILED and result.failure.line == 2
