@@ -434,12 +434,11 @@ class BPETokenizer:
         if self._tables is None:
             self._tables = _merge_tables(self._merged_of, self._result_of)
             table = self._byte_table
-            # byte -> first token id, as an array; None where a byte is deleted (HF's missing bytes)
-            self._byte_ids = np.array(
-                [b if table is None else table[b] for b in range(N_BYTES)], dtype=object
-            )
+            # byte -> its token id; None where a byte is deleted (HF's missing bytes)
+            ids = [b if table is None else table[b] for b in range(N_BYTES)]
+            self._byte_ids = None if None in ids else np.array(ids, dtype=np.int64)
         byte_ids = self._byte_ids
-        if any(x is None for x in byte_ids):  # deletions change lengths: one chunk at a time
+        if byte_ids is None:  # deletions change lengths: translated one chunk at a time
             starts = [c.encode("utf-8").decode("latin-1").translate(self._byte_table) for c in batch]
             merged = _bpe_batch(starts, self._tables)
         else:
@@ -450,7 +449,7 @@ class BPETokenizer:
             offsets = np.concatenate(([0], np.cumsum(char_counts)[:-1]))
             lengths = np.add.reduceat(utf8_len.astype(np.int64), offsets) if points.size else char_counts
             lengths[char_counts == 0] = 0
-            merged = _bpe_batch_ids(byte_ids.astype(np.int64)[raw], lengths, self._tables)
+            merged = _bpe_batch_ids(byte_ids[raw], lengths, self._tables)
         for chunk, tokens in zip(batch, merged):
             cache[chunk] = tokens.replace(_GAP_CHAR, "") if _GAP_CHAR in tokens else tokens
 
