@@ -215,7 +215,8 @@ STATEMENTS: tuple[StatementSpec, ...] = (
     StatementSpec(
         "RETRY", ast.Retry, "retry",
         description=("run the block; after a failure set LAST_ERROR (with REPORT) and run it "
-                     "again, up to n attempts (ATTEMPT counts from 1); the last failure fails"),
+                     "again, up to n attempts (ATTEMPT counts from 1); the last attempt's failure "
+                     "propagates"),
         example=('RETRY 3 DELAY "2s" {\n'
                  '    RUN "make test"\n'
                  "    ASSERT LAST_RUN.EXIT_CODE == 0\n"
