@@ -49,7 +49,11 @@ def test_render_equals_transformers(case):
 def test_render_equals_live_transformers(case):
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
+
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError as exc:  # transformers imports its parts lazily; a broken install skips
+        pytest.skip(f"transformers cannot be imported: {exc}")
 
     hf = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()),
                                  bos_token=case["bos_token"], eos_token=case["eos_token"])
