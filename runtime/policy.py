@@ -217,7 +217,7 @@ def load_policy_file(path: str) -> tuple[list[Rule], list[Rule]]:
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line, column, message = _toml_position(exc)
+        line, column, message = _toml_position(exc, text)
         raise PolicyError(f"{path}:{line}:{column}: not valid TOML: {message}") from None
     keys = _top_level_positions(text)
     rules: dict[str, list[Rule]] = {"allow": [], "deny": []}
@@ -243,7 +243,9 @@ def load_policy_file(path: str) -> tuple[list[Rule], list[Rule]]:
     return rules["allow"], rules["deny"]
 
 
-def _toml_position(exc: Exception) -> tuple[int, int, str]:
+def _toml_position(exc: Exception, text: str) -> tuple[int, int, str]:
+    """Line, column and message of a TOML syntax error (Python 3.14 has them as attributes;
+    before, only in the message, where the end of the file has no numbers)."""
     message = str(exc)
     line = getattr(exc, "lineno", None)
     column = getattr(exc, "colno", None)
@@ -251,8 +253,12 @@ def _toml_position(exc: Exception) -> tuple[int, int, str]:
     if found:
         message = message[: found.start()]
         line, column = line or int(found.group(1)), column or int(found.group(2))
-    elif re.search(r"\s*\(at end of document\)\s*$", message):
-        message = re.sub(r"\s*\(at end of document\)\s*$", " (at the end of the file)", message)
+    else:
+        end = re.search(r"\s*\(at end of document\)\s*$", message)
+        if end:
+            message = message[: end.start()] + " at the end of the file"
+            line = line or text.count("\n") + 1
+            column = column or len(text) - (text.rfind("\n") + 1) + 1
     return line or 1, column or 1, getattr(exc, "msg", None) or message
 
 
