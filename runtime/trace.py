@@ -18,6 +18,8 @@ Event names and their main fields:
 - `prompt` {line, backend, prompt_tokens, completion_tokens, duration, finish_reason}
 - `estimate` {line, API_CALLS, TOKENS, SECONDS, UNBOUNDED_RUNS}
 - `review` {kind, message, approved, comment, asked}
+- `policy` {action, text, decision, rule, reason, tainted, asked, line}  a command-policy decision
+  (runtime/interpreter_policy.py); also kept in the JSON report's `policy`
 
 Events from a PARALLEL child carry `thread`, the child's thread name.
 """
