@@ -394,12 +394,23 @@ def generate(model, tokenizer, prompt: str | Sequence[int], max_new_tokens: int 
     return s.result
 
 
-def read_prompt(prompt: str | None, prompt_file: str | Path | None) -> str:
-    """The prompt text from exactly one of a string and a UTF-8 file ("-" is standard input)."""
-    if (prompt is None) == (prompt_file is None):
-        raise GenerationError("give exactly one of --prompt TEXT and --prompt-file FILE")
-    if prompt is not None:
-        return prompt
+def read_prompt(prompt: str | None, prompt_file: str | Path | None, *,
+                positional: str | None = None, stdin: TextIO | None = None) -> str:
+    """The prompt text from exactly one of a string (``--prompt`` or the positional argument)
+    and a UTF-8 file ("-" is standard input); with none of them, standard input when it is a
+    pipe or a file (``echo hi | tiss generate``), as ollama and llm read it."""
+    given = [name for name, value in (("PROMPT", positional), ("--prompt", prompt),
+                                      ("--prompt-file", prompt_file)) if value is not None]
+    if len(given) > 1:
+        raise GenerationError(f"the prompt is given twice ({' and '.join(given)}); give it once")
+    if not given:
+        if stdin is not None and not stdin.isatty():
+            text = stdin.read()  # `echo TEXT |` ends it with a newline the user did not mean
+            return text[:-1] if text.endswith("\n") else text
+        raise GenerationError('no prompt: give it as an argument (tiss generate "def add"), with '
+                              "-p TEXT or --prompt-file FILE, or pipe it on standard input")
+    if positional is not None or prompt is not None:
+        return positional if positional is not None else prompt
     return read_utf8(prompt_file, GenerationError, "the prompt")
 
 
@@ -422,9 +433,16 @@ def generate_to_console(
     err = sys.stderr if err is None else err
     model, tokenizer = load() if checkpoint is None else load(checkpoint)
     s = stream(model, tokenizer, prompt, max_new_tokens, **options)
-    for piece in s:
-        if not write_out(out, piece):  # the reader went away (`| head`): stop generating
-            return s.result
+    line_open = False
+    try:
+        for piece in s:
+            if not write_out(out, piece):  # the reader went away (`| head`): stop generating
+                return s.result
+            line_open = not piece.endswith("\n") if piece else line_open
+    except KeyboardInterrupt:
+        if line_open:  # end the text's line, so the CLI's "interrupted" starts on its own
+            write_out(out, "\n")
+        raise
     if not write_out(out, "\n"):
         return s.result
     r = s.result

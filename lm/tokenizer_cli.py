@@ -93,8 +93,18 @@ def read_text(text: str | None, file: str | None) -> str:
     return read_utf8(file, TokenizerError)
 
 
+def _load(tokenizer: str | None) -> BPETokenizer:
+    """The tokenizer in a file or directory, or with None the shipped model's (what `tiss
+    generate` uses by default), so `tiss tokenizer encode TEXT` needs no flag."""
+    if tokenizer is None:
+        from lm.checkpoint import DEFAULT_MODEL_DIR
+
+        return BPETokenizer.load(DEFAULT_MODEL_DIR)
+    return BPETokenizer.load(tokenizer)
+
+
 def encode(
-    tokenizer: str,
+    tokenizer: str | None,
     text: str,
     allow_special: bool = False,
     show: bool = False,
@@ -102,7 +112,7 @@ def encode(
 ) -> int:
     """Print the ids of `text`, or with `show` one `id<TAB>token` line per token."""
     stdout = stdout or sys.stdout
-    tok = BPETokenizer.load(tokenizer)
+    tok = _load(tokenizer)
     ids = tok.encode(text, allowed_special="all" if allow_special else "none")
     if show:
         lines = []
@@ -129,15 +139,15 @@ def parse_ids(words: Iterable[str]) -> list[int]:
             except ValueError:
                 raise TokenizerError(
                     f"{item!r} is not a token id; pass integers such as `tiss tokenizer decode "
-                    "--tokenizer FILE 72 101 108`"
+                    "72 101 108`"
                 ) from None
     return ids
 
 
-def decode(tokenizer: str, ids: list[int], stdout: TextIO | None = None) -> int:
+def decode(tokenizer: str | None, ids: list[int], stdout: TextIO | None = None) -> int:
     """Print the text of `ids` exactly (no newline is added)."""
     stdout = stdout or sys.stdout
-    tok = BPETokenizer.load(tokenizer)
+    tok = _load(tokenizer)
     write_out(stdout, tok.decode(ids))
     return 0
 

@@ -173,10 +173,12 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--chat", action="store_true",
                    help="answer as the assistant: the prompt is the user's message in the model's chat template")
     p.add_argument("--system", metavar="TEXT", help="with --chat: the system message")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", metavar="TEXT", help="the prompt text")
+    p.add_argument("text", nargs="?", metavar="PROMPT",
+                   help="the prompt (or -p TEXT, --prompt-file F; default: stdin when it is a pipe)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt text")
     src.add_argument("--prompt-file", metavar="F", help="read the prompt from a UTF-8 file (- for stdin)")
-    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="tokens to generate at most (128)")
+    p.add_argument("-n", "--max-new-tokens", type=int, default=128, metavar="N", help="tokens to generate at most (128)")
     p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy (0.8)")
     p.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely tokens")
     p.add_argument("--top-p", type=float, metavar="P", help="keep the smallest set with probability mass P")
@@ -199,16 +201,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.system is not None and not args.chat:
         print("tiss: error: --system needs --chat (a system message is part of a chat)", file=sys.stderr)
         return EXIT_USAGE
+    from lm.generate import SamplingSettings, generate_to_console, read_prompt
+
+    args.prompt = read_prompt(args.prompt, args.prompt_file, positional=args.text, stdin=sys.stdin)
+    args.prompt_file = None
     if args.chat:
         from runtime.chat import generate_chat
 
         return generate_chat(args)
-    from lm.generate import SamplingSettings, generate_to_console, read_prompt
     from lm.models import resolve_model
 
     generate_to_console(
         None if args.checkpoint is None else resolve_model(args.checkpoint),
-        read_prompt(args.prompt, args.prompt_file),
+        args.prompt,
         settings=SamplingSettings.from_options(vars(args)),  # the flags named like its fields
         stats=args.stats,
         use_kv_cache=not args.no_kv_cache,
@@ -236,7 +241,7 @@ def _add_tokenizer(subparsers) -> None:
     t.set_defaults(func=cmd_tokenizer_train)
 
     e = sub.add_parser("encode", help="print the token ids of a text")
-    e.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer JSON (or a checkpoint directory)")
+    e.add_argument("--tokenizer", metavar="FILE", help="tokenizer JSON or a checkpoint directory (default: the shipped model's)")
     src = e.add_mutually_exclusive_group()
     src.add_argument("text", nargs="?", help="the text (default: read stdin)")
     src.add_argument("--file", metavar="F", help="encode this UTF-8 file")
@@ -245,7 +250,7 @@ def _add_tokenizer(subparsers) -> None:
     e.set_defaults(func=cmd_tokenizer_encode)
 
     d = sub.add_parser("decode", help="print the text of token ids")
-    d.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer JSON (or a checkpoint directory)")
+    d.add_argument("--tokenizer", metavar="FILE", help="tokenizer JSON or a checkpoint directory (default: the shipped model's)")
     d.add_argument("ids", nargs="*", help="token ids (default: read them from stdin)")
     d.set_defaults(func=cmd_tokenizer_decode)
 
