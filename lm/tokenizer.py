@@ -91,7 +91,8 @@ MAX_VOCAB = 0x110000
 LONG_CHUNK = 256
 # When at least BATCH_MISSES distinct chunks of a text (or of a group of BATCH_GROUP characters
 # of `encode_batch`) are not in the cache, they are merged together with numpy (`_bpe_batch`),
-# which beats one Python loop per chunk from about 40 chunks on.
+# which beats one Python loop per chunk once numpy's fixed cost per round is shared by enough
+# chunks (the crossover measured is in docs/tokenizers.md).
 BATCH_MISSES = 64
 BATCH_GROUP = 1 << 20
 # Stands for a byte that has no token while merging (it takes part in no merge) and is dropped.
