@@ -1,7 +1,8 @@
 """REPL meta-commands: `:help`, `:vars`, `:last`, `:ast`, `:load`, `:save`, `:reset`, `:quit`.
 
 An entry whose first non-blank character is `:` is a meta-command, never TissLang (no TissLang
-statement starts with a colon). Parsing is separate from running so the validator can refuse an
+statement starts with a colon); so are the bare words a Python user types, `exit`, `quit` and
+`help` (with or without `()`). Parsing is separate from running so the validator can refuse an
 unknown command before it is submitted.
 """
 
@@ -24,14 +25,14 @@ class MetaSpec:
 META_COMMANDS = {
     spec.name: spec
     for spec in (
-        MetaSpec("help", None, False, "show this help"),
+        MetaSpec("help", None, False, "show this help (help works too)"),
         MetaSpec("vars", None, False, "list the session's variables and their values"),
         MetaSpec("last", None, False, "the last command's exit code, output and time"),
         MetaSpec("ast", "ENTRY", True, "show the syntax tree of ENTRY (default: the last entry)"),
         MetaSpec("load", "FILE", False, "run a .tiss script into this session"),
         MetaSpec("save", "FILE", False, "write this session's successful entries as a script"),
         MetaSpec("reset", None, False, "forget variables, directives, budgets and entries"),
-        MetaSpec("quit", None, False, "leave the REPL (Ctrl-D does too)"),
+        MetaSpec("quit", None, False, "leave the REPL (exit, quit and Ctrl-D do too)"),
     )
 }
 ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
@@ -56,12 +57,20 @@ class MetaCommand:
     argument: str  # "" when none was given
 
 
+# What a Python user types to leave or get help: an entry of just one of these words is never
+# TissLang (every statement starts with an upper-case keyword), so it means what it does there.
+PYTHON_WORDS = {"exit": "quit", "quit": "quit", "exit()": "quit", "quit()": "quit",
+                "help": "help", "help()": "help"}
+
+
 def is_meta(text: str) -> bool:
-    return text.lstrip().startswith(":")
+    return text.lstrip().startswith(":") or text.strip() in PYTHON_WORDS
 
 
 def parse_meta(text: str) -> MetaCommand:
     """`:name [argument]` → MetaCommand; raises `MetaCommandError` with what to type instead."""
+    if text.strip() in PYTHON_WORDS:
+        return MetaCommand(PYTHON_WORDS[text.strip()], "")
     body = text.strip()[1:]
     name, _, argument = body.partition(" ")
     if "\n" in name:

@@ -33,7 +33,7 @@ def create_prompt_session(
     **pt_options: Any,
 ) -> PromptSession[str]:
     """A PromptSession for TissLang entries; `pt_options` (e.g. `input`, `output`) pass through."""
-    return PromptSession(
+    session = PromptSession(
         message=[("class:tiss.prompt", PROMPT)],
         multiline=True,
         prompt_continuation=_continuation,
@@ -50,6 +50,24 @@ def create_prompt_session(
         enable_open_in_editor=False,
         **pt_options,
     )
+    _wrap_validation_toolbar(session)
+    return session
+
+
+def _wrap_validation_toolbar(session: PromptSession[str]) -> None:
+    """Let the line under the input that shows why an entry was refused grow to as many rows as
+    its message needs, wrapped at the terminal's width: prompt_toolkit's toolbar is one row, so
+    a long message (an unknown keyword with its suggestion) was cut at the right edge."""
+    from prompt_toolkit.filters import to_filter
+    from prompt_toolkit.layout.containers import Window
+    from prompt_toolkit.layout.controls import FormattedTextControl
+
+    for container in session.layout.walk():
+        if isinstance(container, Window) and isinstance(container.content, FormattedTextControl):
+            source = getattr(container.content.text, "__qualname__", "")
+            if source.startswith("ValidationToolbar."):
+                container.height = None  # as tall as the wrapped message
+                container.wrap_lines = to_filter(True)
 
 
 def read_entry(session: PromptSession[str]) -> str | None:
