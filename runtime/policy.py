@@ -54,7 +54,9 @@ class PolicyDenied(ScriptFailure):
 
 
 def _translate(pattern: str, wild: str) -> str:
-    """The regular expression of a glob; `wild` is what one wildcard character matches."""
+    """The regular expression of a glob; `wild` is what one wildcard character matches (a
+    character class). Sets follow fnmatch: `[!...]` negates, a `]` first in a set is literal,
+    `a-z` is a range (a reversed one is empty), a `-` first or last is literal."""
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -78,16 +80,33 @@ def _translate(pattern: str, wild: str) -> str:
             body = pattern[i:end]
             i = end + 1
             negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-            if negate:
-                out.append(f"[^{body}{re.escape(_CONTROL) if wild != '.' else ''}]")
-            else:
-                out.append(f"[{body}]")
+            out.append(_char_set(body[1:] if negate else body, negate, wild))
         else:
             out.append(re.escape(c))
     return "".join(out)
+
+
+def _char_set(body: str, negate: bool, wild: str) -> str:
+    """One `[...]` of a glob as a regular expression (see `_translate`)."""
+    items: list[str] = []
+    k = 0
+    while k < len(body):
+        first = body[k]
+        if k + 2 < len(body) and body[k + 1] == "-":
+            last = body[k + 2]
+            if first <= last:  # a reversed range matches nothing, as in fnmatch
+                items.append(f"{re.escape(first)}-{re.escape(last)}")
+            k += 3
+        else:
+            items.append(re.escape(first))
+            k += 1
+    members = "".join(items)
+    if not negate:
+        return f"[{members}]" if members else "(?!)"
+    # "none of these" in an allow rule never matches a control character either: `wild` is
+    # the class of characters a wildcard may match, `[^...]`, or "." in a deny rule.
+    excluded = members + (wild[2:-1] if wild.startswith("[^") else "")
+    return f"[^{excluded}]" if excluded else "."
 
 
 def literal_pattern(text: str) -> str:

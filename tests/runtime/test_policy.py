@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pty
 import select
 import subprocess
@@ -460,3 +461,69 @@ def test_approval_on_a_real_terminal(tmp_path, answer, status):
         assert (tmp_path / "out.txt").read_text() == "from-model\n"
     else:
         assert not (tmp_path / "out.txt").exists() and "refused by the reviewer" in rest
+
+
+# -- properties ------------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PATTERN_CHARS = st.sampled_from(list("ab*?[]!-^\\"))
+_TEXT = st.text(alphabet="ab-*?[]!^\\", max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PATTERN_CHARS, min_size=1, max_size=8).map("".join), _TEXT)
+def test_a_deny_glob_on_a_plain_command_means_what_fnmatch_means(pattern, text):
+    import fnmatch
+
+    from runtime.policy import check_pattern
+
+    if check_pattern(pattern) is not None:
+        return  # refused patterns (an unclosed '[') are tested above
+    if any(a > b for a, b in re.findall(r"\[!?(.)-(.)", pattern)):
+        # fnmatch quirk: a set that *starts* with a reversed range ("[[-?!]") loses it and then
+        # reads its next "!" as a negation; ours just drops the empty range.
+        return
+    assert Rule("deny", pattern, "--deny").matches(text) == fnmatch.fnmatchcase(text, pattern)
+    allowed = Rule("allow", pattern, "--allow").matches(text)
+    if "\\" in text:  # a shell control character: a wildcard of an allow rule never matches it
+        assert not allowed or fnmatch.fnmatchcase(text, pattern)
+    else:  # otherwise an allow rule means what fnmatch means as well
+        assert allowed == fnmatch.fnmatchcase(text, pattern)
+
+
+_PIECES = st.lists(st.tuples(st.text(max_size=6), st.booleans()), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PIECES)
+def test_join_spans_are_exactly_the_tainted_pieces(pieces):
+    parts = [taint(text) if dirty else text for text, dirty in pieces]
+    joined = join(parts)
+    assert joined == "".join(text for text, _ in pieces)
+    expected, offset = [], 0
+    for text, dirty in pieces:
+        if dirty and text:
+            if expected and expected[-1][1] == offset:
+                expected[-1] = (expected[-1][0], offset + len(text))
+            else:
+                expected.append((offset, offset + len(text)))
+        offset += len(text)
+    assert spans(joined) == tuple(expected)
+    # Lines of the joined text: each line's taint is exactly its own characters'.
+    tainted_chars = {i for a, b in expected for i in range(a, b)}
+    position = 0
+    for piece, line in zip(str(joined).splitlines(keepends=True), lines(joined)):
+        body = piece.rstrip("\r\n")
+        assert line == body
+        mine = {position + i for a, b in spans(line) for i in range(a, b)}
+        assert mine == {i for i in tainted_chars if position <= i < position + len(body)}
+        position += len(piece)
+
+
+def test_lines_of_a_partly_tainted_string_are_exactly_as_tainted_as_their_text(run):
+    source = ('PROMPT_AGENT "b" INTO answer\nVAR text = "echo a\\necho {{ answer }}"\n'
+              'FOR line IN LINES text {\n  RUN "{{ line }}"\n}')
+    result = run(source)
+    assert result.passed, result.failure
+    assert [(d["text"], d["tainted"]) for d in result.policy] == [("echo b", ["b"])]
