@@ -6,8 +6,8 @@ A mixin of `Interpreter` (`runtime/interpreter.py`); the rules are `runtime/poli
 command or path, before anything is done:
 
 - RUN: a deny rule refuses (`PolicyDenied`, naming the rule); an allow rule lets it run;
-  otherwise approval is needed when the command holds model text, or for every RUN with
-  `--approve all`.
+  otherwise approval is needed when the command, or the `@shell` it runs in, holds model text,
+  or for every RUN with `--approve all`.
 - WRITE, MKDIR, DELETE: approval is needed when the path holds model text, unless an allow rule
   matches the path (the same globs, matched against the path).
 
@@ -74,8 +74,12 @@ class PolicyMixin:
             if tainted or (action == "RUN" and policy.approve == "all"):
                 self._record(action, text, node, "allowed", rule=rule, asked=False)
             return
+        shell = ctx.directives.get("shell") if action == "RUN" else None
         if tainted:
             reason = f"its {_WHAT[action]} holds text from a model"
+        elif is_tainted(shell):
+            # `@shell "{{ answer }}"` would let the model choose the program every RUN starts.
+            reason = f"the @shell it runs in holds text from a model: {shell}"
         elif action == "RUN" and policy.approve == "all":
             reason = "--approve all asks before every RUN"
         else:

@@ -527,3 +527,11 @@ def test_lines_of_a_partly_tainted_string_are_exactly_as_tainted_as_their_text(r
     result = run(source)
     assert result.passed, result.failure
     assert [(d["text"], d["tainted"]) for d in result.policy] == [("echo b", ["b"])]
+
+
+def test_a_shell_chosen_by_a_model_needs_approval_too(run):
+    source = 'PROMPT_AGENT "/bin/sh" INTO sh\n@shell "{{ sh }}"\nRUN "echo hi"'
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied"
+    assert "the @shell it runs in holds text from a model: /bin/sh" in result.failure.message
+    assert run(source).passed  # --yes approves it
