@@ -382,3 +382,25 @@ def test_tiss_run_dry_run_says_an_estimate_with_unknown_loops_is_no_upper_bound(
     out = capsys.readouterr().out
     assert "FOR x IN a (the block once per item)" in out
     assert "not an upper bound: 1 FOR loop over items not known before the run" in out
+
+
+def test_loops_at_the_repl_prompt(tmp_path):
+    import io
+
+    from runtime.backends import EchoBackend
+    from runtime.repl.engine import Repl
+    from runtime.review import Reviewer
+    from runtime.session import RunOptions, Session
+    from runtime.workspace import Workspace
+
+    (tmp_path / "ws").mkdir()
+    out = io.StringIO()
+    repl = Repl(lambda listeners: Session(
+        Workspace(tmp_path / "ws"), backend=EchoBackend(), listeners=listeners,
+        options=RunOptions(assume_yes=True), reviewer=Reviewer(assume_yes=True)), out)
+    assert repl.handle('FOR x IN ["one", "two"] {\n    LOG "item {{ x }}"\n}') == 0
+    assert repl.handle('RETRY 3 {\n    VAR n = ATTEMPT\n    ASSERT ATTEMPT == 2\n}') == 0
+    assert repl.session.variables["n"] == 2 and "x" not in repl.session.variables
+    assert repl.handle('LOG "{{ x }}"') == 1  # the loop variable is gone after the loop
+    text = out.getvalue()
+    assert "item one" in text and "item two" in text and "undefined reference x" in text
