@@ -14,9 +14,10 @@ Event names and their main fields:
 - `step_end` {kind, description, line, status, duration, failure, started}  (`started` is false
   for a step reported as skipped or not chosen without having run)
 - `statement` {node, line, column, status, duration, ...result fields, error on failure}
-- `log` {message, line, step}              - `caught` {line, kind, message} (TRY caught a failure)
+- `log` {message, line, step}              - `caught` {line, kind, message} (TRY caught a failure;
+  from RETRY also `attempt`, `attempts`)
 - `prompt` {line, backend, prompt_tokens, completion_tokens, duration, finish_reason}
-- `estimate` {line, API_CALLS, TOKENS, SECONDS, UNBOUNDED_RUNS}
+- `estimate` {line, API_CALLS, TOKENS, SECONDS, UNBOUNDED_RUNS, UNBOUNDED_LOOPS}
 - `review` {kind, message, approved, comment, asked}
 - `policy` {action, text, decision, rule, reason, tainted, asked, line}  a command-policy decision
   (runtime/interpreter_policy.py); also kept in the JSON report's `policy`
