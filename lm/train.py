@@ -101,6 +101,7 @@ class TrainSettings:
     grad_accum: int = 1  # micro-batches summed per optimiser step
     eval_every: int = 100
     save_every: int = 500
+    sample_every: int = 0  # print a short sample every N steps (0: never); may change on resume
     seed: int = 0  # model initialisation and data sampling
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -125,6 +126,8 @@ class TrainSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.sample_every, bool) or not isinstance(self.sample_every, int) or self.sample_every < 0:
+            raise TrainError(f"--sample-every must be zero or a positive integer, got {self.sample_every!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.warmup < 0:
@@ -149,6 +152,8 @@ class TrainResult:
 
 
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "ffn_hidden", "seq_len", "vocab_size", "tokenizer", "tie_embeddings")
+# What a resumed run may change: its length, and how often it prints a sample.
+_CHANGEABLE = ("steps", "sample_every")
 # What --init takes from the model: giving them too is a contradiction, not an override.
 _SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "ffn_hidden", "vocab_size", "tokenizer", "tie_embeddings")
 
@@ -472,7 +477,7 @@ def _read_run(run: Path, given: dict, group):
             "directory from a copy, or start a new run with --out"
         ) from None
     for key, value in given.items():
-        if key == "steps":
+        if key in _CHANGEABLE:
             continue
         if getattr(saved, key) != value:
             kind = "incompatible with the checkpoint" if key in _MODEL_KEYS else "fixed for the run"
@@ -481,8 +486,9 @@ def _read_run(run: Path, given: dict, group):
                 f"{getattr(saved, key)}. Resume with only --steps, or start a new run with --out"
             )
     settings = saved
-    if "steps" in given:
-        settings = TrainSettings(**{**asdict(saved), "steps": given["steps"]})
+    changed = {key: given[key] for key in _CHANGEABLE if key in given}
+    if changed:
+        settings = TrainSettings(**{**asdict(saved), **changed})
         settings.validate()
     if settings.steps <= step:
         if given.get("steps", step) >= step:  # nothing asked beyond what is done: it is complete
@@ -525,6 +531,10 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
     tokens_per_step = s.batch_size * s.seq_len * s.grad_accum
     progress = _Progress(stream, s.steps)
     loss, val_loss = float("nan"), None
+    started = time.perf_counter()
+    # Worse than guessing every token uniformly (log V), by half again, is a diverging run; the
+    # first loss of a fine-tune can be far lower, so the bar is from whichever is higher.
+    exploded, explode_at = False, None
     # Rank 0 alone writes the metrics; the others write theirs nowhere.
     metrics = open(run / METRICS_FILE if group.is_root else os.devnull, "a", encoding="utf-8")
 
@@ -550,6 +560,7 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
             except BaseException as exc:  # noqa: BLE001 - every rank learns of it below, then stops
                 failure = exc
         group.agree_root(failure)
+        progress.note(f"step {step}: checkpoint saved in {run / ckpt.RUN_CHECKPOINT}")
 
     # A diverging run is detected below from its loss and explained; NumPy's overflow warnings
     # on the way there would only print source lines at the user.
@@ -576,6 +587,14 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
                     f"the loss became {loss} at step {step + 1}; training diverged. Lower --lr "
                     f"(now {s.lr:g}) or raise --warmup; the last checkpoint in {run} is unaffected"
                 ))
+            if explode_at is None:
+                explode_at = 1.5 * max(math.log(model.config.vocab_size), loss)
+            elif not exploded and loss > explode_at:
+                exploded = True
+                progress.note(
+                    f"warning: the loss is {loss:.2f} at step {step + 1}, far above the "
+                    f"{math.log(model.config.vocab_size):.2f} of guessing uniformly: training is "
+                    f"diverging. Stop it (Ctrl-C) and lower --lr (now {s.lr:g}) or raise --warmup")
             norm = clip_grad_norm(grads, s.grad_clip)
             opt.step(grads, lr=lr)
             step += 1
@@ -591,6 +610,8 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
                     _append(metrics, {"step": step, "val_loss": round(val_loss, 6),
                                       "val_ppl": round(math.exp(min(val_loss, 700.0)), 4)})
                     progress.note(f"step {step}: validation loss {val_loss:.4f}, perplexity {math.exp(min(val_loss, 700.0)):.2f}")
+            if s.sample_every and step % s.sample_every == 0 and group.is_root:
+                progress.note(f"step {step} sample: {_sample(model, tokenizer, data.val, step)}")
             if step % s.save_every == 0 or step == s.steps:
                 save()
             if callback is not None:
@@ -601,8 +622,24 @@ def _loop(run: Path, settings: TrainSettings, model: Transformer, tokenizer, opt
                     save()
                 progress.note(f"stopped at step {step}; checkpoint saved. Continue with `tiss train --resume {run}`")
                 group.stop_all(KeyboardInterrupt())
-    progress.note(f"done: {step} steps, loss {loss:.4f}; checkpoint in {run / ckpt.RUN_CHECKPOINT}")
+    validation = f"validation loss {val_loss:.4f}" if val_loss is not None else "no validation data"
+    took = time.perf_counter() - started
+    took_text = f"{took:.1f} s" if took < 60 else _clock(took)
+    progress.note(f"done: {step} steps in {took_text}, loss {loss:.4f}, "
+                  f"{validation}; checkpoint in {run / ckpt.RUN_CHECKPOINT}")
     return TrainResult(out=run, step=step, loss=loss, val_loss=val_loss)
+
+
+def _sample(model: Transformer, tokenizer, val: np.ndarray, step: int, new_tokens: int = 40) -> str:
+    """A short continuation of the first tokens of the validation data (the same prompt every
+    time, so samples show the model's progress), on one line: nanoGPT's sample during training.
+    Its own seed: the run's data sampling is not disturbed."""
+    from lm.generate import generate
+
+    prompt = [int(t) for t in val[:8]] if len(val) else tokenizer.encode("\n")
+    text = tokenizer.decode(prompt) + generate(model, tokenizer, prompt, new_tokens, temperature=0.8,
+                                               seed=step).text
+    return repr(text)
 
 
 def _model_config(settings: TrainSettings, vocab_size: int) -> ModelConfig:
@@ -752,7 +789,7 @@ class _Progress:
         self.avg_tps = tps if self.avg_tps is None else 0.9 * self.avg_tps + 0.1 * tps
         left = _clock(self.avg_dt * (self.total - step))
         line = (f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | "
-                f"{self.avg_tps:,.0f} tok/s | {left} left")
+                f"{self.avg_dt * 1000:,.0f} ms/step | {self.avg_tps:,.0f} tok/s | {left} left")
         if self.tty:
             write_out(self.stream, "\r" + line.ljust(self.width))
             self.width = len(line)

@@ -344,6 +344,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--grad-accum", type=int, metavar="K", help="micro-batches per step (1)")
     p.add_argument("--eval-every", type=int, metavar="N", help="validation every N steps (100)")
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (500)")
+    p.add_argument("--sample-every", type=int, metavar="N",
+                   help="print a short sample from the model every N steps (default: never)")
     p.add_argument("--seed", type=int, metavar="S", help="initialisation and data-sampling seed (0)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="data-parallel worker threads (default: one per CPU, at most 8); the same N reproduces a run bit for bit")
@@ -362,7 +364,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ffn_hidden=args.ffn_hidden, vocab_size=args.vocab_size, tokenizer=args.tokenizer, lr=args.lr,
         warmup=args.warmup, grad_accum=args.grad_accum, eval_every=args.eval_every,
         save_every=args.save_every, seed=args.seed, threads=args.threads, distributed=args.distributed,
-        init=args.init, chat_data=args.chat_data,
+        init=args.init, chat_data=args.chat_data, sample_every=args.sample_every,
     )
     return EXIT_OK
 
