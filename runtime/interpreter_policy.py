@@ -22,11 +22,12 @@ The REPL runs its entries through the same `Interpreter`, so the same gate appli
 from __future__ import annotations
 
 import shlex
+import unicodedata
 from typing import TYPE_CHECKING, Any, Callable
 
 from runtime.policy import Policy, PolicyDenied, Rule, literal_pattern
 from runtime.secret import redact
-from runtime.taint import is_tainted, marked, taint, tainted_parts
+from runtime.taint import is_tainted, spans, taint, tainted_parts
 
 if TYPE_CHECKING:
     from runtime.context import Context, SessionState
@@ -38,6 +39,31 @@ _RECORD_CHARS = 4096  # characters of the text and of each tainted part a decisi
 OPEN_MARK, CLOSE_MARK = "\u00ab", "\u00bb"  # « and »: around model text in an approval prompt
 
 _WHAT = {"RUN": "command", "WRITE": "path", "MKDIR": "path", "DELETE": "path"}
+
+
+def _visible(segment: str) -> str:
+    # Invisible and direction-changing characters (Unicode format characters such as U+202E
+    # RIGHT-TO-LEFT OVERRIDE or U+200B ZERO WIDTH SPACE, line and paragraph separators) could make
+    # the command shown differ from the command run, and a model's own « or » could fake the
+    # marks: all are shown as escapes. (C0/C1 controls are escaped by the reviewer's `shown`.)
+    return "".join(
+        f"\\u{ord(c):04x}" if c in (OPEN_MARK, CLOSE_MARK) or unicodedata.category(c) in ("Cf", "Zl", "Zp")
+        else c
+        for c in segment
+    )
+
+
+def displayed(text: str) -> str:
+    """`text` for the approval question: the model's parts between « and », nothing hidden."""
+    out: list[str] = []
+    plain = str(text)
+    last = 0
+    for start, end in spans(text):
+        out.append(_visible(plain[last:start]))
+        out.append(OPEN_MARK + _visible(plain[start:end]) + CLOSE_MARK)
+        last = end
+    out.append(_visible(plain[last:]))
+    return "".join(out)
 
 
 def _cut(text: str) -> str:
@@ -96,7 +122,7 @@ class PolicyMixin:
                 "file) for what you trust, or run in a terminal to be asked"
             )
         where = f"line {node.line}: " if getattr(node, "line", 0) else ""
-        body = marked(text, OPEN_MARK, CLOSE_MARK)
+        body = displayed(text)
         legend = f" (model text between {OPEN_MARK} and {CLOSE_MARK})" if tainted else ""
         answer = self.reviewer.approve(f"{where}{action} needs approval: {reason}{legend}", body,
                                        question=f"Allow this {action}?")

@@ -535,3 +535,11 @@ def test_a_shell_chosen_by_a_model_needs_approval_too(run):
     assert result.failure.kind == "PolicyDenied"
     assert "the @shell it runs in holds text from a model: /bin/sh" in result.failure.message
     assert run(source).passed  # --yes approves it
+
+
+def test_the_question_hides_nothing_and_marks_cannot_be_faked():
+    from runtime.interpreter_policy import displayed
+
+    text = join(["echo ", taint("a\u00bb; b \u00abc\u202e\u200bd")])
+    assert displayed(text) == "echo \u00aba\\u00bb; b \\u00abc\\u202e\\u200bd\u00bb"
+    assert displayed("plain \u2028 text") == "plain \\u2028 text"
