@@ -11,10 +11,11 @@ be one:
   (in the worst case every option runs), PARALLEL the sum of calls and tokens but the longest
   child in seconds;
 - RETRY n is n times its body (every attempt may run all of it) plus n - 1 delays;
-- FOR is its body times the number of items when that is known before the loop runs (a list
-  written in the script or already set, the lines of a string already set, the workspace files a
-  FILES glob matches now); otherwise the body is counted once and the loop is counted in
-  `unbounded_loops`: the estimate is then no upper bound, and says so.
+- FOR is its body times the number of items when that is known before the loop runs: a list
+  written in the script, a value already set that nothing estimated before the loop (in source
+  order) may set again, the workspace files a FILES glob matches now when nothing before the
+  loop writes, deletes or runs anything. Otherwise the body is counted once and the loop is
+  counted in `unbounded_loops`: the estimate is then no upper bound, and says so.
 
 Prompts are interpolated with the values known when the estimate is made; a reference that is
 not set yet counts as its `{{ name }}` text.
@@ -27,9 +28,10 @@ from typing import Any, Callable
 
 from runtime.backends.base import ModelBackend, estimate_tokens
 from runtime.budget import parse_duration
-from tisslang.directives import duration_seconds
 from runtime.errors import ScriptFailure, Unsupported
-from tisslang import ast
+from tisslang import ast, statements
+from tisslang.directives import duration_seconds
+from tisslang.statements import walk
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,10 @@ class Estimate:
         )
 
     def times(self, count: int) -> "Estimate":
-        """The cost of running something `count` times (RETRY's attempts, FOR's items)."""
+        """The cost of running something `count` times (RETRY's attempts, FOR's items); the
+        loops of unknown length inside are still the same loops, counted once."""
         return Estimate(self.api_calls * count, self.tokens * count, self.seconds * count,
-                        self.unbounded_runs * count, self.unbounded_loops * count)
+                        self.unbounded_runs * count, self.unbounded_loops)
 
     def worst(self, other: "Estimate") -> "Estimate":
         """The costlier of two alternatives, field by field (an upper bound for either)."""
@@ -94,6 +97,10 @@ class Estimator:
         self._evaluate = evaluate
         self._render = render
         self._count_items = count_items
+        # What the statements estimated so far (source order, the order they run in) may change
+        # before a later FOR runs: the names they set, and whether they may touch files.
+        self._assigned: set[str] = set()
+        self._touches_files = False
 
     def _count(self, text: str) -> int:
         return self.backend.count_tokens(text) if self.backend is not None else estimate_tokens(text)
@@ -129,7 +136,19 @@ class Estimator:
         except KeyError:
             raise Unsupported(f"the cost estimate has no rule for {type(stmt).__name__} statements; "
                               "this is a bug in tiss, please report it") from None
-        return method(self, stmt, directives)
+        cost = method(self, stmt, directives)
+        self._note(stmt)
+        return cost
+
+    def _note(self, stmt: ast.Node) -> None:
+        for node in walk(stmt, blocks_only=True):
+            spec = statements.BY_NODE.get(type(node))
+            if spec is None:
+                continue
+            self._assigned.update(getattr(node, name) for name in spec.sets if getattr(node, name))
+            self._assigned.update(spec.sets_builtins)
+            if spec.path_fields or isinstance(node, ast.Run):
+                self._touches_files = True
 
     def _prompt_agent(self, stmt: ast.PromptAgent, directives: dict[str, Any]) -> Estimate:
         return self.prompt(self._text(stmt.prompt), directives)
@@ -176,14 +195,19 @@ class Estimator:
         return total + Estimate(seconds=delay * (attempts - 1))
 
     def _for(self, stmt: ast.For, directives: dict[str, Any]) -> Estimate:
+        count = self.items(stmt)  # before the body, which is estimated (and noted) after it
         body = self.block(stmt.body, directives)
-        count = self.items(stmt)
         if count is None:
             return body + Estimate(unbounded_loops=1)
         return body.times(count)
 
     def items(self, stmt: ast.For) -> int | None:
         """How many items the FOR would run over, when that can be known now."""
+        if stmt.source == "files" and self._touches_files:
+            return None
+        if any(isinstance(node, ast.Ref) and node.parts[0] in self._assigned
+               for node in walk(stmt.value)):
+            return None
         if self._count_items is not None:
             return self._count_items(stmt)
         if stmt.source == "files":

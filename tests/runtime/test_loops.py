@@ -344,6 +344,18 @@ def test_estimates_multiply_by_attempts_and_items_or_say_they_are_no_upper_bound
     assert unknown.as_value()["UNBOUNDED_LOOPS"] == 1
 
 
+def test_an_item_count_the_script_may_change_before_the_loop_is_not_taken_as_known(run):
+    (run.root / "a.py").write_text("")
+    loop = 'FOR f IN FILES "*.py" {\n    PROMPT_AGENT "abcd"\n}\n'
+    assert estimate(run, loop).api_calls == 1 and estimate(run, loop).unbounded_loops == 0
+    # A WRITE (or RUN, MKDIR, DELETE) before the loop may add files: the count is unknown.
+    written = estimate(run, 'STEP "s" {\n    WRITE "b.py" ""\n}\nRETRY 2 {\n' + loop + '}\n')
+    assert (written.api_calls, written.unbounded_loops) == (2, 1)  # the one loop, counted once
+    # A variable set again before the loop: its value now says nothing about the loop's items.
+    runner_vars = 'VAR xs = [1, 2, 3]\nFOR x IN xs {\n    PROMPT_AGENT "abcd"\n}\n'
+    assert estimate(run, runner_vars).unbounded_loops == 1
+
+
 def test_estimate_cost_around_a_retry_refuses_what_all_attempts_would_cost(run):
     backend = ScriptedBackend(["a", "b", "c"])
     result = run(
