@@ -166,7 +166,7 @@ def _write_gguf(path: Path, type_name: str, seed: int = 0, arch: str = "llama", 
               "blk.0.ffn_up.weight": (F, C), "blk.0.ffn_down.weight": (C, F)}
     expected = {}
     for name, shape in shapes.items():
-        if type_name in K_QUANTS:
+        if type_name in K_QUANTS or type_name not in QUANTIZABLE:
             raw = _random_blocks(qtype, *shape, rng)
         else:
             raw = gguf.quants.quantize(rng.normal(0, 0.5, size=shape).astype(np.float32), qtype)
@@ -243,6 +243,13 @@ def test_other_architectures_and_rope_scaling_in_gguf(tmp_path):
     with pytest.raises(CheckpointError) as exc:
         lm.load(tmp_path / "yarn.gguf")
     assert "RoPE scaling 'yarn' is not implemented" in _one_line(exc)
+
+
+def test_unsupported_tensor_type_in_gguf(tmp_path):
+    _write_gguf(tmp_path / "iq4.gguf", "IQ4_NL")  # an i-quant: gguf reads it, the loader refuses it
+    with pytest.raises(CheckpointError) as exc:
+        lm.load(tmp_path / "iq4.gguf")
+    assert "has type IQ4_NL; supported: F32, F16, BF16, Q8_0" in _one_line(exc)
 
 
 def _hf_copy(tmp_path, edit=None, name="hf_llama_tied") -> Path:
