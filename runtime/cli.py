@@ -77,7 +77,8 @@ def _add_run(subparsers) -> None:
                    help="run commands in bubblewrap: read-only system, writable workspace, no network")
     _add_policy_flags(p)
     p.add_argument("--model", metavar="SPEC",
-                   help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
+                   help="model backend: echo, http(s)://HOST/v1, a checkpoint PATH or a pulled model's name "
+                   "(default: $TISS_MODEL, else the model shipped in the package)")
     p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
     p.set_defaults(func=cmd_run)
 
@@ -404,7 +405,8 @@ def _add_repl(subparsers) -> None:
     p.add_argument("--yes", action="store_true",
                    help="approve every REQUEST_REVIEW, PAUSE and command-policy question without asking")
     p.add_argument("--model", metavar="SPEC",
-                   help="model backend: echo, http(s)://HOST/v1, or a checkpoint PATH (default: $TISS_MODEL)")
+                   help="model backend: echo, http(s)://HOST/v1, a checkpoint PATH or a pulled model's name "
+                   "(default: $TISS_MODEL, else the model shipped in the package)")
     p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
     _add_policy_flags(p)
     p.set_defaults(func=cmd_repl)

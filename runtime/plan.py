@@ -38,7 +38,7 @@ def _for(stmt: ast.For) -> str:
 _HEADINGS: dict[type, Callable[[Any], str]] = {
     ast.Task: lambda s: f"TASK {_s(s.description)}",
     ast.Setup: lambda s: f"SETUP {_s(s.description)}".rstrip(),
-    ast.Teardown: lambda s: f"TEARDOWN (runs last, always) {_s(s.description)}".rstrip(),
+    ast.Teardown: lambda s: " ".join(filter(None, ("TEARDOWN", _s(s.description), "(runs last, always)"))),
     ast.Step: lambda s: f"STEP {_s(s.description)}",
     ast.Option: lambda s: f"OPTION {_s(s.description)}",
     ast.Run: lambda s: f"RUN {_s(s.command)}",

@@ -143,12 +143,22 @@ class ProgressPrinter:
                 failure = event.get("failure")
                 if failure and status in (FAILED, NOT_CHOSEN):
                     self._write(f"{pad}         {self.paint(shown(failure['message']), colour)}")
+                self._failure_shown = failure["message"] if failure and status == FAILED else None
             elif name == "log":
                 bar = self.paint("|", "dim")
                 for line in shown(event["message"]).split("\n"):
-                    self._write(f"{pad}       {bar} {line}")
+                    self._write(f"{pad}       {bar} {line}" if line else f"{pad}       {bar}")  # no trailing space
             elif name == "caught":
-                self._write(f"{pad}       {self.paint('caught:', 'yellow')} {shown(event['message'])}")
+                # Each failure once: RETRY's failed attempts say which attempt; a failed inner
+                # STEP's message was just printed under it, so the TRY only says it caught it.
+                if "attempt" in event:
+                    label, text = f"attempt {event['attempt']} of {event['attempts']} failed:", event["message"]
+                elif event["message"] == getattr(self, "_failure_shown", None):
+                    label, text = "caught:", f"the failure above, by the TRY at line {event['line']}"
+                else:
+                    label, text = "caught:", event["message"]
+                self._failure_shown = None
+                self._write(f"{pad}       {self.paint(label, 'yellow')} {shown(text)}")
 
 
 def format_failure(failure: Failure, colour: bool = False) -> str:

@@ -98,7 +98,36 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_script(args: Any) -> int:
-    """The `tiss run` subcommand; `args` as built by `cli._add_run`."""
+    """The `tiss run` subcommand; `args` as built by `cli._add_run`. With `--report json` a
+    script that cannot run (invalid, unreadable, a bad flag value) still gives stdout one JSON
+    object, ``{"status": "invalid", "exit_code": 2, "error": {...}}``, beside the message on
+    stderr, so a caller parsing stdout always has JSON to parse."""
+    try:
+        return _run_scripts(args)
+    except (TissRuntimeError, _tiss_error()) as exc:
+        if getattr(args, "report", None) == "json":
+            write_line(sys.stdout, json.dumps(_error_document(exc), ensure_ascii=False))
+        raise
+
+
+def _tiss_error() -> type[Exception]:
+    from tisslang.errors import TissError
+
+    return TissError
+
+
+def _error_document(exc: Exception) -> dict[str, Any]:
+    error: dict[str, Any] = {"kind": type(exc).__name__,
+                             "message": getattr(exc, "message", None) or str(exc)}
+    for field in ("filename", "line", "column"):
+        if getattr(exc, field, None) is not None:
+            error["file" if field == "filename" else field] = getattr(exc, field)
+    exit_code = getattr(exc, "exit_code", 2)
+    return redact_value({"status": "invalid" if exit_code == 2 else "error", "exit_code": exit_code,
+                         "error": error})
+
+
+def _run_scripts(args: Any) -> int:
     program, source = _parse_script(args.script)
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
