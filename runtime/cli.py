@@ -12,6 +12,7 @@ To add a subcommand: write `_add_NAME(subparsers)` that builds its parser and se
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from importlib import metadata
 
@@ -31,8 +32,45 @@ def _version() -> str:
     return f"tiss {dist} (TissLang {LANGUAGE_VERSION})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that an unknown flag is reported by the subcommand it was given to:
+    that subcommand's usage and the nearest flag it has (`--worksapce` -> `--workspace`).
+
+    Plain argparse collects a subcommand's unknown arguments and lets the top-level parser
+    complain with the top-level usage, which names none of the subcommand's flags.
+    """
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            target = _chosen_parser(self, parsed)
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            for word in extras:
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=", 1)[0], _flags(target), n=1, cutoff=0.6)
+                    if close:
+                        message += f"; did you mean {close[0]}?"
+                        break
+            target.error(message)
+        return parsed
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand parser the command line chose (`tiss tokenizer encode`)."""
+    while True:
+        chooser = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(parsed, chooser.dest, None) if chooser is not None and chooser.dest else None
+        if name is None or name not in chooser.choices:
+            return parser
+        parser = chooser.choices[name]
+
+
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tiss",
         description="Run, check and format TissLang agent scripts; train and sample the model.",
     )
@@ -63,7 +101,9 @@ def _add_run(subparsers) -> None:
         description="Run a .tiss script: its steps, commands and checks, confined to the workspace. "
         "Exit 0 all steps passed, 1 a step failed, 2 invalid script or usage, 130 interrupted.",
     )
-    p.add_argument("script", metavar="SCRIPT", help="the .tiss file to run")
+    p.add_argument("scripts", nargs="+", metavar="SCRIPT",
+                   help="a .tiss file, or a directory: every *.tiss under it (several: one summary, "
+                   "exit status of the worst)")
     p.add_argument("--workspace", metavar="DIR", help="the directory the script works in (default: .)")
     p.add_argument("--var", action="append", metavar="NAME=VALUE", help="set a variable (repeatable)")
     p.add_argument("--timeout", type=float, metavar="S",
@@ -80,6 +120,19 @@ def _add_run(subparsers) -> None:
                    help="model backend: echo, http(s)://HOST/v1, a checkpoint PATH or a pulled model's name "
                    "(default: $TISS_MODEL, else the model shipped in the package)")
     p.add_argument("--model-name", metavar="NAME", help="the model name to ask an HTTP server for")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="stream each RUN's output as it arrives")
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("-k", dest="select", metavar="PATTERN",
+                   help="run only the steps whose description contains PATTERN (case-insensitive; "
+                   "'not PATTERN' for the others); the rest are reported as deselected")
+    p.add_argument("-x", "--exitfirst", action="store_true",
+                   help="stop at the first failure: within a script always so (later steps are skipped, "
+                   "TEARDOWN runs); with several scripts, the scripts after it are not run")
+    p.add_argument("--strict", action="store_true",
+                   help="a RUN that exits non-zero fails its step unless the next statement reads "
+                   "LAST_RUN.EXIT_CODE (as `set -e`; @strict true in a script)")
+    p.add_argument("--junit-xml", metavar="FILE", help="also write the run as JUnit XML (a testcase per STEP)")
     p.set_defaults(func=cmd_run)
 
 

@@ -48,10 +48,11 @@ from runtime.interpreter_directives import Backends, DirectivesMixin
 from runtime.interpreter_loops import LoopsMixin
 from runtime.interpreter_policy import PolicyMixin
 from runtime.options import RunOptions
-from runtime.result import FAILED, INTERRUPTED, PASSED, SKIPPED, Failure, StepResult
+from runtime.result import DESELECTED, FAILED, INTERRUPTED, PASSED, SKIPPED, Failure, StepResult
 from runtime.review import Reviewer, ReviewRejected
 from runtime.secret import redact
 from runtime.shell import DEFAULT_TIMEOUT, run_command
+from runtime.strict import check_after_run
 from runtime.taint import carry, taint
 from runtime.trace import EventBus
 from runtime.workspace import Workspace
@@ -155,9 +156,10 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
             return existing
         exc.located(self.file, stmt.line or None, stmt.column or None)
         last_run = ctx.last.get("LAST_RUN")
-        tail = None
-        if isinstance(last_run, dict) and last_run.get("STDERR"):
-            tail = "\n".join(str(last_run["STDERR"]).splitlines()[-_STDERR_TAIL_LINES:])
+        tails: dict[str, str | None] = {"STDERR": None, "STDOUT": None}
+        for stream in tails:  # build tools and test runners report on stdout, others on stderr
+            if isinstance(last_run, dict) and last_run.get(stream):
+                tails[stream] = "\n".join(str(last_run[stream]).splitlines()[-_STDERR_TAIL_LINES:])
         failure = Failure(
             message=exc.message,
             kind=exc.kind,
@@ -165,7 +167,8 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
             line=exc.line,
             column=exc.column,
             source_line=self.script.line(exc.line),
-            stderr_tail=tail,
+            stderr_tail=tails["STDERR"],
+            stdout_tail=tails["STDOUT"],
         )
         exc.failure = failure  # type: ignore[attr-defined]
         return failure
@@ -176,6 +179,13 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
         for index, stmt in enumerate(body):
             try:
                 self.execute(stmt, ctx)
+                # @strict / --strict: an unchecked failing RUN fails here (runtime/strict.py)
+                following = body[index + 1] if index + 1 < len(body) else None
+                try:
+                    check_after_run(stmt, following, ctx, self.options)
+                except ScriptFailure as exc:
+                    self.record_failure(exc, stmt, ctx)
+                    raise
             except (ScriptFailure, KeyboardInterrupt, RunInterrupted):
                 self.skip(body[index + 1 :], ctx.container)
                 raise
@@ -302,6 +312,14 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
         return step
 
     def visit_Step(self, node: ast.Step, ctx: Context) -> None:
+        selector = self.options.select  # tiss run -k (runtime/selection.py)
+        if selector is not None and not selector.wanted(node, description := self.describe(node, ctx)):
+            step = StepResult(kind="step", description=description, line=node.line or None,
+                              column=node.column or None, status=DESELECTED)
+            ctx.container.append(step)
+            self.emit("step_end", kind="step", description=description, line=step.line,
+                      status=DESELECTED, duration=0.0, failure=None, started=False)
+            return
         self.run_step("step", node, node.body, ctx)
 
     def visit_Setup(self, node: ast.Setup, ctx: Context) -> None:
@@ -435,6 +453,7 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
             cap=self.options.output_cap,
             sandbox=self.options.sandbox,
             cancel=ctx.cancel,
+            on_output=self.options.on_output,  # tiss run -v
         )
         ctx.last["LAST_RUN"] = {
             "EXIT_CODE": result.exit_code,

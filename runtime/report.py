@@ -6,20 +6,26 @@
            | wrote greeting.txt
     [  OK  ] Write a greeting (0.01s)
 
+A step whose RUNs exited non-zero says so in its line (`[  OK  ] Probe (5ms; RUN exited 1)`).
+With `quiet` (`tiss run -q`) only failed steps are printed; `output` (`tiss run -v`) prints each
+RUN's output as it arrives, stdout lines after `>`, stderr lines after `2>`.
+
 `format_failure` shows where and why a run stopped: `file:line:col: error: message`, the script
-line with a caret under the column, and the tail of the last command's stderr. `format_summary`
-is the closing line. Colour is used only when the stream is a terminal and `NO_COLOR` is unset.
+line with a caret under the column, and the tails of the last command's stdout and stderr.
+`format_summary` is the closing line, over one script or several. Colour is used only when the
+stream is a terminal and `NO_COLOR` is unset.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from runtime.estimate import Estimate
-from runtime.result import FAILED, INTERRUPTED, NOT_CHOSEN, PASSED, SKIPPED, Failure, RunResult
+from runtime.result import DESELECTED, FAILED, INTERRUPTED, NOT_CHOSEN, PASSED, SKIPPED, Failure, RunResult
 from runtime.secret import redact
 
 _RESET = "\033[0m"
@@ -110,11 +116,42 @@ def _seconds(value: float) -> str:
 class ProgressPrinter:
     """Prints steps and LOG lines as events arrive; nesting is shown by indentation."""
 
-    def __init__(self, stream: TextIO | None = None, colour: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, colour: bool | None = None, *, quiet: bool = False) -> None:
         self.stream = stream or sys.stdout
         self.paint = Painter(use_colour(self.stream) if colour is None else colour)
+        self.quiet = quiet
         self._depth: dict[str, int] = {}
+        self._exits: dict[str, list[list[int]]] = {}  # per thread, per open step: non-zero RUN exits
+        self._partial: dict[tuple[str, str], str] = {}  # -v: a line not yet ended, per thread and stream
+        self._decoders: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+
+    def output(self, stream: str, chunk: bytes) -> None:
+        """A RUN's output as it arrives (`tiss run -v`): printed line by line, at once."""
+        thread = threading.current_thread()
+        name = "main" if thread is threading.main_thread() else thread.name
+        key = (name, stream)
+        with self._lock:
+            decoder = self._decoders.setdefault(key, codecs.getincrementaldecoder("utf-8")("replace"))
+            text = self._partial.pop(key, "") + decoder.decode(chunk)
+            *lines, rest = text.split("\n")
+            if rest:
+                self._partial[key] = rest
+            for line in lines:
+                self._output_line(name, stream, line)
+
+    def _output_line(self, thread: str, stream: str, line: str) -> None:
+        depth = self._depth.get(thread, self._depth.get("main", 0))
+        mark = self.paint(" >" if stream == "stdout" else "2>", "dim")
+        self._write(f"{'  ' * depth}      {mark} {shown(line)}".rstrip())
+
+    def _flush_output(self, thread: str) -> None:
+        for stream in ("stdout", "stderr"):
+            key = (thread, stream)
+            rest = self._partial.pop(key, "") + (self._decoders.pop(key).decode(b"", final=True)
+                                                 if key in self._decoders else "")
+            if rest:
+                self._output_line(thread, stream, rest)
 
     def _write(self, text: str) -> None:
         write_line(self.stream, text)
@@ -127,8 +164,15 @@ class ProgressPrinter:
             if thread != "main" and thread not in self._depth:
                 depth = self._depth.get("main", 0)
             pad = "  " * depth
-            if name == "step_start":
-                self._write(f"{pad}{self.paint('[ RUN  ]', 'bold')} {shown(event['description'])}")
+            if name == "statement" and event.get("node") == "Run":
+                self._flush_output(thread)
+                stack = self._exits.get(thread) or self._exits.get("main")
+                if event.get("exit_code") and stack:
+                    stack[-1].append(event["exit_code"])
+            elif name == "step_start":
+                self._exits.setdefault(thread, []).append([])
+                if not self.quiet:
+                    self._write(f"{pad}{self.paint('[ RUN  ]', 'bold')} {shown(event['description'])}")
                 self._depth[thread] = depth + 1
             elif name == "step_end":
                 status = event["status"]
@@ -137,13 +181,23 @@ class ProgressPrinter:
                     depth = max(0, depth - 1)
                     self._depth[thread] = depth
                     pad = "  " * depth
+                exits = self._exits[thread].pop() if started and self._exits.get(thread) else []
+                if status == DESELECTED or (self.quiet and status not in (FAILED, INTERRUPTED)):
+                    return  # deselected steps show in the summary only, as pytest's
                 label, colour = _LABELS.get(status, (f"[{status}]", "yellow"))
-                timing = f" ({_seconds(event['duration'])})" if started else ""
+                notes = [_seconds(event["duration"])] if started else []
+                if exits:
+                    notes.append(f"RUN exited {', '.join(str(code) for code in exits)}"
+                                 if len(exits) == 1 else
+                                 f"{len(exits)} RUNs exited non-zero: {', '.join(str(code) for code in exits)}")
+                timing = f" ({'; '.join(notes)})" if notes else ""
                 self._write(f"{pad}{self.paint(label, colour)} {shown(event['description'])}{timing}")
                 failure = event.get("failure")
                 if failure and status in (FAILED, NOT_CHOSEN):
                     self._write(f"{pad}         {self.paint(shown(failure['message']), colour)}")
                 self._failure_shown = failure["message"] if failure and status == FAILED else None
+            elif self.quiet:
+                return
             elif name == "log":
                 bar = self.paint("|", "dim")
                 for line in shown(event["message"]).split("\n"):
@@ -170,15 +224,22 @@ def format_failure(failure: Failure, colour: bool = False) -> str:
             prefix = shown(failure.source_line[: failure.column - 1])
             caret = "".join(c if c == "\t" else " " for c in prefix)
             lines.append(f"    {caret}{paint('^', 'red')}")
-    if failure.stderr_tail:
-        lines.append("  stderr of the last command (tail):")
-        lines.extend(f"    {line}" for line in shown(failure.stderr_tail).split("\n"))
+    for name, tail in (("stdout", failure.stdout_tail), ("stderr", failure.stderr_tail)):
+        if tail:
+            lines.append(f"  {name} of the last command (tail):")
+            lines.extend(f"    {line}".rstrip() for line in shown(tail).split("\n"))
     return "\n".join(lines)
 
 
-def format_summary(result: RunResult, colour: bool = False) -> str:
+def format_summary(result: RunResult | Iterable[RunResult], colour: bool = False) -> str:
+    """`PASSED: 3 passed in 12ms`; over several scripts their steps added up, the verdict the
+    worst of theirs and `in N scripts` (`FAILED: 4 passed, 1 failed, 2 deselected in 2 scripts in 1.20s`)."""
+    results = [result] if isinstance(result, RunResult) else list(result)
     paint = Painter(colour)
-    counts = result.counts()
+    counts: dict[str, int] = {}
+    for one in results:
+        for status, count in one.counts().items():
+            counts[status] = counts.get(status, 0) + count
     parts = []
     for status, word, tint in (
         (PASSED, "passed", "green"),
@@ -186,22 +247,33 @@ def format_summary(result: RunResult, colour: bool = False) -> str:
         (SKIPPED, "skipped", "yellow"),
         (NOT_CHOSEN, "not chosen", "yellow"),
         (INTERRUPTED, "interrupted", "red"),
+        (DESELECTED, "deselected", "yellow"),
     ):
         if counts.get(status):
             if status == FAILED:
                 # A failure TRY caught does not fail the run; say so, or "PASSED: 1 failed" puzzles.
-                caught = sum(1 for step in result.all_steps() if step.status == FAILED and step.caught)
+                caught = sum(1 for one in results for step in one.all_steps()
+                             if step.status == FAILED and step.caught)
                 if caught:
                     word += " (all caught by TRY)" if caught == counts[status] else f" ({caught} caught by TRY)"
             parts.append(paint(f"{counts[status]} {word}", tint))
     steps = ", ".join(parts) if parts else "no steps"
+    status = worst_status(one.status for one in results)
     verdict = {PASSED: paint("PASSED", "green"), FAILED: paint("FAILED", "red"),
-               INTERRUPTED: paint("INTERRUPTED", "red")}.get(result.status, result.status)
-    return f"{verdict}: {steps} in {_seconds(result.duration)}"
+               INTERRUPTED: paint("INTERRUPTED", "red")}.get(status, status)
+    scripts = f" in {len(results)} scripts" if len(results) > 1 else ""
+    return f"{verdict}: {steps}{scripts} in {_seconds(sum(one.duration for one in results))}"
 
 
-def format_report(result: RunResult, colour: bool = False) -> str:
-    """What follows the live progress: the failure (if any) and the summary line."""
+def worst_status(statuses: Iterable[str]) -> str:
+    """The status of several runs: interrupted over failed over passed."""
+    found = set(statuses)
+    return next((s for s in (INTERRUPTED, FAILED) if s in found), PASSED)
+
+
+def format_report(result: RunResult, colour: bool = False, *, summary: bool = True) -> str:
+    """What follows the live progress: the failure (if any) and the summary line (left out
+    with `summary=False`, when several scripts share one summary)."""
     parts = []
     if result.failure is not None:
         parts.append(format_failure(result.failure, colour))
@@ -213,7 +285,8 @@ def format_report(result: RunResult, colour: bool = False) -> str:
     elif result.status == INTERRUPTED:
         parts.append("interrupted again during TEARDOWN: it was stopped before it finished, so "
                      "what it cleans up may still be there")
-    parts.append(format_summary(result, colour))
+    if summary:
+        parts.append(format_summary(result, colour))
     return "\n".join(parts)
 
 

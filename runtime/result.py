@@ -8,7 +8,8 @@ in the script). Step statuses:
                 of a failed step is failed too, and its `failure` is that same failure);
 - `skipped`     an earlier failure stopped the script before the block started;
 - `not_chosen`  a CHOOSE option that failed, so CHOOSE went on to the next one (not a failure);
-- `interrupted` the block was running when the user pressed Ctrl-C.
+- `interrupted` the block was running when the user pressed Ctrl-C;
+- `deselected`  `tiss run -k PATTERN` did not select the step, so it never ran (not a failure).
 
 `RunResult.to_dict()` is the `tiss run --report json` document.
 """
@@ -23,6 +24,7 @@ FAILED = "failed"
 SKIPPED = "skipped"
 NOT_CHOSEN = "not_chosen"
 INTERRUPTED = "interrupted"
+DESELECTED = "deselected"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Failure:
     column: int | None = None
     source_line: str | None = None  # the script line at fault, for the human report
     stderr_tail: str | None = None  # the last lines of the last command's stderr, if any
+    stdout_tail: str | None = None  # the last lines of its stdout (test runners report there)
 
     def location(self) -> str:
         if self.line is None:
@@ -51,6 +54,7 @@ class Failure:
             "column": self.column,
             "source_line": self.source_line,
             "stderr_tail": self.stderr_tail,
+            "stdout_tail": self.stdout_tail,
         }
 
 
@@ -118,7 +122,7 @@ class RunResult:
             yield from step.walk()
 
     def counts(self) -> dict[str, int]:
-        counts = {PASSED: 0, FAILED: 0, SKIPPED: 0, NOT_CHOSEN: 0, INTERRUPTED: 0}
+        counts = {PASSED: 0, FAILED: 0, SKIPPED: 0, NOT_CHOSEN: 0, INTERRUPTED: 0, DESELECTED: 0}
         for step in self.all_steps():
             counts[step.status] = counts.get(step.status, 0) + 1
         return counts

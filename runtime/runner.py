@@ -4,6 +4,11 @@ The CLI (`runtime/cli.py`) only parses arguments and calls `run_script(args)`. O
 progress and the failure report on stdout (on stderr with `--report json`, which keeps stdout
 for the JSON document). Exit status: 0 passed, 1 a step failed, 2 invalid script or usage,
 130 interrupted. SIGTERM is treated like Ctrl-C, so TEARDOWN runs either way.
+
+Several scripts (or a directory of them) are all parsed first, then run one after another in
+the workspace, each in a fresh session, with one summary and the exit status of the worst; `-x`
+stops after the first that fails, Ctrl-C after the one it interrupts. `--junit-xml` writes the
+results as JUnit XML (runtime/junit.py).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from typing import Any, Iterator
 from runtime.budget import MAX_SECONDS
 from runtime.errors import TissRuntimeError
 from runtime.interpolate import BUILTIN_ROOTS
-from runtime.report import ProgressPrinter, format_estimate, format_report, use_colour, write_line
+from runtime.report import (
+    ProgressPrinter, format_estimate, format_report, format_summary, use_colour, worst_status, write_line,
+)
+from runtime.result import INTERRUPTED, PASSED, RunResult
 from runtime.review import Reviewer
 from runtime.secret import redact_value
 from runtime.session import RunOptions, Session
@@ -97,6 +105,35 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def script_paths(items: list[str]) -> list[str]:
+    """The scripts `tiss run` was given: files as named, a directory as every `*.tiss` under it
+    (sorted, hidden directories left out); a directory with none is a usage error."""
+    paths: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(
+                str(path) for path in Path(item).rglob("*.tiss")
+                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(item).parts)
+            )
+            if not found:
+                raise UsageError(f"{item} is a directory with no *.tiss scripts in it; name a script or "
+                                 "a directory that holds some")
+            paths.extend(found)
+        else:
+            paths.append(item)
+    return paths
+
+
+def warn_unknown_directives(program: Any, path: str) -> None:
+    """`tiss check`'s unknown-directive warnings, on stderr before the run (a misspelt @timeout
+    would otherwise just not apply)."""
+    from tisslang.checker import check
+
+    for finding in check(program):
+        if finding.code == "T101":
+            _warn(finding.render(path))
+
+
 def run_script(args: Any) -> int:
     """The `tiss run` subcommand; `args` as built by `cli._add_run`. With `--report json` a
     script that cannot run (invalid, unreadable, a bad flag value) still gives stdout one JSON
@@ -128,11 +165,17 @@ def _error_document(exc: Exception) -> dict[str, Any]:
 
 
 def _run_scripts(args: Any) -> int:
-    program, source = _parse_script(args.script)
+    paths = script_paths(args.scripts)
+    scripts = [(path, *_parse_script(path)) for path in paths]  # every one is valid before any runs
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     if args.timeout is not None and args.timeout > MAX_SECONDS:
         raise UsageError(f"--timeout {args.timeout:g} is too large: at most {MAX_SECONDS:g} seconds (about 126 years)")
+    selector = None
+    if args.select is not None:
+        from runtime.selection import StepSelector
+
+        selector = StepSelector(args.select)
     workspace = Workspace(args.workspace or os.getcwd())
     if args.sandbox:
         from runtime.shell import sandbox_argv
@@ -145,6 +188,10 @@ def _run_scripts(args: Any) -> int:
         backend = resolve_backend(args.model, args.model_name, user=True)
     except BackendError as exc:  # a --model / TISS_MODEL that names nothing usable
         raise UsageError(str(exc)) from None
+    json_report = args.report == "json"
+    human = sys.stderr if json_report else sys.stdout
+    colour = use_colour(human)
+    printer = ProgressPrinter(human, colour, quiet=args.quiet)
     options = RunOptions(
         timeout=args.timeout,
         sandbox=args.sandbox,
@@ -152,61 +199,122 @@ def _run_scripts(args: Any) -> int:
         variables=parse_vars(args.var),
         model_name=args.model_name,
         policy=policy_from_args(args),
+        strict=args.strict,
+        select=selector,
+        on_output=printer.output if args.verbose else None,
     )
-    json_report = args.report == "json"
-    human = sys.stderr if json_report else sys.stdout
-    colour = use_colour(human)
+    for path, program, _ in scripts:
+        warn_unknown_directives(program, path)
 
     if args.dry_run:
-        from runtime.plan import format_plan
-
-        from runtime.backends.select import describe_endpoints
-
-        session = Session(workspace, backend=backend, options=options)
-        estimate = session.estimate(program)
-        endpoints = describe_endpoints(program, backend)
-        if json_report:
-            document = {"file": args.script, "dry_run": True, "estimate": estimate.as_value()}
-            if endpoints:
-                document["endpoints"] = endpoints
-            write_line(sys.stdout, json.dumps(document))
-        else:
-            write_line(sys.stdout, f"dry run of {args.script} in {workspace.root} (nothing is executed)")
-            write_line(sys.stdout, format_plan(program))
-            write_line(sys.stdout, format_estimate(estimate))
-            if endpoints:
-                write_line(sys.stdout, "model endpoints:\n" + "\n".join(f"  {line}" for line in endpoints))
+        for path, program, _ in scripts:
+            _dry_run(path, program, workspace, backend, options, json_report)
         return 0
 
-    listeners: list[Any] = [ProgressPrinter(human, colour)]
+    listeners: list[Any] = [printer]
     trace = None
     if args.trace:
-        trace = _open_trace(args.trace, [args.script])
+        trace = _open_trace(args.trace, paths)
     if trace is not None:
         listeners.append(trace)
+    junit = None
+    if args.junit_xml:
+        from runtime.junit import JunitRecorder
+
+        _refuse_input(args.junit_xml, paths, "--junit-xml")
+        junit = JunitRecorder()
+        listeners.append(junit)
     reviewer = Reviewer(assume_yes=args.yes)
-    session = Session(workspace, backend=backend, options=options, listeners=listeners, reviewer=reviewer)
+    results: list[RunResult] = []
+    several = len(scripts) > 1
     try:
-        with _sigterm_as_interrupt():
-            result = session.run(program, file=args.script, source=source)
+        for path, program, source in scripts:
+            if selector is not None:
+                selector.prepare(program)
+            if several and not args.quiet:
+                write_line(human, f"== {path}")
+            session = Session(workspace, backend=backend, options=options, listeners=listeners, reviewer=reviewer)
+            with _sigterm_as_interrupt():
+                result = session.run(program, file=path, source=source)
+            results.append(result)
+            report = format_report(result, colour, summary=not several)
+            if report:
+                write_line(human, report)
+            if result.status == INTERRUPTED or (args.exitfirst and result.status != PASSED):
+                break
     finally:
         if trace is not None:
             trace.close()
-    write_line(human, format_report(result, colour))
-    status = result.exit_code
-    if json_report and not write_line(sys.stdout, json.dumps(redact_value(result.to_dict()), ensure_ascii=False)):
-        _complain("cannot write the JSON report to stdout (closed or full); the run's own status "
-                  f"was {result.exit_code}")
-        status = 2
+    not_run = paths[len(results):]
+    if several:
+        if not_run:
+            write_line(human, f"not run ({'interrupted' if results[-1].status == INTERRUPTED else '-x'}): "
+                       + ", ".join(not_run))
+        write_line(human, format_summary(results, colour))
+    status = max((result.exit_code for result in results), default=0)
+    if json_report:
+        document = (redact_value(results[0].to_dict()) if not several else {
+            "status": worst_status(result.status for result in results), "exit_code": status,
+            "scripts": [redact_value(result.to_dict()) for result in results], "not_run": not_run,
+        })
+        if not write_line(sys.stdout, json.dumps(document, ensure_ascii=False)):
+            _complain("cannot write the JSON report to stdout (closed or full); the run's own status "
+                      f"was {status}")
+            status = 2
+    if junit is not None:
+        from runtime.junit import write_junit
+
+        try:
+            write_junit(args.junit_xml, junit, results)
+        except OSError as exc:
+            _complain(f"cannot write the JUnit XML file {args.junit_xml}: {exc.strerror or exc}; "
+                      f"the run's own status was {status}")
+            status = 2
     if trace is not None and trace.error is not None:
         _complain(f"cannot write the trace file {args.trace}: {trace.error.strerror or trace.error}; "
-                  f"the trace is incomplete (the run's own status was {result.exit_code})")
+                  f"the trace is incomplete (the run's own status was {status})")
         status = 2
     return status
 
 
+def _dry_run(path: str, program: Any, workspace: Workspace, backend: Any, options: RunOptions,
+             json_report: bool) -> None:
+    from runtime.backends.select import describe_endpoints
+    from runtime.plan import format_plan
+
+    session = Session(workspace, backend=backend, options=options)
+    estimate = session.estimate(program)
+    endpoints = describe_endpoints(program, backend)
+    if json_report:
+        document = {"file": path, "dry_run": True, "estimate": estimate.as_value()}
+        if endpoints:
+            document["endpoints"] = endpoints
+        write_line(sys.stdout, json.dumps(document))
+    else:
+        write_line(sys.stdout, f"dry run of {path} in {workspace.root} (nothing is executed)")
+        write_line(sys.stdout, format_plan(program))
+        write_line(sys.stdout, format_estimate(estimate))
+        if endpoints:
+            write_line(sys.stdout, "model endpoints:\n" + "\n".join(f"  {line}" for line in endpoints))
+
+
+def _warn(message: str) -> None:
+    write_line(sys.stderr, message)
+
+
 def _complain(message: str) -> None:
     write_line(sys.stderr, f"tiss: error: {message}")
+
+
+def _refuse_input(path: str, inputs: list[str], flag: str) -> None:
+    """An output file that is one of the run's scripts would overwrite it: refuse it."""
+    for source in inputs:
+        try:
+            if os.path.samefile(path, source):
+                raise UsageError(f"{flag} {path} is the script itself; writing it would overwrite "
+                                 "the script: choose another file")
+        except OSError:  # the output file does not exist yet: it cannot be an input
+            pass
 
 
 def _open_trace(path: str, inputs: list[str]) -> JsonlTrace:

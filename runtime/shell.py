@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from runtime.errors import CommandError, SandboxUnavailable
 
@@ -422,12 +423,14 @@ def run_command(
     cap: int = DEFAULT_CAP,
     sandbox: str | None = None,
     cancel: threading.Event | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
 ) -> CommandResult:
     """Run `command` and return what it did; never raises for a non-zero exit.
 
     `timeout` (seconds, None for none) kills the whole process group when it runs out and marks
     the result `timed_out`. Setting `cancel` from any thread kills the group too and marks the
-    result `cancelled`. `shell` is a program name or path (`@shell "bash"`).
+    result `cancelled`. `shell` is a program name or path (`@shell "bash"`). `on_output`, if
+    given, is called with ("stdout" | "stderr", chunk) as output arrives (`tiss run -v`).
     """
     if "\0" in command:
         raise CommandError("the command contains a NUL byte")
@@ -467,6 +470,7 @@ def run_command(
 
     out, err = _Capture(cap), _Capture(cap)
     captures = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    stdout_fd = proc.stdout.fileno()
     timed_out = cancelled = False
     selector = selectors.DefaultSelector()
     for fileobj in (proc.stdout, proc.stderr):
@@ -498,6 +502,8 @@ def run_command(
                     continue
                 if chunk:
                     captures[key.fd].feed(chunk)
+                    if on_output is not None:
+                        on_output("stdout" if key.fd == stdout_fd else "stderr", chunk)
                 else:
                     selector.unregister(key.fileobj)
         if kill_deadline is None:

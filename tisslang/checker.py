@@ -130,6 +130,9 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
     """
     found: list[Diagnostic] = []
     nodes = list(walk(program))
+    # Under @strict a failing RUN fails its step by itself: its result is checked (T104).
+    strict = any(isinstance(n, ast.Directive) and n.name == "strict"
+                 and (n.value is None or getattr(n.value, "value", None) is True) for n in nodes)
     defined = set(known) | (set(BUILTINS) - SCOPED_BUILTINS)
     scoped: dict[str, ast.Node] = {}  # loop variables and ATTEMPT -> the first statement binding it
     for node in nodes:
@@ -159,6 +162,8 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
             found.extend(_check_heredoc(node))
         for _, body in statements.blocks(node):
             found.extend(_check_unreachable(body))
+            if not strict:
+                found.extend(_check_unchecked_runs(body))
     silenced = suppressed(program)
     found = [d for d in found if d.line not in silenced
              or (silenced[d.line] is not None and d.code not in silenced[d.line])]
@@ -269,9 +274,33 @@ def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
                            f"{_suggest(node.parts[1], fields)}")
 
 
+def _reads_last_run(node: ast.Node) -> bool:
+    return any(isinstance(n, ast.Ref) and n.parts[0] == "LAST_RUN" for n in walk(node))
+
+
+def _check_unchecked_runs(body: tuple[ast.Node, ...]) -> Iterator[Diagnostic]:
+    """T104: a RUN whose result nothing reads: the statements after it in its block, up to
+    the next statement that holds a RUN (which replaces LAST_RUN), never look at LAST_RUN."""
+    for index, stmt in enumerate(body):
+        if not isinstance(stmt, ast.Run):
+            continue
+        checked = False
+        for later in body[index + 1:]:
+            if _reads_last_run(later):
+                checked = True
+                break
+            if any(isinstance(n, ast.Run) for n in walk(later)):
+                break
+        if not checked:
+            yield _warning("T104", stmt, "the result of this RUN is never checked: a failing command "
+                           "goes unnoticed; read LAST_RUN.EXIT_CODE after it (ASSERT LAST_RUN.EXIT_CODE "
+                           "== 0), or put @strict true in the script so a failing RUN fails its step")
+
+
 def _check_directive(node: ast.Directive) -> Iterator[Diagnostic]:
     if node.name not in KNOWN_DIRECTIVES:
-        yield _warning("T101", node, f"unknown directive @{node.name}{_suggest(node.name, KNOWN_DIRECTIVES)}"
+        known = ["@" + d for d in KNOWN_DIRECTIVES]
+        yield _warning("T101", node, f"unknown directive @{node.name}{_suggest('@' + node.name, known)}"
                              f" (known: {', '.join('@' + d for d in KNOWN_DIRECTIVES)})")
 
 

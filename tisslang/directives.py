@@ -124,6 +124,12 @@ def _choose(value: Any) -> Any:
     return value
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise DirectiveValueError("must be true or false", "write @strict true or @strict false")
+    return value
+
+
 OUTPUT_FORMATS = ("text", "json")
 
 
@@ -190,6 +196,10 @@ DIRECTIVES: tuple[DirectiveSpec, ...] = (
     DirectiveSpec("choose", '"cheapest" or "first"', "CHOOSE",
                   "the order CHOOSE tries its options in: source order, or cheapest estimate "
                   "first", '@choose "cheapest"', _choose, checked=WHERE_WRITTEN),
+    DirectiveSpec("strict", "true or false (no value: true)", "RUN",
+                  "as `set -e`: a RUN that exits non-zero fails its step unless the next "
+                  "statement reads LAST_RUN.EXIT_CODE (`tiss run --strict` for a whole run)",
+                  "@strict true", _boolean, checked=WHERE_WRITTEN),
 )
 
 BY_NAME: dict[str, DirectiveSpec] = {spec.name: spec for spec in DIRECTIVES}

@@ -42,7 +42,9 @@ def test_script_not_utf8_is_positioned(tmp_path, ws, capsys):
 
 
 def test_script_is_a_directory_or_missing(tmp_path, ws, capsys):
-    assert cli.main(["run", str(ws)]) == 2
+    assert cli.main(["run", str(ws)]) == 2  # a directory runs its scripts: here there are none
+    assert "is a directory with no *.tiss scripts in it" in capsys.readouterr().err
+    assert cli.main(["run", str(ws / "missing.tiss")]) == 2
     assert "cannot read script" in capsys.readouterr().err
 
 

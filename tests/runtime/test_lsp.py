@@ -162,7 +162,7 @@ async def test_positions_count_utf16_units_a_bom_and_crlf_line_ends(client):
     # \r\n line ends: the same lines; formatting rewrites the text whole (fmt writes \n).
     source = 'STEP "a" {\r\nRUN "x"\r\n}\r\nLOG "{{ nope }}"\r\n'
     uri = await open_doc(client, source)
-    assert [r for r, _, _ in diags(client, uri)] == [(3, 5, 3, 15)]
+    assert [r for r, _, _ in diags(client, uri)] == [(1, 0, 1, 7), (3, 5, 3, 15)]  # T104, T001
     edits = await client.text_document_formatting_async(t.DocumentFormattingParams(
         doc_id(uri), t.FormattingOptions(tab_size=4, insert_spaces=True)))
     assert [(rng(e.range), e.new_text) for e in edits] == [
@@ -176,7 +176,7 @@ async def test_examples_have_no_diagnostics(client):
 
 
 async def test_incremental_edits_update_the_diagnostics(client):
-    uri = await open_doc(client, 'RUN "a"\nLOG "{{ x }}"\n')
+    uri = await open_doc(client, 'RUN "a"\nLOG "{{ x }} {{ LAST_RUN.EXIT_CODE }}"\n')
     assert [m for _, _, m in diags(client, uri)][0].startswith("undefined variable 'x'")
     # Insert a line that defines x, then break line 1, then repair it: three versions.
     changes = [
@@ -199,11 +199,11 @@ async def test_incremental_edits_update_the_diagnostics(client):
                        and len(client.diagnostics[uri]) == len(want))
     edits = await client.text_document_formatting_async(t.DocumentFormattingParams(
         doc_id(uri), t.FormattingOptions(tab_size=4, insert_spaces=True)))
-    assert not edits  # 'VAR x = 1\nRUN "a"\nLOG "{{ x }}"\n' is already canonical
+    assert not edits  # 'VAR x = 1\nRUN "a"\nLOG "{{ x }} {{ LAST_RUN.EXIT_CODE }}"\n' is already canonical
 
 
 async def test_several_changes_in_one_notification_apply_in_order_and_a_full_change_replaces(client):
-    uri = await open_doc(client, 'RUN "a"\n')
+    uri = await open_doc(client, 'VAR a = 1\n')
     client.text_document_did_change(t.DidChangeTextDocumentParams(
         text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[

@@ -75,9 +75,9 @@ def test_builtin_name_as_a_target():
 
 def test_unknown_directive_is_a_warning():
     assert diagnostics('@modle "echo"\n@temperature 0.5') == [
-        ("warning", 1, 1, "unknown directive @modle; did you mean 'model'? (known: @persona, "
+        ("warning", 1, 1, "unknown directive @modle; did you mean '@model'? (known: @persona, "
                           "@model, @temperature, @top_k, @top_p, @min_p, @max_tokens, @seed, "
-                          "@stop, @timeout, @shell, @output, @choose)"),
+                          "@stop, @timeout, @shell, @output, @choose, @strict)"),
     ]
 
 

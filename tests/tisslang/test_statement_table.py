@@ -109,7 +109,9 @@ def test_each_example_parses_to_its_statement():
         if spec.within is not None:
             node = node.options[0]
         assert type(node) is spec.node, spec.keyword
-        assert tisslang.check(program, known=("name", "notes")) == [], spec.keyword
+        # T104 (a RUN whose result nothing reads) is what a one-statement example is.
+        findings = [d for d in tisslang.check(program, known=("name", "notes")) if d.code != "T104"]
+        assert findings == [], spec.keyword
 
 
 def test_directive_table():
