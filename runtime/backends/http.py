@@ -7,8 +7,12 @@ API; they are sent only when a script sets them (vLLM and llama.cpp servers hono
 may refuse the request, which is then reported as an HTTP error). Token counts come from the
 reply's `usage`; a server that sends none is charged with `estimate_tokens`.
 
-Before a call is sent the budgets charge `count_tokens(prompt)`, the documented estimate of one
-token per 4 bytes of UTF-8 (`estimate_tokens`), since a generic server offers no tokenizer.
+Before a call is sent the budgets charge `count_prompt_tokens(prompt, settings)`: the documented
+estimate of one token per 4 bytes of UTF-8 (`estimate_tokens`) of the prompt and the persona,
+since a generic server offers no tokenizer, plus the most prompt tokens this server has reported
+beyond that estimate so far (its chat template's role markers, a default system prompt). So
+from the second call on, a call's completion cap under TOKENS leaves room for what the server
+adds; the first call to a server is charged the estimate alone.
 
 The API key (TISS_API_KEY, passed in by `select.py` only for the origin the user configured)
 goes only into the `Authorization: Bearer` header: it is not kept in any public attribute, not
@@ -233,6 +237,8 @@ class HttpBackend:
         self.default_timeout = default_timeout
         self.__api_key = _Secret(api_key) if api_key else None
         secret.register(api_key)
+        self._template_tokens = 0  # the most prompt tokens a reply reported beyond our estimate
+        self._template_lock = threading.Lock()
 
     def __repr__(self) -> str:
         auth = "set" if self.__api_key else "none"
@@ -240,6 +246,14 @@ class HttpBackend:
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    def _estimate_prompt(self, prompt: str, settings: GenerationSettings) -> int:
+        return self.count_tokens(prompt) + (self.count_tokens(settings.persona) if settings.persona else 0)
+
+    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
+        """What the budgets charge a prompt before it is sent (see the module docstring)."""
+        with self._template_lock:
+            return self._estimate_prompt(prompt, settings) + self._template_tokens
 
     def request_body(self, prompt: str, settings: GenerationSettings) -> dict[str, Any]:
         """The JSON body of the chat request for one prompt (the tests pin it exactly)."""
@@ -407,10 +421,12 @@ class HttpBackend:
         if isinstance(usage, dict):
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")
+        estimated = self._estimate_prompt(prompt, settings)
         if not _is_count(prompt_tokens):
-            prompt_tokens = self.count_tokens(prompt) + (
-                self.count_tokens(settings.persona) if settings.persona else 0
-            )
+            prompt_tokens = estimated
+        elif prompt_tokens > estimated:
+            with self._template_lock:  # what the server adds, for the next call's charge and cap
+                self._template_tokens = max(self._template_tokens, prompt_tokens - estimated)
         if not _is_count(completion_tokens):
             completion_tokens = self.count_tokens(text)
         model = reply.get("model")

@@ -147,3 +147,16 @@ def test_the_local_model_stops_at_the_cap(make_tiny_checkpoint, tmp_path):
     capped = generate_within_budget(backend, "the quick", settings.replace(max_tokens=None), budgets)
     assert capped.completion_tokens <= 6 and capped.finish_reason == "length"
     assert budgets.usage().tokens <= prompt + 6
+
+
+def test_what_a_server_adds_to_prompts_is_charged_from_the_next_call_on(greedy_server):
+    url, bodies = greedy_server  # it reports PROMPT_TOKENS (20) for every prompt
+    backend = HttpBackend(url, "stub")  # estimates "abcd" * 2 as 2 tokens
+    budgets = Budgets()
+    budgets.set("TOKENS", 200)
+    generate_within_budget(backend, "abcd" * 2, GenerationSettings(max_tokens=5), budgets)
+    assert backend.count_prompt_tokens("abcd" * 2, GenerationSettings()) == 20  # 2 + 18 learned
+    generate_within_budget(backend, "abcd" * 2, GenerationSettings(), budgets)
+    # 25 used; the cap leaves room for the 20 prompt tokens the server will count, not just 2.
+    assert bodies[-1]["max_tokens"] == 200 - 25 - 20
+    assert budgets.usage().tokens == 200
