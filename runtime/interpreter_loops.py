@@ -25,7 +25,7 @@ from runtime.budget import BudgetExceeded
 from runtime.errors import ScriptFailure
 from runtime.result import FAILED, Failure
 from runtime.secret import redact
-from runtime.taint import carry, lines
+from runtime.taint import carry, is_tainted, lines, taint
 from tisslang import ast, directives as directive_table
 
 if TYPE_CHECKING:
@@ -43,12 +43,12 @@ _UNSET = object()
 
 def _tail(text: str) -> str:
     text = redact(text)  # before the cuts below: no part of a secret may survive them
-    lines = text.rstrip("\n").splitlines()
-    kept = "\n".join(lines[-REPORT_TAIL_LINES:])
+    rows = text.rstrip("\n").splitlines()
+    kept = "\n".join(rows[-REPORT_TAIL_LINES:])
     if len(kept) > REPORT_TAIL_CHARS:
         kept = "..." + kept[-REPORT_TAIL_CHARS:]
-    elif len(lines) > REPORT_TAIL_LINES:
-        kept = f"... ({len(lines) - REPORT_TAIL_LINES} earlier lines left out)\n" + kept
+    elif len(rows) > REPORT_TAIL_LINES:
+        kept = f"... ({len(rows) - REPORT_TAIL_LINES} earlier lines left out)\n" + kept
     return kept
 
 
@@ -111,8 +111,14 @@ class LoopsMixin:
         when the block began, so only a command the block ran goes into the report."""
         run = ctx.last.get("LAST_RUN")
         ran = run if isinstance(run, dict) and run is not run_before else None
+        report = failure_report(failure, ran)
+        # The report is built as plain text; it is model text when what it quotes was: a
+        # command made from an answer, or an answer that was not JSON (InvalidAnswer quotes it).
+        if failure.kind == "InvalidAnswer" or (
+                ran is not None and any(is_tainted(value) for value in ran.values())):
+            report = taint(report)
         return {"MESSAGE": failure.message, "KIND": failure.kind, "LINE": failure.line,
-                "REPORT": failure_report(failure, ran)}
+                "REPORT": report}
 
     @staticmethod
     def mark_caught(steps: list) -> None:

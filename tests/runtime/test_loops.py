@@ -160,6 +160,23 @@ def test_the_report_keeps_only_the_tails_of_long_output(run):
     assert len(out_tail.splitlines()) <= REPORT_TAIL_LINES + 1
 
 
+def test_a_report_quoting_model_text_is_tainted(run):
+    backend = ScriptedBackend(["not json", "false"])
+    result = run(
+        'TRY {\n    @output "json"\n    PROMPT_AGENT "x"\n}\n'
+        'VAR first = LAST_ERROR.REPORT\n'
+        'PROMPT_AGENT "y" INTO answer\n'
+        'TRY {\n    RUN "{{ answer }}"\n    ASSERT LAST_RUN.EXIT_CODE == 0\n}\n'
+        'VAR second = LAST_ERROR.REPORT\n'
+        'TRY {\n    RUN "false"\n    ASSERT LAST_RUN.EXIT_CODE == 0\n}\n',
+        backend=backend, assume_yes=True,
+    )
+    assert result.status == PASSED, result.failure
+    assert "not json" in run.vars["first"] and is_tainted(run.vars["first"])
+    assert "Command: false" in run.vars["second"] and is_tainted(run.vars["second"])
+    assert not is_tainted(run.last["LAST_ERROR"]["REPORT"])  # the script's own command
+
+
 def test_the_report_leaves_out_a_command_the_failed_block_did_not_run(run):
     result = run('RUN "true"\nTRY {\n    ASSERT 1 == 2\n}\n')
     assert result.status == PASSED
