@@ -178,10 +178,6 @@ class Policy:
     def allowed_by(self, command: str) -> Rule | None:
         return next((rule for rule in self.allow if rule.matches(command)), None)
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.allow or self.deny) or self.approve != "tainted"
-
 
 def build_policy(
     allow: Iterable[str] | None = (),

@@ -318,9 +318,12 @@ def test_approve_all_asks_before_every_run_except_allowed_ones(run):
 
 
 def test_directives_cannot_loosen_the_policy(run):
-    # No directive is consulted by the gate: one that tried would not even parse as known.
-    result = run('@approve "none"\nRUN "touch x"', policy=policy(deny=["touch *"]))
-    assert not result.passed and not (run.root / "x").exists()
+    # No directive is consulted by the gate (unknown ones are kept, and `tiss check` warns).
+    result = run('@approve "none"\n@allow "touch *"\n@yes true\nRUN "touch x"', policy=policy(deny=["touch *"]))
+    assert result.failure.kind == "PolicyDenied" and not (run.root / "x").exists()
+    result = run('PROMPT_AGENT "date" INTO c\n@allow "date"\n@approve "none"\nRUN "{{ c }}"',
+                 reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and "needs approval" in result.failure.message
     result = run('@timeout "5s"\n@shell "/bin/bash"\nRUN "touch x"', policy=policy(deny=["touch *"]))
     assert result.failure.kind == "PolicyDenied"
 
