@@ -15,6 +15,9 @@ Warnings (legal, probably a mistake):
   - an unknown directive (with the closest known one);
   - statements after an ``ASSERT false`` in the same block (they never run);
   - ``{{`` in an interpolating heredoc that is not a ``{{ ref }}`` interpolation.
+  - a RUN whose result nothing reads: no statement after it in its block, up to the next one
+    holding a RUN, reads ``LAST_RUN`` (not reported under ``@strict``, where a failing RUN
+    fails by itself).
 
 Each finding has a stable rule code (``RULES``: ``T001`` undefined variable ...); a
 ``# tiss: ignore[T001]`` comment on the finding's line silences it (``# tiss: ignore`` every
