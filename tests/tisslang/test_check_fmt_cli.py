@@ -12,8 +12,7 @@ import tisslang
 from runtime import cli
 from tisslang.checker import RULES
 
-# One script per rule that produces exactly that finding (T104 is reserved for `@strict`'s
-# unchecked-RUN warning, which `tiss run --strict` adds).
+# One script per rule that produces exactly that finding.
 SNIPPETS = {
     "T001": 'LOG "{{ x }}"\n',
     "T002": 'LOG "{{ LAST_RUN.EXITCODE }}"\n',
@@ -30,6 +29,7 @@ SNIPPETS = {
     "T101": "@nope 1\n",
     "T102": 'ASSERT false\nLOG "a"\n',
     "T103": 'WRITE "f" <<EOF\n{{ not closed\nEOF\n',
+    "T104": 'STEP "s" {\n    RUN "make"\n}\n',
 }
 CLEAN = 'TASK "t"\nSTEP "s" {\n    RUN "echo hi"\n    ASSERT LAST_RUN.EXIT_CODE == 0\n}\n'
 UGLY = 'TASK "t"\nSTEP "s" { RUN "echo hi"; ASSERT LAST_RUN.EXIT_CODE==0 }\n'
@@ -46,6 +46,10 @@ def tree(root: Path, files: dict[str, str]) -> Path:
 @pytest.mark.parametrize("code", sorted(SNIPPETS))
 def test_every_rule_has_a_script_that_produces_it(code):
     assert [d.code for d in tisslang.check(tisslang.parse(SNIPPETS[code]))] == [code]
+
+
+def test_every_rule_is_covered_by_a_snippet():
+    assert sorted(SNIPPETS) == sorted(RULES)
 
 
 def test_every_code_is_documented_and_the_docs_list_no_other():
