@@ -546,3 +546,34 @@ def test_the_question_hides_nothing_and_marks_cannot_be_faked():
     text = join(["echo ", taint("a\u00bb; b \u00abc\u202e\u200bd")])
     assert displayed(text) == "echo \u00aba\\u00bb; b \\u00abc\\u202e\\u200bd\u00bb"
     assert displayed("plain \u2028 text") == "plain \\u2028 text"
+
+
+_VALUES = {"dirty": taint("x; y"), "clean": "ls", "n": carry(taint("7"), 7), "list": [taint("a"), "b"],
+           "mixed": join(["ok ", taint("m")])}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=5), st.sampled_from(sorted(_VALUES))), max_size=8))
+def test_interpolation_taints_exactly_what_was_substituted(parts):
+    from runtime.interpolate import interpolate
+    from tisslang import ast
+
+    nodes = tuple(ast.Ref((p[1:],)) if p.startswith("$") else p
+                  for p in (f"${p}" if p in _VALUES else p for p in parts))
+    text = interpolate(ast.String(nodes), lambda ref: _VALUES[ref.parts[0]])
+    expected, offset = [], 0
+    for node in nodes:
+        if isinstance(node, str):
+            offset += len(node)
+            continue
+        value = _VALUES[node.parts[0]]
+        shown = values.render(value)
+        if isinstance(value, TaintedStr):
+            inside = spans(value)
+        else:  # a tainted number or a list with a tainted item: all its text; clean: none
+            inside = ((0, len(shown)),) if is_tainted(value) else ()
+        expected.extend((offset + a, offset + b) for a, b in inside)
+        offset += len(shown)
+    assert str(text) == "".join(n if isinstance(n, str) else values.render(_VALUES[n.parts[0]]) for n in nodes)
+    tainted_chars = {i for a, b in spans(text) for i in range(a, b)}
+    assert tainted_chars == {i for a, b in expected for i in range(a, b)}
