@@ -26,6 +26,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any, Callable
 
 from runtime.policy import Policy, PolicyDenied, Rule, literal_pattern
+from runtime.review import ReviewUnavailable
 from runtime.secret import redact
 from runtime.taint import is_tainted, spans, taint, tainted_parts
 
@@ -124,8 +125,12 @@ class PolicyMixin:
         where = f"line {node.line}: " if getattr(node, "line", 0) else ""
         body = displayed(text)
         legend = f" (model text between {OPEN_MARK} and {CLOSE_MARK})" if tainted else ""
-        answer = self.reviewer.approve(f"{where}{action} needs approval: {reason}{legend}", body,
-                                       question=f"Allow this {action}?")
+        try:
+            answer = self.reviewer.approve(f"{where}{action} needs approval: {reason}{legend}", body,
+                                           question=f"Allow this {action}?")
+        except ReviewUnavailable as exc:  # the terminal closed while asking: not approved
+            self._record(action, text, node, "refused", reason=reason, asked=True)
+            raise PolicyDenied(f"{action} was not approved ({reason}): {exc.message}") from None
         decision = "approved" if answer.approved else "refused"
         self._record(action, text, node, decision, reason=reason, asked=True)
         if not answer.approved:

@@ -577,3 +577,13 @@ def test_interpolation_taints_exactly_what_was_substituted(parts):
     assert str(text) == "".join(n if isinstance(n, str) else values.render(_VALUES[n.parts[0]]) for n in nodes)
     tainted_chars = {i for a, b in spans(text) for i in range(a, b)}
     assert tainted_chars == {i for a, b in expected for i in range(a, b)}
+
+
+def test_a_terminal_that_closes_while_asking_refuses(run):
+    import io
+
+    reviewer = Reviewer(stdin=io.StringIO(""), stdout=io.StringIO(), interactive=True)
+    result = run('PROMPT_AGENT "pwd" INTO c\nRUN "{{ c }}"', reviewer=reviewer)
+    assert result.failure.kind == "PolicyDenied"
+    assert "the terminal closed while waiting for an answer" in result.failure.message
+    assert result.policy[0]["decision"] == "refused" and result.policy[0]["asked"] is True
