@@ -406,7 +406,10 @@ def read_prompt(prompt: str | None, prompt_file: str | Path | None, *,
     if not given:
         if stdin is not None and not stdin.isatty():
             text = stdin.read()  # `echo TEXT |` ends it with a newline the user did not mean
-            return text[:-1] if text.endswith("\n") else text
+            if text:
+                return text[:-1] if text.endswith("\n") else text
+            raise GenerationError('no prompt: standard input was empty; give the prompt as an argument '
+                                  '(tiss generate "def add"), with -p TEXT or --prompt-file FILE')
         raise GenerationError('no prompt: give it as an argument (tiss generate "def add"), with '
                               "-p TEXT or --prompt-file FILE, or pipe it on standard input")
     if positional is not None or prompt is not None:

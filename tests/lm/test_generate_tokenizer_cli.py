@@ -45,6 +45,9 @@ def test_no_prompt_at_all_or_two_prompts_are_usage_errors():
         os.close(follower)
     assert done.returncode == 2
     assert done.stderr.startswith("tiss: error: no prompt: give it as an argument")
+    empty = tiss("generate", "-n", "2", stdin="")  # a pipe with nothing in it (cron, </dev/null)
+    assert empty.returncode == 2
+    assert empty.stderr.startswith("tiss: error: no prompt: standard input was empty")
     two = tiss("generate", "x", "-p", "y")
     assert two.returncode == 2
     assert two.stderr == "tiss: error: the prompt is given twice (PROMPT and --prompt); give it once\n"
