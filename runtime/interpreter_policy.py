@@ -96,31 +96,34 @@ class PolicyMixin:
                 raise PolicyDenied(
                     f"RUN denied by the {rule.describe()}: {text}; the command was not started"
                 )
+        # `@shell "{{ answer }}"` would let the model choose the program every RUN starts; an
+        # allow rule is about the command, so it does not answer for the shell.
+        shell = ctx.directives.get("shell") if action == "RUN" else None
+        model_shell = is_tainted(shell)
         rule = policy.allowed_by(text)
-        if rule is not None:
+        if rule is not None and not model_shell:
             if tainted or (action == "RUN" and policy.approve == "all"):
                 self._record(action, text, node, "allowed", rule=rule, asked=False)
             return
-        shell = ctx.directives.get("shell") if action == "RUN" else None
-        if tainted:
+        if model_shell:
+            reason = f"the @shell it runs in holds text from a model: {displayed(shell)}"
+        elif tainted:
             reason = f"its {_WHAT[action]} holds text from a model"
-        elif is_tainted(shell):
-            # `@shell "{{ answer }}"` would let the model choose the program every RUN starts.
-            reason = f"the @shell it runs in holds text from a model: {shell}"
         elif action == "RUN" and policy.approve == "all":
             reason = "--approve all asks before every RUN"
         else:
             return
         if self.reviewer.assume_yes:
-            self._record(action, text, node, "approved", reason=reason, asked=False)
+            self._record(action, text, node, "approved", reason=reason, asked=False, shell=shell)
             return
         if not self.reviewer.interactive:
-            self._record(action, text, node, "refused", reason=reason, asked=False)
+            self._record(action, text, node, "refused", reason=reason, asked=False, shell=shell)
             hint = f"--allow {shlex.quote(literal_pattern(text))}" if "\n" not in text else "--allow PATTERN"
+            rule_hint = "" if model_shell else (
+                f", add {hint} (or an allow rule in the --policy file) for what you trust")
             raise PolicyDenied(
                 f"{action} needs approval ({reason}) and there is no terminal to ask on: {text}; "
-                f"rerun with --yes to approve it, add {hint} (or an allow rule in the --policy "
-                "file) for what you trust, or run in a terminal to be asked"
+                f"rerun with --yes to approve it{rule_hint}, or run in a terminal to be asked"
             )
         where = f"line {node.line}: " if getattr(node, "line", 0) else ""
         body = displayed(text)
@@ -129,22 +132,23 @@ class PolicyMixin:
             answer = self.reviewer.approve(f"{where}{action} needs approval: {reason}{legend}", body,
                                            question=f"Allow this {action}?")
         except ReviewUnavailable as exc:  # the terminal closed while asking: not approved
-            self._record(action, text, node, "refused", reason=reason, asked=True)
+            self._record(action, text, node, "refused", reason=reason, asked=True, shell=shell)
             raise PolicyDenied(f"{action} was not approved ({reason}): {exc.message}") from None
         decision = "approved" if answer.approved else "refused"
-        self._record(action, text, node, decision, reason=reason, asked=True)
+        self._record(action, text, node, decision, reason=reason, asked=True, shell=shell)
         if not answer.approved:
             raise PolicyDenied(f"{action} refused by the reviewer ({reason}): {text}")
 
     def _record(self, action: str, text: str, node: "ast.Node", decision: str, *,
-                rule: Rule | None = None, reason: str | None = None, asked: bool) -> None:
+                rule: Rule | None = None, reason: str | None = None, asked: bool,
+                shell: Any = None) -> None:
         record: dict[str, Any] = {
             "action": action,
             "text": _cut(text),
             "decision": decision,
             "rule": rule.as_dict() if rule is not None else None,
             "reason": reason,
-            "tainted": [_cut(part) for part in tainted_parts(text)],
+            "tainted": [_cut(part) for part in tainted_parts(text) + tainted_parts(shell)],
             "asked": asked,
             "line": getattr(node, "line", None) or None,
         }

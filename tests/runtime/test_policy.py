@@ -536,8 +536,12 @@ def test_a_shell_chosen_by_a_model_needs_approval_too(run):
     source = 'PROMPT_AGENT "/bin/sh" INTO sh\n@shell "{{ sh }}"\nRUN "echo hi"'
     result = run(source, reviewer=Reviewer(interactive=False))
     assert result.failure.kind == "PolicyDenied"
-    assert "the @shell it runs in holds text from a model: /bin/sh" in result.failure.message
+    assert "the @shell it runs in holds text from a model: \u00ab/bin/sh\u00bb" in result.failure.message
     assert run(source).passed  # --yes approves it
+    # An allow rule answers for the command, not for a shell the model chose.
+    result = run(source, reviewer=Reviewer(interactive=False), policy=policy(allow=["echo *"]))
+    assert result.failure.kind == "PolicyDenied" and "--allow" not in result.failure.message
+    assert result.policy[0]["tainted"] == ["/bin/sh"]
 
 
 def test_the_question_hides_nothing_and_marks_cannot_be_faked():
