@@ -283,3 +283,21 @@ def test_the_run_help_documents_the_new_flags(capsys):
     for flag in ("-v, --verbose", "-q, --quiet", "-k PATTERN", "-x, --exitfirst", "--strict",
                  "--junit-xml FILE"):
         assert flag in out, flag
+
+
+def test_ctrl_c_stops_the_scripts_after_the_one_it_interrupts(tmp_path, ws):
+    import signal
+
+    first = script(tmp_path, 'STEP "long" {\n  RUN "touch started; sleep 60"\n}\n', "a.tiss")
+    second = script(tmp_path, 'WRITE "second.txt" "ran"\n', "b.tiss")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", first, second, "--workspace", str(ws)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (ws / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert f"not run (interrupted): {second}" in out and not (ws / "second.txt").exists()
+    assert out.splitlines()[-1].startswith("INTERRUPTED: 1 interrupted in ")
