@@ -80,7 +80,8 @@ class AdamW:
         self.m = np.zeros(n, dtype=self._flat.dtype)
         self.v = np.zeros(n, dtype=self._flat.dtype)
         self._gbuf: np.ndarray | None = None
-        self._tmp = np.empty(n, dtype=self._flat.dtype)
+        # Scratch for one block at a time (a whole-size buffer would cost as much as a moment).
+        self._tmp = np.empty(min(n, _BLOCK), dtype=self._flat.dtype)
         # Decayed parameters as merged contiguous [start, stop) ranges of the flat buffer.
         ranges: list[list[int]] = []
         for name in sorted(params, key=self.offsets.__getitem__):
@@ -129,7 +130,7 @@ class AdamW:
     def _update(self, s: int, e: int, g: np.ndarray, lr: float) -> None:
         """The AdamW update of flat elements [s, e) (one cache-sized block)."""
         b1, b2 = self.betas
-        p, gb, m, v, tmp = self._flat[s:e], g[s:e], self.m[s:e], self.v[s:e], self._tmp[s:e]
+        p, gb, m, v, tmp = self._flat[s:e], g[s:e], self.m[s:e], self.v[s:e], self._tmp[: e - s]
         decay = 1.0 - lr * self.weight_decay
         if decay != 1.0:
             for start, stop in self._decay_ranges:  # decoupled decay, matrices only
