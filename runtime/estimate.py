@@ -19,6 +19,13 @@ be one:
 
 Prompts are interpolated with the values known when the estimate is made; a reference that is
 not set yet counts as its `{{ name }}` text.
+
+Directive values are read through the directive table (`tisslang/directives.py`) with the
+interpreter's own conversions: `check_directive` where a directive is written (`@timeout`) and
+`GenerationSettings.from_directives` at a PROMPT_AGENT (`@persona`, `@max_tokens`). A value the
+run would refuse is refused here with the same error, positioned at the statement the run would
+fail at: an estimate is a dry run, and a figure computed from a value that can never be used
+(`@max_tokens -5` once gave an estimate 5 tokens smaller) would be no bound at all.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from runtime.backends.base import ModelBackend, estimate_tokens
-from runtime.budget import parse_duration
+from runtime.backends.base import GenerationSettings, ModelBackend, estimate_tokens
+from runtime.backends.select import is_backend_spec
 from runtime.errors import ScriptFailure, Unsupported
+from runtime.interpreter_directives import check_directive
 from tisslang import ast, statements
+from tisslang import directives as directive_table
 from tisslang.directives import duration_seconds
 from tisslang.statements import walk
 
@@ -124,7 +133,13 @@ class Estimator:
         total = Estimate()
         for stmt in body or ():
             if isinstance(stmt, ast.Directive):
-                directives[stmt.name] = self._value(stmt.value)
+                value = self._value(stmt.value)
+                if value is not None:  # None: a reference not known yet, checked when it runs
+                    try:
+                        check_directive(stmt.name, value)  # as the interpreter, where written
+                    except ScriptFailure as exc:
+                        raise exc.located(None, stmt.line, stmt.column) from None
+                directives[stmt.name] = value
                 continue
             total = total + self.statement(stmt, directives)
         return total
@@ -136,7 +151,10 @@ class Estimator:
         except KeyError:
             raise Unsupported(f"the cost estimate has no rule for {type(stmt).__name__} statements; "
                               "this is a bug in tiss, please report it") from None
-        cost = method(self, stmt, directives)
+        try:
+            cost = method(self, stmt, directives)
+        except ScriptFailure as exc:  # a value the run would refuse here (an inner one keeps its own)
+            raise exc.located(None, stmt.line, stmt.column) from None
         self._note(stmt)
         return cost
 
@@ -157,10 +175,8 @@ class Estimator:
         timeout = directives.get("timeout")
         if timeout is None:
             return Estimate(unbounded_runs=1)
-        try:
-            return Estimate(seconds=parse_duration(timeout, what="@timeout"))
-        except ScriptFailure:
-            return Estimate(unbounded_runs=1)
+        # Checked where it was written (`block`), so the table's conversion cannot refuse it.
+        return Estimate(seconds=directive_table.BY_NAME["timeout"].convert(timeout))
 
     def _if(self, stmt: ast.If, directives: dict[str, Any]) -> Estimate:
         return self.block(stmt.body, directives).worst(self.block(stmt.orelse, directives))
@@ -226,13 +242,17 @@ class Estimator:
         return Estimate()
 
     def prompt(self, prompt: str, directives: dict[str, Any]) -> Estimate:
-        persona = directives.get("persona")
-        max_tokens = directives.get("max_tokens")
+        # The settings the PROMPT_AGENT would be given: its conversions, and its errors
+        # (SettingsError for e.g. `@max_tokens 2.5`).
+        directives = dict(directives)
+        if isinstance(directives.get("model"), str) and is_backend_spec(directives["model"]):
+            directives.pop("model")  # it chose the backend, it is not a model name
+        settings = GenerationSettings.from_directives(directives)
         tokens = self._count(prompt)
-        if isinstance(persona, str) and persona:
-            tokens += self._count(persona)
-        if isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool):
-            tokens += int(max_tokens)
+        if settings.persona:
+            tokens += self._count(settings.persona)
+        if settings.max_tokens is not None:
+            tokens += settings.max_tokens
         return Estimate(api_calls=1, tokens=tokens)
 
 

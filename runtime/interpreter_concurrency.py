@@ -12,6 +12,7 @@ first that succeeds; the others are reported as not chosen.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from runtime.result import NOT_CHOSEN, StepResult
 from tisslang import ast
 
 if TYPE_CHECKING:
-    from runtime.estimate import Estimate, Estimator
+    from runtime.estimate import Estimator
     from runtime.result import Failure
 
 _CHILD_POLL = 0.1  # seconds between checks while waiting for PARALLEL children
@@ -150,14 +151,19 @@ class ConcurrencyMixin:
                 if outcome.context.last.get(name) is not ctx.last.get(name) and name in outcome.context.last:
                     ctx.last[name] = outcome.context.last[name]
 
-    def option_estimate(self, option: ast.Option, ctx: Context) -> "Estimate":
-        return self.estimator(ctx).block(option.body, ctx.directives)
+    def option_estimate(self, option: ast.Option, ctx: Context) -> tuple[float, float, float]:
+        """The option's `cost_key`; an option whose estimate refuses a directive value would fail
+        when tried, so it is tried last (as before, the CHOOSE then goes on to the next one)."""
+        try:
+            return self.estimator(ctx).block(option.body, ctx.directives).cost_key()
+        except ScriptFailure:
+            return (math.inf, math.inf, math.inf)
 
     def visit_Choose(self, node: ast.Choose, ctx: Context) -> dict[str, Any]:
         options = list(node.options)
         # `@choose` was validated where it was written (directives.py), so it is one of these.
         if ctx.directives.get("choose") == "cheapest":
-            costs = {id(option): self.option_estimate(option, ctx).cost_key() for option in options}
+            costs = {id(option): self.option_estimate(option, ctx) for option in options}
             options.sort(key=lambda option: costs[id(option)])  # stable: ties keep source order
         reasons = []
         for index, option in enumerate(options):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from runtime.budget import MAX_SECONDS
-from runtime.errors import TissRuntimeError
+from runtime.errors import ScriptFailure, TissRuntimeError
 from runtime.interpolate import BUILTIN_ROOTS
 from runtime.report import (
     ProgressPrinter, format_estimate, format_report, format_summary, use_colour, worst_status, write_line,
@@ -283,7 +283,10 @@ def _dry_run(path: str, program: Any, workspace: Workspace, backend: Any, option
     from runtime.plan import format_plan
 
     session = Session(workspace, backend=backend, options=options)
-    estimate = session.estimate(program)
+    try:
+        estimate = session.estimate(program)
+    except ScriptFailure as exc:  # a directive value the run would refuse, refused as it would
+        raise exc.located(path, None, None) from None
     endpoints = describe_endpoints(program, backend)
     if json_report:
         document = {"file": path, "dry_run": True, "estimate": estimate.as_value()}
