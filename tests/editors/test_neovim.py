@@ -77,7 +77,9 @@ def test_neovim_gets_diagnostics_formats_and_reads_the_outline(tmp_path):
     result = json.loads(out.read_text())
     assert result["filetype"] == "tisslang"
     assert "error" not in result, result
-    (diagnostic,) = result["diagnostics"]
+    # The undefined variable, and T104's warning about the RUN whose result nothing reads.
+    diagnostic, unchecked = sorted(result["diagnostics"], key=lambda d: d["lnum"])
+    assert unchecked["lnum"] == 2 and unchecked["severity"] == 2 and "never checked" in unchecked["message"]
     # `{{ who }}` on line 2: columns 11 up to 20 (exclusive), 0-based, as Neovim reports them.
     assert (diagnostic["lnum"], diagnostic["col"], diagnostic["end_lnum"], diagnostic["end_col"]) == (1, 11, 1, 20)
     assert diagnostic["severity"] == 1 and diagnostic["message"].startswith("undefined variable 'who'")

@@ -18,8 +18,8 @@ syn keyword tissKeyword TASK SETUP TEARDOWN STEP RUN WRITE READ ASSERT PROMPT_AG
 syn match tissOperatorWord /\<\%(IS_NOT_EMPTY\|CONTAINS\|IS_EMPTY\|MATCHES\|EXISTS\|LENGTH\|FILE\|AND\|NOT\|OR\)\>/
 syn keyword tissBoolean true false
 syn keyword tissBudget EXECUTION_TIME API_CALLS TOKENS TOKEN_COUNT
-syn match tissDirective /@\%(temperature\|max_tokens\|persona\|timeout\|choose\|output\|min_p\|model\|shell\|top_k\|top_p\|seed\|stop\)\>/
-syn match tissUnknownDirective /@\%(temperature\|max_tokens\|persona\|timeout\|choose\|output\|min_p\|model\|shell\|top_k\|top_p\|seed\|stop\)\@![A-Za-z_][A-Za-z0-9_]*/
+syn match tissDirective /@\%(temperature\|max_tokens\|persona\|timeout\|choose\|output\|strict\|min_p\|model\|shell\|top_k\|top_p\|seed\|stop\)\>/
+syn match tissUnknownDirective /@\%(temperature\|max_tokens\|persona\|timeout\|choose\|output\|strict\|min_p\|model\|shell\|top_k\|top_p\|seed\|stop\)\@![A-Za-z_][A-Za-z0-9_]*/
 syn match tissNumber /-\?\<\d\+\%(\.\d\+\)\?\%([eE][+-]\?\d\+\)\?\>/
 syn match tissOperator /==\|!=\|<=\|>=\|<\|>\|=/
 
