@@ -44,7 +44,7 @@ from lm.checkpoint import CheckpointError
 from lm.config import ConfigError, ModelConfig
 from lm.errors import LMError
 from lm.layers import pair_order
-from lm.model import Transformer
+from lm.model import Transformer, param_shapes
 
 LLAMA_EXTRA = "pip install 'quantatissu[llama]'"
 CHUNK_BYTES = 2**20  # float32 bytes dequantized at a time: small enough to transpose in cache
@@ -107,6 +107,7 @@ def load_gguf(path, dtype=np.float32):
     del reader
     gc.collect()
     size = os.path.getsize(path)
+    _check_layer_count(config, names, "blk.", path)
     expected = _gguf_names(config)
     unknown = sorted(set(names) - set(expected))
     if unknown:
@@ -117,6 +118,9 @@ def load_gguf(path, dtype=np.float32):
     missing = sorted(n for n in expected if n not in names and n != "output.weight")
     if missing:
         raise CheckpointError(f"{path}: tensor {missing[0]!r} is missing; the file is incomplete")
+    stored = {pname: names[g].shape if kind == "row" else names[g].shape[::-1]
+              for g, (pname, kind) in expected.items() if g in names}
+    _check_shapes(config, stored, path)
     model = _new_model(config, dtype, path)
     H, KV, D = config.n_heads, config.n_kv_heads, config.head_dim
     q_rows, k_rows = pair_order(H, D), pair_order(KV, D)  # GGUF row r holds HF row order[r]
@@ -274,6 +278,7 @@ def load_hf(directory, dtype=np.float32):
     files = _safetensors_files(directory)
     headers = {file: _safetensors_header(file) for file in files}
     where = {name: file for file, header in headers.items() for name in header if name != "__metadata__"}
+    _check_layer_count(config, where, "model.layers.", directory)
     expected = _hf_names(config)
     if config.tie_embeddings:
         where.pop("lm_head.weight", None)  # some tied checkpoints store the copy too
@@ -289,6 +294,9 @@ def load_hf(directory, dtype=np.float32):
     missing = sorted(set(expected) - set(where))
     if missing:
         raise CheckpointError(f"{directory}: tensor {missing[0]!r} is missing from the safetensors files")
+    stored = {pname: headers[where[name]][name]["_shape"][:: -1 if transpose else 1]
+              for name, (pname, transpose) in expected.items()}
+    _check_shapes(config, stored, directory)
     model = _new_model(config, dtype, directory)
     for name, (pname, transpose) in expected.items():
         file = where[name]
@@ -324,9 +332,9 @@ def _hf_config(data: Any, file: Path) -> ModelConfig:
     # rope_scaling at the top.
     rope = data.get("rope_parameters") or {}
     scaling = data.get("rope_scaling") or {}
-    theta = rope.get("rope_theta", data.get("rope_theta", 10000.0))
     if not isinstance(rope, dict) or not isinstance(scaling, dict):
         raise CheckpointError(f"{file}: rope_parameters / rope_scaling must be JSON objects")
+    theta = rope.get("rope_theta", data.get("rope_theta", 10000.0))
     for kind in (rope.get("rope_type"), scaling.get("rope_type") or scaling.get("type")):
         if kind not in (None, "default"):
             raise unsupported(f"RoPE scaling {kind!r}", "plain RoPE (rope_type 'default')")
@@ -488,6 +496,37 @@ def _read_safetensor(file: Path, header: dict, name: str, dest: np.ndarray, tran
 
 
 # -- shared ------------------------------------------------------------------------------------
+
+
+# RoPE tables are built for every position of the context; beyond this a config is taken for
+# corrupt rather than allocated.
+MAX_CONTEXT = 1 << 20
+
+
+def _check_layer_count(config: ModelConfig, names, prefix: str, where: Path) -> None:
+    """The config's layer count against the layers the file's tensor names number."""
+    found = {name[len(prefix):].split(".", 1)[0] for name in names if name.startswith(prefix)}
+    if config.n_layers != len(found):
+        raise CheckpointError(
+            f"{where}: the config has {config.n_layers} layers but the weights {len(found)}; "
+            "the config and the weights do not belong together"
+        )
+
+
+def _check_shapes(config: ModelConfig, stored: dict[str, tuple[int, ...]], where: Path) -> None:
+    """The tensors' shapes in the file (in [in, out] order) against what the config makes them,
+    before anything is allocated: a config with absurd sizes fails here, not in the allocator."""
+    for name, shape in param_shapes(config).items():
+        got = stored.get(name)
+        if got is not None and tuple(got) != tuple(shape) and not (len(shape) == 1 and tuple(got) == (1,) + shape):
+            raise CheckpointError(
+                f"{where}: tensor for {name} has shape {tuple(got)}, but the config makes it {tuple(shape)}; "
+                "the config and the weights do not belong together"
+            )
+    if config.max_seq_len > MAX_CONTEXT:
+        raise CheckpointError(
+            f"{where}: a context of {config.max_seq_len} positions; supported: up to {MAX_CONTEXT}"
+        )
 
 
 def _new_model(config: ModelConfig, dtype, where: Path) -> Transformer:

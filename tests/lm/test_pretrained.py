@@ -269,6 +269,10 @@ def _hf_copy(tmp_path, edit=None, name="hf_llama_tied") -> Path:
     (lambda c: c.update(attention_bias=True), "attention_bias is not implemented"),
     (lambda c: c.update(hidden_act="gelu"), "activation 'gelu'"),
     (lambda c: c.pop("num_hidden_layers"), "missing 'num_hidden_layers'"),
+    # sizes that do not match the weights fail before anything is allocated for them
+    (lambda c: c.update(num_hidden_layers=10**12), "the config has 1000000000000 layers but the weights 2"),
+    (lambda c: c.update(hidden_size=10**9), "but the config makes it"),
+    (lambda c: c.update(max_position_embeddings=10**12), "supported: up to 1048576"),
 ])
 def test_unsupported_hf_configs(tmp_path, edit, message):
     with pytest.raises(CheckpointError) as exc:
