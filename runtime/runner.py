@@ -134,6 +134,40 @@ def warn_unknown_directives(program: Any, path: str) -> None:
             _warn(finding.render(path))
 
 
+def header_requirements(source: str) -> list[tuple[str, str]]:
+    """What a script's header comment says it needs (`# requires: model echo`, `# requires:
+    model smollm2`, `# requires: terminal`), as (kind, what) pairs; the examples use it."""
+    needs = []
+    for line in source.lstrip("\ufeff").splitlines():
+        if not line.startswith("#"):
+            break  # the header comment ends at the first line that is not a comment
+        words = line.lstrip("#").split()
+        if words[:2] == ["requires:", "model"] and len(words) == 3:
+            needs.append(("model", words[2]))
+        elif words == ["requires:", "terminal"]:
+            needs.append(("terminal", ""))
+    return needs
+
+
+def warn_unmet_requirements(path: str, source: str, args: Any) -> None:
+    """Say before the run when a script's header asks for what this invocation lacks: its
+    failure would otherwise look like a bug in the script."""
+    for kind, what in header_requirements(source):
+        if kind == "model" and what == "echo" and args.model != "echo":
+            _warn(f"{path}: note: its header says `requires: model echo`: its checks expect the echo "
+                  "backend's answers; run it with --model echo")
+        elif kind == "terminal" and not args.yes and not _stdin_is_a_terminal():
+            _warn(f"{path}: note: its header says `requires: terminal`: it asks a human; run it in a "
+                  "terminal, or pass --yes to approve without asking")
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_script(args: Any) -> int:
     """The `tiss run` subcommand; `args` as built by `cli._add_run`. With `--report json` a
     script that cannot run (invalid, unreadable, a bad flag value) still gives stdout one JSON
@@ -203,8 +237,9 @@ def _run_scripts(args: Any) -> int:
         select=selector,
         on_output=printer.output if args.verbose else None,
     )
-    for path, program, _ in scripts:
+    for path, program, source in scripts:
         warn_unknown_directives(program, path)
+        warn_unmet_requirements(path, source, args)
 
     if args.dry_run:
         for path, program, _ in scripts:

@@ -301,3 +301,17 @@ def test_ctrl_c_stops_the_scripts_after_the_one_it_interrupts(tmp_path, ws):
     assert proc.returncode == 130, out + err
     assert f"not run (interrupted): {second}" in out and not (ws / "second.txt").exists()
     assert out.splitlines()[-1].startswith("INTERRUPTED: 1 interrupted in ")
+
+
+def test_a_header_requirement_this_run_lacks_is_said_before_the_run(tmp_path, ws, capsys):
+    needs_echo = script(tmp_path, '# An example.\n# requires: model echo\nLOG "x"\n', "e.tiss")
+    assert tiss("run", needs_echo, "--workspace", ws, "--model", "echo") == 0
+    assert "note:" not in capsys.readouterr().err
+    assert tiss("run", needs_echo, "--workspace", ws, "--dry-run") == 0
+    assert (f"{needs_echo}: note: its header says `requires: model echo`: its checks expect the echo "
+            "backend's answers; run it with --model echo") in capsys.readouterr().err
+    asks = script(tmp_path, '# requires: terminal\nLOG "x"\n', "t.tiss")
+    assert tiss("run", asks, "--workspace", ws) == 0  # pytest's stdin is not a terminal
+    assert "it asks a human; run it in a terminal, or pass --yes" in capsys.readouterr().err
+    assert tiss("run", asks, "--workspace", ws, "--yes") == 0
+    assert "note:" not in capsys.readouterr().err
