@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lm
 from lm.chatdata import ChatDataError, encode_conversation
@@ -152,3 +154,20 @@ def test_chat_data_needs_an_init_model_with_a_template(tmp_path, capsys, make_ti
     assert "none.jsonl does not exist" in capsys.readouterr().err
     with pytest.raises(Exception, match="either --corpus PATH or --chat-data"):
         train(tmp_path, tmp_path / "r", init=str(MODEL), chat_data=data_file)
+
+
+_words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ,.?!\n'0123456789ÄéΩ", min_size=0, max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.text("abcxyz", min_size=1, max_size=3), _words),
+                min_size=1, max_size=6), st.booleans())
+def test_counted_tokens_are_the_assistant_texts_and_their_turn_ends(tok, turns, system):
+    messages = ([{"role": "system", "content": "Be brief."}] if system else [])
+    messages += [{"role": role, "content": head + rest} for role, head, rest in turns]
+    messages.append({"role": "assistant", "content": "Done."})
+    ids, mask = encode_conversation(tok, messages)
+    assert ids == tok.encode(lm.render_chat(tok.chat_template, messages, add_generation_prompt=False),
+                             allowed_special="all")
+    answers = "".join(m["content"] + "<|im_end|>\n" for m in messages if m["role"] == "assistant")
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == answers
