@@ -25,6 +25,10 @@ from lm.console import silence, write_out
 from runtime.instruct import InstructModel, load_instruct
 
 PROMPT = "you> "
+# Chat's own sampling defaults, as `lm.SamplingSettings` (the one definition of the settings);
+# `tiss chat`'s flags override them. Small instruct models stray at higher temperatures;
+# SmolLM2's authors suggest temperature 0.2 and top-p 0.9.
+SAMPLING_DEFAULTS = {"max_new_tokens": 512, "temperature": 0.2, "top_p": 0.9}
 HELP = "/reset starts over, /exit (or Ctrl-D) leaves; Ctrl-C stops an answer."
 
 
@@ -103,13 +107,20 @@ def chat_history_path() -> Path:
     return history_path().with_name("chat_history")
 
 
-def run_chat(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    """The `tiss chat` subcommand; `args` as built by `cli._add_chat`."""
+def chat_settings(options: dict[str, Any]) -> Any:
+    """The `lm.SamplingSettings` of `tiss chat`: `SAMPLING_DEFAULTS` with the flags given
+    (`options` is `vars()` of the parsed arguments; a flag left out is None there)."""
     from lm.generate import SamplingSettings
 
+    base = SamplingSettings(**SAMPLING_DEFAULTS)
+    return SamplingSettings.from_options({k: v for k, v in options.items() if v is not None}, base=base)
+
+
+def run_chat(args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """The `tiss chat` subcommand; `args` as built by `cli._add_chat`."""
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    settings = SamplingSettings.from_options(vars(args))  # the flags named like its fields
+    settings = chat_settings(vars(args))
     interactive = _isatty(stdin) and _isatty(stdout)
     if interactive:  # a large model takes seconds to load: say what is happening
         print(f"loading {args.checkpoint or 'smollm2'} ...", file=stdout, flush=True)

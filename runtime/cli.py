@@ -247,8 +247,8 @@ def _add_generate(subparsers) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     # Decoding one token is a chain of small matrix-vector products: a second BLAS thread only
-    # adds hand-offs (3-6x slower on a busy machine). BLAS reads this when NumPy is imported,
-    # just below; an explicit OPENBLAS_NUM_THREADS still wins.
+    # adds hand-offs (measured in docs/model.md). BLAS reads this when NumPy is imported, just
+    # below; an explicit OPENBLAS_NUM_THREADS still wins.
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -500,13 +500,14 @@ def _add_chat(subparsers) -> None:
     p.add_argument("--checkpoint", metavar="MODEL",
                    help="GGUF file, Hugging Face directory or pulled model name (default: smollm2)")
     p.add_argument("--system", metavar="TEXT", help="the system message")
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="tokens per answer at most (512)")
-    # Small instruct models stray at higher temperatures; SmolLM2's authors suggest 0.2 and 0.9.
-    p.add_argument("--temperature", type=float, default=0.2, metavar="T", help="0 is greedy (0.2)")
+    # No argparse defaults: runtime.chat.SAMPLING_DEFAULTS (an lm.SamplingSettings) fills what
+    # is not given, so chat's defaults are written once; the help repeats them for people.
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="tokens per answer at most (512)")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 is greedy (0.2)")
     p.add_argument("--top-k", type=int, metavar="K", help="keep the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=0.9, metavar="P", help="nucleus probability mass (0.9)")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus probability mass (0.9)")
     p.add_argument("--min-p", type=float, metavar="M", help="drop tokens below M times the top probability")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="> 1 discourages repeats")
+    p.add_argument("--repetition-penalty", type=float, metavar="R", help="> 1 discourages repeats (1)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed, for reproducible answers")
     p.set_defaults(func=cmd_chat)
 

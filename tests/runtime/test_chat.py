@@ -401,3 +401,19 @@ def test_fit_keeps_whole_recent_turns_within_the_context(instruct, system, turns
     if len(body) < len(messages) - head:  # one more turn would not have fitted
         longer = messages[:head] + messages[len(messages) - len(body) - 2:]
         assert len(instruct.prompt_ids(longer)) > instruct.context - room
+
+
+def test_tiss_chat_samples_with_one_lm_sampling_settings_and_its_own_defaults(chat_ckpt, monkeypatch):
+    import runtime.chat as chat
+
+    seen = []
+    monkeypatch.setattr(chat, "_isatty", lambda stream: False)
+    monkeypatch.setattr(chat, "chat_piped", lambda model, conv, settings, lines, out: seen.append(settings) or 0)
+    assert cli.main(["chat", "--checkpoint", str(chat_ckpt)]) == 0
+    assert seen[-1] == SamplingSettings(max_new_tokens=512, temperature=0.2, top_p=0.9)
+    assert cli.main(["chat", "--checkpoint", str(chat_ckpt), "--temperature", "0", "--top-k", "5", "--seed", "3"]) == 0
+    assert seen[-1] == SamplingSettings(max_new_tokens=512, temperature=0.0, top_p=0.9, top_k=5, seed=3)
+    # The defaults are written once, in runtime.chat: the flags follow them.
+    monkeypatch.setitem(chat.SAMPLING_DEFAULTS, "temperature", 0.7)
+    assert cli.main(["chat", "--checkpoint", str(chat_ckpt)]) == 0
+    assert seen[-1].temperature == 0.7
