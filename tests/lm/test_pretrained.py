@@ -319,3 +319,49 @@ def test_cli_error_is_one_line_without_traceback(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and "Traceback" not in err and "truncated or corrupt" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- the live peer, when it is installed (never in CI) ------------------------------------------
+
+
+def _transformers():
+    torch = pytest.importorskip("torch")
+    try:
+        from transformers import AutoModelForCausalLM
+    except Exception:  # not installed, or installed and broken: this check is extra
+        pytest.skip("transformers is not importable")
+    return torch, AutoModelForCausalLM
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_committed_references_equal_live_transformers(name):
+    torch, Auto = _transformers()
+    kw = dict(dtype=torch.float32, attn_implementation="eager")
+    path = FIX / name
+    peer = Auto.from_pretrained(str(FIX), gguf_file=name, **kw) if name.endswith(".gguf") else Auto.from_pretrained(str(path), **kw)
+    with torch.no_grad():
+        live = peer(torch.tensor([IDS])).logits[0].numpy()
+    assert rel_err(live, LOGITS[name]) <= 1e-5
+    model, _ = lm.load(path)
+    assert rel_err(model.forward(np.array([IDS]))[0], live) <= 1e-4
+
+
+def test_smollm2_logits_equal_transformers():
+    # Opt-in: the real model (TISS_SMOLLM2_GGUF names its GGUF file), loaded by both from the file.
+    import os
+
+    gguf_file = os.environ.get("TISS_SMOLLM2_GGUF")
+    if not gguf_file or not Path(gguf_file).is_file():
+        pytest.skip("set TISS_SMOLLM2_GGUF to the SmolLM2 GGUF file")
+    torch, Auto = _transformers()
+    path = Path(gguf_file)
+    model, tok = lm.load(path)
+    ids = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                     allowed_special="all")
+    infer = InferenceModel(model)
+    ours = infer.forward(np.array([ids]), infer.new_cache(max_len=64))[0]
+    peer = Auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        live = peer(torch.tensor([ids])).logits[0].numpy()
+    assert rel_err(ours, live) <= 1e-4
+    assert np.array_equal(ours.argmax(-1), live.argmax(-1))
