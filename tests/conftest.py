@@ -30,3 +30,13 @@ def _make_tiny_checkpoint(path, texts, vocab_size, *, ctx, seed=0):
 def make_tiny_checkpoint():
     """`make_tiny_checkpoint(path, texts, vocab_size, ctx=..., seed=0) -> path` (see above)."""
     return _make_tiny_checkpoint
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    """A private tmux server for this test (tests/tmux_session.py), killed afterwards."""
+    from tmux_session import Tmux
+
+    server = Tmux(tmp_path)
+    yield server
+    server("kill-server")

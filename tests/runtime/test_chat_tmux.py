@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from chat_models import write_chat_checkpoint
-from test_repl_tmux import Tmux
+from tmux_session import NEEDS_TMUX, ROOT, Tmux, shell_command
 
-ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "The capital of France is Paris."
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed, so there is no terminal to drive"
-)
-
-
-@pytest.fixture
-def tmux(tmp_path):
-    server = Tmux(tmp_path)
-    yield server
-    server("kill-server")
+pytestmark = NEEDS_TMUX
 
 
 def start_chat(tmux: Tmux, tmp_path: Path, *flags: str) -> Path:
-    """Start `tiss chat FLAGS` in a tmux session named "repl"; returns the exit-status file."""
+    """Start `tiss chat FLAGS` in the tmux session; returns the exit-status file."""
     status_file = tmp_path / "status"
-    chat = " ".join(shlex.quote(part) for part in [
+    tmux.start(shell_command([
         "env", "-u", "NO_COLOR", f"XDG_STATE_HOME={tmp_path / 'state'}", f"PYTHONPATH={ROOT}",
         sys.executable, "-m", "runtime", "chat", *flags,
-    ])
-    # `trap :` keeps the wrapper shell alive through Ctrl-C, so it can report the exit status.
-    command = f"sh -c {shlex.quote(f'trap : INT; {chat}; echo $? > {shlex.quote(str(status_file))}')}"
-    tmux("new-session", "-d", "-s", "repl", "-x", "100", "-y", "40", "-c", str(ROOT), command)
+    ], status_file, survive_interrupt=True))
     tmux.wait_for("Chatting with", timeout=60)
     wait_prompt(tmux)
     return status_file
@@ -54,14 +37,6 @@ def wait_prompt(tmux: Tmux, times: int = 1, timeout: float = 15.0) -> str:
             return screen
         time.sleep(0.1)
     raise AssertionError(f"the prompt never came back; the screen was:\n{tmux.screen()}")
-
-
-def wait_exit(tmux: Tmux, status_file: Path) -> str:
-    deadline = time.monotonic() + 15
-    while not status_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert status_file.exists(), f"tiss chat did not exit; the screen was:\n{tmux.screen()}"
-    return status_file.read_text().strip()
 
 
 def test_a_conversation_in_a_real_terminal(tmux, tmp_path):
@@ -81,9 +56,9 @@ def test_a_conversation_in_a_real_terminal(tmux, tmp_path):
     wait_prompt(tmux, 3)
 
     # Ctrl-C at the prompt clears what was typed; the prompt stays.
-    tmux("send-keys", "-t", "repl", "-l", "half a thought")
+    tmux.send("-l", "half a thought")
     tmux.wait_for("half a thought")
-    tmux("send-keys", "-t", "repl", "C-c")
+    tmux.send("C-c")
     wait_prompt(tmux, 4)
     tmux.type("/help")
     screen = wait_prompt(tmux, 5)
@@ -91,8 +66,8 @@ def test_a_conversation_in_a_real_terminal(tmux, tmp_path):
     assert "you> /help" in screen
 
     # Ctrl-D leaves with status 0; the turns are in the chat's own history file.
-    tmux("send-keys", "-t", "repl", "C-d")
-    assert wait_exit(tmux, status) == "0"
+    tmux.send("C-d")
+    assert tmux.wait_exit(status, "tiss chat did not exit") == "0"
     history = (tmp_path / "state" / "tiss" / "chat_history").read_text()
     assert "+What is the capital of France?" in history and "+/reset" in history
 
@@ -105,9 +80,9 @@ def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(tmux, tmp_path):
     tmux.type("Tell me everything.")
     tmux.wait_for("Paris.The capital")
     started = time.monotonic()
-    tmux("send-keys", "-t", "repl", "C-c")
+    tmux.send("C-c")
     tmux.wait_for("[stopped]")
     assert time.monotonic() - started < 10
     wait_prompt(tmux, 2)
     tmux.type("/exit")
-    assert wait_exit(tmux, status) == "0"
+    assert tmux.wait_exit(status, "tiss chat did not exit") == "0"

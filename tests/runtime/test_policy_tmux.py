@@ -3,35 +3,21 @@ approval question (the same gate as `tiss run`, runtime/interpreter_policy.py)."
 
 from __future__ import annotations
 
-import shlex
-import shutil
 import sys
 import time
 
-import pytest
+from tmux_session import NEEDS_TMUX, ROOT, shell_command
 
-from test_repl_tmux import ROOT, Tmux
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed, so there is no terminal to drive"
-)
-
-
-@pytest.fixture
-def tmux(tmp_path):
-    server = Tmux(tmp_path)
-    yield server
-    server("kill-server")
+pytestmark = NEEDS_TMUX
 
 
 def test_repl_asks_before_a_command_holding_model_text(tmux, tmp_path):
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    repl = " ".join(shlex.quote(part) for part in [
+    tmux.start(shell_command([
         "env", f"XDG_STATE_HOME={tmp_path / 'state'}", f"PYTHONPATH={ROOT}", "NO_COLOR=1",
         sys.executable, "-m", "runtime", "repl", "--workspace", str(workspace), "--model", "echo",
-    ])
-    tmux("new-session", "-d", "-s", "repl", "-x", "120", "-y", "40", "-c", str(ROOT), repl)
+    ]), width=120)
     tmux.wait_for("tiss>")
     tmux.type('PROMPT_AGENT "echo from-model" INTO c')
     tmux.wait_for("tiss> PROMPT_AGENT")

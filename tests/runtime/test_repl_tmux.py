@@ -3,62 +3,12 @@
 from __future__ import annotations
 
 import re
-import shlex
-import shutil
-import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
-import pytest
+from tmux_session import NEEDS_TMUX, ROOT, shell_command
 
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="tmux is not installed, so there is no terminal to drive"
-)
-
-
-class Tmux:
-    """One private tmux server (its own socket), so the user's sessions are never touched."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        # A socket path of our own (not -L NAME under /tmp/tmux-UID) leaves nothing behind.
-        self.socket = str(tmp_path / f"tmux-{uuid.uuid4().hex[:6]}.sock")
-        # An empty configuration: the user's ~/.tmux.conf must not change what the test sees.
-        self.config = tmp_path / "tmux.conf"
-        self.config.write_text("")
-
-    def __call__(self, *args: str) -> str:
-        proc = subprocess.run(
-            ["tmux", "-S", self.socket, "-f", str(self.config), *args],
-            capture_output=True, text=True, timeout=10,
-        )
-        return proc.stdout
-
-    def type(self, text: str) -> None:
-        self("send-keys", "-t", "repl", "-l", text)
-        self("send-keys", "-t", "repl", "Enter")
-
-    def screen(self, escapes: bool = False) -> str:
-        return self("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "repl", "-S", "-200")
-
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
-
-
-@pytest.fixture
-def tmux(tmp_path):
-    server = Tmux(tmp_path)
-    yield server
-    server("kill-server")
+pytestmark = NEEDS_TMUX
 
 
 def test_repl_in_a_real_terminal(tmux, tmp_path):
@@ -66,14 +16,11 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
     workspace.mkdir()
     state = tmp_path / "state"
     status_file = tmp_path / "status"
-    repl = " ".join(shlex.quote(part) for part in [
+    # The wrapper survives the Ctrl-C below, so it can report the REPL's exit status.
+    tmux.start(shell_command([
         "env", "-u", "NO_COLOR", f"XDG_STATE_HOME={state}", f"PYTHONPATH={ROOT}",
         sys.executable, "-m", "runtime", "repl", "--workspace", str(workspace),
-    ])
-    # `trap :` (a handler, reset to the default in the REPL by exec) keeps the wrapper alive
-    # through the Ctrl-C below, so it can report the REPL's exit status.
-    command = f"sh -c {shlex.quote(f'trap : INT; {repl}; echo $? > {shlex.quote(str(status_file))}')}"
-    tmux("new-session", "-d", "-s", "repl", "-x", "100", "-y", "40", "-c", str(ROOT), command)
+    ], status_file, survive_interrupt=True))
     tmux.wait_for("tiss>")  # capture-pane trims the trailing space
 
     tmux.type('VAR who = "tmux"')
@@ -106,7 +53,7 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
     # A syntax error is refused in place; Ctrl-C clears it and the prompt stays usable.
     tmux.type('RUN "x" extra')
     tmux.wait_for("line 1, column 9")
-    tmux("send-keys", "-t", "repl", "C-c")
+    tmux.send("C-c")
     tmux.type(":last")
     tmux.wait_for("command: wc -l < a.py")
 
@@ -114,7 +61,7 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
     tmux.type('RUN "sleep 30"')
     time.sleep(1.0)
     started = time.monotonic()
-    tmux("send-keys", "-t", "repl", "C-c")
+    tmux.send("C-c")
     tmux.wait_for("interrupted: the entry stopped (any command it was running was killed)")
     assert time.monotonic() - started < 10
     tmux.type('LOG "still {{ who }}"')
@@ -122,11 +69,7 @@ def test_repl_in_a_real_terminal(tmux, tmp_path):
 
     # Ctrl-D leaves with status 0 (written by the wrapper shell, which reaps the REPL itself),
     # and the entries are in the XDG history file.
-    tmux("send-keys", "-t", "repl", "C-d")
-    deadline = time.monotonic() + 15
-    while not status_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert status_file.exists(), f"the REPL did not exit on Ctrl-D; the screen was:\n{tmux.screen()}"
-    assert status_file.read_text().strip() == "0"
+    tmux.send("C-d")
+    assert tmux.wait_exit(status_file, "the REPL did not exit on Ctrl-D") == "0"
     history = (state / "tiss" / "history").read_text()
     assert '+VAR who = "tmux"' in history and '+    RUN "echo hi {{ who }} > out.txt"' in history

@@ -4,13 +4,14 @@ instead of being cut at the edge; `help`, `exit` and `quit` do what they do in P
 from __future__ import annotations
 
 import io
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_repl_tmux import ROOT, Tmux, pytestmark  # noqa: F401  (tmux or skip, as there)
+from tmux_session import NEEDS_TMUX, ROOT, Tmux, shell_command
+
+pytestmark = NEEDS_TMUX
 
 WIDTH = 40
 
@@ -19,29 +20,12 @@ def start(tmux: Tmux, tmp_path: Path) -> Path:
     workspace = tmp_path / "ws"
     workspace.mkdir()
     status_file = tmp_path / "status"
-    repl = " ".join(shlex.quote(part) for part in [
+    tmux.start(shell_command([
         "env", f"XDG_STATE_HOME={tmp_path / 'state'}", f"PYTHONPATH={ROOT}",
         sys.executable, "-m", "runtime", "repl", "--workspace", str(workspace),
-    ])
-    command = f"sh -c {shlex.quote(f'{repl}; echo $? > {shlex.quote(str(status_file))}')}"
-    tmux("new-session", "-d", "-s", "repl", "-x", str(WIDTH), "-y", "30", "-c", str(ROOT), command)
+    ], status_file), width=WIDTH, height=30)
     tmux.wait_for("tiss>")
     return status_file
-
-
-def wait_exit(tmux: Tmux, status_file: Path) -> str:
-    deadline = time.monotonic() + 15
-    while not status_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert status_file.exists(), f"the REPL did not leave; the screen was:\n{tmux.screen()}"
-    return status_file.read_text().strip()
-
-
-@pytest.fixture
-def tmux(tmp_path):
-    server = Tmux(tmp_path)
-    yield server
-    server("kill-server")
 
 
 def test_a_long_error_wraps_to_the_terminal_width(tmux, tmp_path):
@@ -61,9 +45,9 @@ def test_a_long_error_wraps_to_the_terminal_width(tmux, tmp_path):
         raise AssertionError(f"the whole message never showed; the screen was:\n{tmux.screen()}")
     assert all(len(row) <= WIDTH for row in rows)
     assert rows[-1].endswith("did you mean 'RUN'?") and message.startswith(rows[-2])
-    tmux("send-keys", "-t", "repl", "C-c")
+    tmux.send("C-c")
     tmux.type("quit")
-    assert wait_exit(tmux, status_file) == "0"
+    assert tmux.wait_exit(status_file, "the REPL did not leave") == "0"
 
 
 def test_help_and_exit_as_in_python(tmux, tmp_path):
@@ -71,7 +55,7 @@ def test_help_and_exit_as_in_python(tmux, tmp_path):
     tmux.type("help")
     tmux.wait_for(":vars")  # the meta-command list
     tmux.type("exit")
-    assert wait_exit(tmux, status_file) == "0"
+    assert tmux.wait_exit(status_file, "the REPL did not leave") == "0"
 
 
 @pytest.mark.parametrize("word", ["exit", "quit", "exit()", "quit()", "  quit  "])
