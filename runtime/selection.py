@@ -1,7 +1,9 @@
 """`tiss run -k PATTERN`: which STEPs run, chosen by their description, as pytest's `-k` does.
 
 PATTERN is words joined with `and`, `or`, `not` and parentheses; a word matches a step whose
-description contains it, ignoring case (`-k build`, `-k "test and not slow"`). A step runs when
+description contains it, ignoring case (`-k build`, `-k "test and not slow"`). Words next to each
+other with no operator between them are one phrase, as descriptions are phrases:
+`-k "write a greeting and not slow"` is the phrase "write a greeting" and not "slow". A step runs when
 it matches, when a step around it matches (its whole body runs), or when a step inside it
 matches (it runs so that step can; its other steps are deselected). SETUP, TEARDOWN and the
 statements outside steps always run: they are what the selected steps stand on. A step that
@@ -76,8 +78,11 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
                 raise SelectionError(f"-k {pattern!r}: a '(' is never closed; add ')'")
             take()
             return inner
-        word = token.casefold()
-        return lambda text: word in text.casefold()
+        words = [token]
+        while peek() is not None and peek() not in ("(", ")", "and", "or", "not"):
+            words.append(take())
+        phrase = " ".join(words).casefold()
+        return lambda text: phrase in " ".join(text.split()).casefold()
 
     predicate = either()
     if peek() is not None:

@@ -239,10 +239,22 @@ def test_k_selects_steps_by_description(tmp_path, ws, capsys):
     assert (ws / "other.txt").exists()
 
 
+def test_k_words_side_by_side_are_a_phrase_and_match_interpolated_descriptions(tmp_path, ws, capsys):
+    path = script(tmp_path, 'FOR x IN ["a", "b"] {\n  STEP "item {{ x }}" { WRITE "{{ x }}.txt" "x" }\n}\n'
+                            'STEP "Write  a greeting" { WRITE "greeting.txt" "x" }\n')
+    assert tiss("run", path, "--workspace", ws, "-k", "item b or write a GREETING") == 0
+    assert sorted(p.name for p in ws.iterdir()) == ["b.txt", "greeting.txt"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("PASSED: 2 passed, 1 deselected in ")
+
+
 def test_a_k_pattern_that_is_not_an_expression_is_a_usage_error(tmp_path, ws, capsys):
     path = script(tmp_path, 'STEP "a" { LOG "x" }\n')
     assert tiss("run", path, "--workspace", ws, "-k", "a and") == 2
     assert "-k 'a and': expected a word" in capsys.readouterr().err
+    assert tiss("run", path, "--workspace", ws, "-k", "(a or b") == 2
+    assert "a '(' is never closed" in capsys.readouterr().err
+    assert tiss("run", path, "--workspace", ws, "-k", "a)") == 2
+    assert "unexpected ')'" in capsys.readouterr().err
 
 
 # --- unknown directives and mistyped flags --------------------------------------------------------
