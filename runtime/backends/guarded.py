@@ -14,8 +14,9 @@ from runtime.budget import Budgets
 
 def prompt_tokens(backend: ModelBackend, prompt: str, settings: GenerationSettings) -> int:
     """What the budgets charge for a prompt before it is sent: its tokens plus the persona's, or
-    the exact count of a backend that knows how it builds the prompt (`count_prompt_tokens`: the
-    local backend, whose chat template adds tokens of its own)."""
+    the count of a backend that knows how its prompt is built (`count_prompt_tokens`: exact for
+    the local backend, whose chat template adds tokens of its own; an upper bound for an HTTP
+    server, whose template it cannot see). The call's cap is what this leaves of TOKENS."""
     exact = getattr(backend, "count_prompt_tokens", None)
     if callable(exact):
         return exact(prompt, settings)

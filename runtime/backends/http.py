@@ -5,14 +5,26 @@ message and the prompt the user message; `@model`, `@temperature`, `@top_p`, `@m
 `@seed` and `@stop` go into the body when set. `@top_k` and `@min_p` are not part of the OpenAI
 API; they are sent only when a script sets them (vLLM and llama.cpp servers honour them, others
 may refuse the request, which is then reported as an HTTP error). Token counts come from the
-reply's `usage`; a server that sends none is charged with `estimate_tokens`.
+reply's `usage`.
 
-Before a call is sent the budgets charge `count_prompt_tokens(prompt, settings)`: the documented
-estimate of one token per 4 bytes of UTF-8 (`estimate_tokens`) of the prompt and the persona,
-since a generic server offers no tokenizer, plus the most prompt tokens this server has reported
-beyond that estimate so far (its chat template's role markers, a default system prompt). So
-from the second call on, a call's completion cap under TOKENS leaves room for what the server
-adds; the first call to a server is charged the estimate alone.
+Before a call is sent the budgets charge `count_prompt_tokens(prompt, settings)`, which must be an
+upper bound on what the server will count, since the call's completion cap (`max_tokens`) is what
+that charge leaves of TOKENS: a generic server offers no tokenizer, so the bound is the UTF-8 byte
+count of the prompt and the persona (a byte-level BPE never makes more tokens than bytes, and a
+SentencePiece model with byte fallback neither, bar a prefix token per message) plus an allowance
+for what the server's chat template adds (role markers, a default system prompt). The allowance
+is kept per message shape (the model name sent and whether there is a system message, since a
+template may add a default system prompt only when there is none) and learned from the usage
+the server reports, P prompt tokens for B bytes: the template adds at least P - B, so the
+allowance never falls below the largest P - B seen; and at most P (the content is at least one
+token, or none), so once the server has reported a P below `TEMPLATE_ALLOWANCE` the allowance is
+the smallest such P. Before any report it is `TEMPLATE_ALLOWANCE`. The only overshoot left is a
+server that reports more prompt tokens than bytes + allowance (a template larger than the
+allowance on the first call of its shape), or more completion tokens than the `max_tokens` it
+was sent: the budgets then fail the run after that call, and no later call is sent.
+
+A server that reports no usage is charged the same bounds: the prompt's bound, and for the
+answer its UTF-8 byte count, at most the `max_tokens` it was sent.
 
 The API key (TISS_API_KEY, passed in by `select.py` only for the origin the user configured)
 goes only into the `Authorization: Bearer` header: it is not kept in any public attribute, not
@@ -50,6 +62,10 @@ from runtime.backends.base import (
 )
 
 DEFAULT_TIMEOUT = 120.0  # seconds; chat models on a busy server can take a while
+TEMPLATE_ALLOWANCE = 64
+"""Tokens a prompt is charged for the server's chat template before the server has reported any
+usage for that message shape (see the module docstring): more than ChatML's or Llama 3's role
+markers with a default system prompt of a sentence or two."""
 _MAX_REPLY_BYTES = 64 * 1024 * 1024  # a chat reply is text; anything bigger is not a reply
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _WATCH_POLL = 0.05  # seconds between the watcher's looks at the cancel event
@@ -237,7 +253,8 @@ class HttpBackend:
         self.default_timeout = default_timeout
         self.__api_key = _Secret(api_key) if api_key else None
         secret.register(api_key)
-        self._template_tokens = 0  # the most prompt tokens a reply reported beyond our estimate
+        # Per message shape: [the least the template adds, the most it can add] so far.
+        self._template: dict[tuple[str | None, bool], list[float]] = {}
         self._template_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -247,13 +264,26 @@ class HttpBackend:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    def _estimate_prompt(self, prompt: str, settings: GenerationSettings) -> int:
-        return self.count_tokens(prompt) + (self.count_tokens(settings.persona) if settings.persona else 0)
+    def _shape(self, settings: GenerationSettings) -> tuple[str | None, bool]:
+        return (settings.model or self.model_name, bool(settings.persona))
+
+    def template_allowance(self, settings: GenerationSettings) -> int:
+        """The tokens the server's chat template may add to a prompt sent with `settings`."""
+        with self._template_lock:
+            least, most = self._template.get(self._shape(settings), (0, TEMPLATE_ALLOWANCE))
+        return int(max(least, min(TEMPLATE_ALLOWANCE, most)))
 
     def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
-        """What the budgets charge a prompt before it is sent (see the module docstring)."""
+        """What the budgets charge a prompt before it is sent: an upper bound on the server's
+        count, bytes plus the template allowance (see the module docstring)."""
+        return _content_bytes(prompt, settings) + self.template_allowance(settings)
+
+    def _learn(self, prompt: str, settings: GenerationSettings, reported: int) -> None:
+        """What a reply's prompt count says about the template (see the module docstring)."""
+        added = reported - _content_bytes(prompt, settings)
         with self._template_lock:
-            return self._estimate_prompt(prompt, settings) + self._template_tokens
+            least, most = self._template.setdefault(self._shape(settings), [0, TEMPLATE_ALLOWANCE])
+            self._template[self._shape(settings)] = [max(least, added), min(most, reported)]
 
     def request_body(self, prompt: str, settings: GenerationSettings) -> dict[str, Any]:
         """The JSON body of the chat request for one prompt (the tests pin it exactly)."""
@@ -421,14 +451,14 @@ class HttpBackend:
         if isinstance(usage, dict):
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")
-        estimated = self._estimate_prompt(prompt, settings)
-        if not _is_count(prompt_tokens):
-            prompt_tokens = estimated
-        elif prompt_tokens > estimated:
-            with self._template_lock:  # what the server adds, for the next call's charge and cap
-                self._template_tokens = max(self._template_tokens, prompt_tokens - estimated)
+        if _is_count(prompt_tokens):
+            self._learn(prompt, settings, prompt_tokens)  # for the next call's charge and cap
+        else:  # no usage: charged the bounds, as a call is capped by them
+            prompt_tokens = self.count_prompt_tokens(prompt, settings)
         if not _is_count(completion_tokens):
-            completion_tokens = self.count_tokens(text)
+            completion_tokens = len(text.encode("utf-8", "surrogatepass"))
+            if settings.max_tokens is not None:
+                completion_tokens = min(completion_tokens, settings.max_tokens)
         model = reply.get("model")
         return Completion(
             text=text,
@@ -443,6 +473,12 @@ class HttpBackend:
 def _clean(text: str) -> str:
     """JSON may carry lone surrogates (`"\\ud800"`), which no file or terminal can take."""
     return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _content_bytes(prompt: str, settings: GenerationSettings) -> int:
+    """The UTF-8 bytes of what a call sends as message text: the prompt and the persona."""
+    persona = settings.persona or ""
+    return len(prompt.encode("utf-8", "surrogatepass")) + len(persona.encode("utf-8", "surrogatepass"))
 
 
 def _is_count(value: object) -> bool:

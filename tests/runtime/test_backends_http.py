@@ -161,13 +161,19 @@ def test_nonstandard_top_k_and_min_p_are_sent_only_when_set(stub):
     assert stub.requests[0].body["top_k"] == 40 and stub.requests[0].body["min_p"] == 0.05
 
 
-def test_missing_usage_is_estimated(stub):
+def test_missing_usage_is_charged_the_upper_bounds(stub):
+    from runtime.backends.http import TEMPLATE_ALLOWANCE
+
     reply = chat_reply(text="abcdefgh")
     del reply["usage"]
     stub.respond = lambda r: (200, json.dumps(reply).encode())
     completion = HttpBackend(stub.url).generate("0123456789", GenerationSettings(persona="abcd"))
-    # bytes/4 rounded up: prompt 10 bytes -> 3, persona 4 bytes -> 1, answer 8 bytes -> 2
-    assert (completion.prompt_tokens, completion.completion_tokens) == (4, 2)
+    # The bounds a call is capped by (bytes, plus the template allowance for the prompt), not the
+    # 4-bytes estimate, which could charge less than the server used: prompt 10 + persona 4 bytes,
+    # answer 8 bytes, at most the max_tokens sent.
+    assert (completion.prompt_tokens, completion.completion_tokens) == (14 + TEMPLATE_ALLOWANCE, 8)
+    capped = HttpBackend(stub.url).generate("0123456789", GenerationSettings(max_tokens=5))
+    assert capped.completion_tokens == 5
 
 
 def test_http_500_is_a_backend_error_with_the_servers_message(stub):
@@ -270,15 +276,15 @@ def test_over_budget_calls_are_never_sent(stub):
 def test_prompt_over_the_token_budget_is_never_sent(stub):
     backend = HttpBackend(stub.url)
     budgets = Budgets()
-    budgets.set("TOKEN_COUNT", 30)  # the alias of TOKENS
-    # 40 bytes -> 10 prompt tokens, + @max_tokens 25 = 35 > 30
+    budgets.set("TOKEN_COUNT", 200)  # the alias of TOKENS
+    # 40 bytes + a template allowance of 64 -> 104 prompt tokens, + @max_tokens 100 = 204 > 200
     with pytest.raises(BudgetExceeded) as info:
-        generate_within_budget(backend, "x" * 40, GenerationSettings(max_tokens=25), budgets)
-    assert "TOKENS exceeded: limit 30 tokens, 0 used" in str(info.value)
-    assert "10 prompt tokens + @max_tokens 25 = 35" in str(info.value)
+        generate_within_budget(backend, "x" * 40, GenerationSettings(max_tokens=100), budgets)
+    assert "TOKENS exceeded: limit 200 tokens, 0 used" in str(info.value)
+    assert "104 prompt tokens + @max_tokens 100 = 204" in str(info.value)
     assert stub.requests == []
     # The refused call was not counted; a smaller one fits and is charged its real usage.
-    generate_within_budget(backend, "x" * 40, GenerationSettings(max_tokens=20), budgets)
+    generate_within_budget(backend, "x" * 40, GenerationSettings(max_tokens=90), budgets)
     assert budgets.usage().tokens == 14 and budgets.usage().api_calls == 1
 
 
@@ -288,7 +294,7 @@ def test_failed_call_gives_its_tokens_back(stub):
     budgets = Budgets()
     budgets.set("TOKENS", 100)
     with pytest.raises(BackendError, match="HTTP 503"):
-        generate_within_budget(backend, "abc", GenerationSettings(max_tokens=90), budgets)
+        generate_within_budget(backend, "abc", GenerationSettings(max_tokens=30), budgets)
     usage = budgets.usage()
     assert (usage.api_calls, usage.tokens, usage.tokens_in_flight) == (1, 0, 0)
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from runtime.backends import Completion, EchoBackend, GenerationSettings, HttpBackend, generate_within_budget
+from runtime.backends.http import TEMPLATE_ALLOWANCE
 from runtime.budget import BudgetExceeded, Budgets
 from runtime.result import FAILED
 
@@ -53,10 +54,11 @@ def greedy_server():
 
 
 class FixedCount(HttpBackend):
-    """The HTTP backend counting every prompt as PROMPT_TOKENS, as the stub reports."""
+    """The HTTP backend charging every prompt PROMPT_TOKENS, as the stub reports (these tests are
+    about the cap; the HTTP backend's own charge, an upper bound, is tested further down)."""
 
-    def count_tokens(self, text):
-        return PROMPT_TOKENS if text else 0
+    def count_prompt_tokens(self, prompt, settings):
+        return PROMPT_TOKENS
 
 
 def test_two_uncapped_calls_under_tokens_100_never_pass_100(run, greedy_server):
@@ -149,14 +151,112 @@ def test_the_local_model_stops_at_the_cap(make_tiny_checkpoint, tmp_path):
     assert budgets.usage().tokens <= prompt + 6
 
 
-def test_what_a_server_adds_to_prompts_is_charged_from_the_next_call_on(greedy_server):
-    url, bodies = greedy_server  # it reports PROMPT_TOKENS (20) for every prompt
-    backend = HttpBackend(url, "stub")  # estimates "abcd" * 2 as 2 tokens
+# -- the HTTP backend's charge for a prompt is an upper bound on what the server counts ---------
+
+TEMPLATE = 30  # tokens the stub's chat template adds to every prompt
+DEFAULT_SYSTEM = 25  # and the default system prompt it adds when there is no system message
+
+
+@pytest.fixture
+def template_server():
+    """A greedy server whose tokenizer makes one token per byte (the most a byte-level BPE can)
+    and whose chat template adds TEMPLATE tokens, DEFAULT_SYSTEM more without a system message;
+    `extra[0]` adds more still (a server beyond the documented bound)."""
+    bodies: list[dict] = []
+    extra = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            bodies.append(body)
+            content = sum(len(m["content"].encode()) for m in body["messages"])
+            system = any(m["role"] == "system" for m in body["messages"])
+            prompt = content + TEMPLATE + (0 if system else DEFAULT_SYSTEM) + extra[0]
+            used = body.get("max_tokens", 500)
+            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "y" * used},
+                                  "finish_reason": "length"}],
+                     "usage": {"prompt_tokens": prompt, "completion_tokens": used}}
+            payload = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    host, port = server.server_address
+    yield f"http://{host}:{port}/v1", bodies, extra
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_first_call_to_a_server_cannot_take_the_run_past_tokens(run, template_server):
+    # The issue's case: two uncapped calls under TOKENS = 100. Before, the first call was charged
+    # the 4-bytes estimate (2 tokens), sent max_tokens 98, and the run ended at 158 tokens.
+    url, bodies, _ = template_server
+    result = run('SET_BUDGET TOKENS = 100\nPROMPT_AGENT "first" INTO a\nPROMPT_AGENT "second" INTO b\n',
+                 backend=HttpBackend(url, "stub"))
+    first_charge = len("first") + TEMPLATE_ALLOWANCE
+    assert bodies[0]["max_tokens"] == 100 - first_charge
+    used = run.session.budgets.usage().tokens
+    assert used == (5 + TEMPLATE + DEFAULT_SYSTEM) + (100 - first_charge) <= 100
+    # The second is charged 6 bytes + what the server showed its template adds (55): no room.
+    assert len(bodies) == 1 and result.failure.line == 3
+    assert "leave no room for an answer, so it was not sent" in result.failure.message
+
+
+@pytest.mark.parametrize("persona", [None, "Be brief. \u00e9\u2713"])
+def test_uncapped_calls_never_pass_tokens_whatever_the_prompts(template_server, persona):
+    url, bodies, _ = template_server
+    backend = HttpBackend(url, "stub")
     budgets = Budgets()
-    budgets.set("TOKENS", 200)
-    generate_within_budget(backend, "abcd" * 2, GenerationSettings(max_tokens=5), budgets)
-    assert backend.count_prompt_tokens("abcd" * 2, GenerationSettings()) == 20  # 2 + 18 learned
-    generate_within_budget(backend, "abcd" * 2, GenerationSettings(), budgets)
-    # 25 used; the cap leaves room for the 20 prompt tokens the server will count, not just 2.
-    assert bodies[-1]["max_tokens"] == 200 - 25 - 20
-    assert budgets.usage().tokens == 200
+    budgets.set("TOKENS", 1000)
+    prompts = ["a", "x" * 120, "d\u00e9j\u00e0 vu \u2713 \U0001f600", "", "hello world " * 5]
+    sent = 0
+    for index, prompt in enumerate(prompts * 4):
+        cap = None if index % 5 == 4 else 12  # every fifth uncapped: it takes all that is left
+        try:
+            generate_within_budget(backend, prompt, GenerationSettings(persona=persona, max_tokens=cap), budgets)
+        except BudgetExceeded as exc:
+            assert "so it was not sent" in str(exc)  # refused before, never after the fact
+            continue
+        sent += 1
+        assert budgets.usage().tokens <= 1000
+    assert sent >= 3 and len(bodies) == sent
+    assert budgets.usage().tokens <= 1000
+
+
+def test_the_allowance_is_learned_per_shape_and_never_below_what_the_server_showed(template_server):
+    url, bodies, _ = template_server
+    backend = HttpBackend(url, "stub")
+    with_system, without = GenerationSettings(persona="sys"), GenerationSettings()
+    assert backend.template_allowance(without) == backend.template_allowance(with_system) == TEMPLATE_ALLOWANCE
+    generate_within_budget(backend, "hi", with_system.replace(max_tokens=1), Budgets())
+    # It reported 3 + 2 + 30 = 35 prompt tokens: the template adds 30 at least and 35 at most.
+    assert backend.template_allowance(with_system) == 35
+    assert backend.template_allowance(without) == TEMPLATE_ALLOWANCE  # may add a default system prompt
+    generate_within_budget(backend, "x" * 300, without.replace(max_tokens=1), Budgets())
+    # It reported 355 for 300 bytes: at least 55, at most 355; the allowance stays 64.
+    assert backend.template_allowance(without) == TEMPLATE_ALLOWANCE
+    generate_within_budget(backend, "a", without.replace(max_tokens=1), Budgets())
+    assert backend.template_allowance(without) == TEMPLATE + DEFAULT_SYSTEM + 1  # 56 at most
+    assert backend.count_prompt_tokens("\u00e9", without) == 2 + 56
+    assert backend.template_allowance(GenerationSettings(model="other")) == TEMPLATE_ALLOWANCE
+
+
+def test_a_server_beyond_the_bound_fails_the_run_after_that_call_and_no_call_follows(run, template_server):
+    # The one overshoot left (docs/running.md): a template larger than the allowance on the
+    # first call of its shape. The run fails with the budget error and sends nothing more.
+    url, bodies, extra = template_server
+    extra[0] = 100
+    result = run('SET_BUDGET TOKENS = 150\n@max_tokens 10\nPROMPT_AGENT "first"\nPROMPT_AGENT "second"\n',
+                 backend=HttpBackend(url, "stub"))
+    assert len(bodies) == 1 and result.status == FAILED and result.failure.kind == "BudgetExceeded"
+    assert result.failure.line == 3 and "used after a call that took" in result.failure.message
+    assert run.session.budgets.usage().tokens == 5 + TEMPLATE + DEFAULT_SYSTEM + 100 + 10
