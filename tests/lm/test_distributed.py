@@ -423,16 +423,16 @@ def test_every_tiss_command_in_the_scale_out_guide_parses():
     import re
     import shlex
 
+    from docblocks import shell_lines
     from runtime import cli
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "scale-out.md").read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(re.sub(r'"?\$\w+"?', "1", line), comments=True)
-            starts = [i for i, w in enumerate(words) if w == "tiss" or w.endswith("/tiss")]
-            if starts:
-                commands.append(words[starts[0] + 1:])
+    for line in shell_lines(text):  # tiss comes after mpiexec's own words here
+        words = shlex.split(re.sub(r'"?\$\w+"?', "1", line), comments=True)
+        starts = [i for i, w in enumerate(words) if w == "tiss" or w.endswith("/tiss")]
+        if starts:
+            commands.append(words[starts[0] + 1:])
     assert len(commands) >= 4 and all("--distributed" in c for c in commands)
     for argv in commands:
         try:

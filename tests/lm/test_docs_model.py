@@ -4,35 +4,17 @@ issues ask of it."""
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 
+from docblocks import tiss_commands
 from runtime import cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "model.md"
 
 
-def _tiss_commands() -> list[list[str]]:
-    text = DOC.read_text(encoding="utf-8")
-    commands = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        block = block.replace("\\\n", " ")  # continuation lines
-        for line in block.splitlines():
-            if line.startswith("python - "):
-                continue
-            for part in re.split(r"&&|\|", line):
-                words = shlex.split(part, comments=True)
-                while words and "=" in words[0]:  # VAR=value prefixes
-                    words = words[1:]
-                if words and words[0] == "tiss":
-                    commands.append(words[1:])
-    return commands
-
-
-COMMANDS = _tiss_commands()
+COMMANDS = tiss_commands(DOC.read_text(encoding="utf-8"))
 
 
 def test_the_guide_has_commands_for_every_subcommand():

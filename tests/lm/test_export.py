@@ -428,16 +428,10 @@ def test_tiss_export(tmp_path, capsys):
 
 def test_every_tiss_command_in_the_export_guide_parses():
     """docs/scale-out.md's export and serving sections (```shell blocks) stay true to the CLI."""
-    import re
-    import shlex
+    from docblocks import tiss_commands
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "scale-out.md").read_text(encoding="utf-8")
-    commands = []
-    for block in re.findall(r"```shell\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[0] == "tiss":
-                commands.append(words[1:])
+    commands = tiss_commands(text, "shell")
     assert sum(c[0] == "export" for c in commands) >= 5 and any(c[0] == "run" for c in commands)
     for argv in commands:
         try:

@@ -3,12 +3,11 @@ the real argument parser, and the facts it states about pulling match the code."
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 
+from docblocks import tiss_commands
 from lm import models
 from runtime import cli
 
@@ -16,20 +15,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "pretrained.md"
 TEXT = DOC.read_text(encoding="utf-8")
 
 
-def _tiss_commands() -> list[list[str]]:
-    commands = []
-    for block in re.findall(r"```sh\n(.*?)```", TEXT, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            for part in re.split(r"&&|\|", line):
-                words = shlex.split(part, comments=True)
-                while words and "=" in words[0]:  # VAR=value prefixes
-                    words = words[1:]
-                if words and words[0] == "tiss":
-                    commands.append(words[1:])
-    return commands
-
-
-COMMANDS = _tiss_commands()
+COMMANDS = tiss_commands(TEXT)
 
 
 def test_the_page_shows_every_new_command():
