@@ -3,8 +3,11 @@
 The estimate walks the statements without running anything and is an upper bound where it can
 be one:
 
-- each PROMPT_AGENT is one API call and costs its prompt's tokens (persona included, counted
-  with the backend's own `count_tokens`) plus the `@max_tokens` in scope;
+- each PROMPT_AGENT is one API call and costs its prompt's tokens plus the `@max_tokens` in
+  scope; the prompt is counted as the budgets charge it before the call
+  (`runtime.backends.guarded.prompt_tokens`): through the backend's `count_prompt_tokens` where
+  it has one (an instruct model's chat template included, exactly; an HTTP server's upper
+  bound), else its `count_tokens` of the prompt and the persona;
 - each RUN costs the `@timeout` in scope in seconds when one is set (its upper bound); a RUN
   without one adds nothing to `seconds` and is counted in `unbounded_runs`;
 - IF takes the costlier branch, TRY the body plus the handler, CHOOSE the sum of all options
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from runtime.backends.base import GenerationSettings, ModelBackend, estimate_tokens
+from runtime.backends.guarded import prompt_tokens
 from runtime.backends.select import is_backend_spec
 from runtime.errors import ScriptFailure, Unsupported
 from runtime.interpreter_directives import check_directive
@@ -248,9 +252,10 @@ class Estimator:
         if isinstance(directives.get("model"), str) and is_backend_spec(directives["model"]):
             directives.pop("model")  # it chose the backend, it is not a model name
         settings = GenerationSettings.from_directives(directives)
-        tokens = self._count(prompt)
-        if settings.persona:
-            tokens += self._count(settings.persona)
+        if self.backend is not None:
+            tokens = prompt_tokens(self.backend, prompt, settings)  # what the call is charged
+        else:
+            tokens = self._count(prompt) + (self._count(settings.persona) if settings.persona else 0)
         if settings.max_tokens is not None:
             tokens += settings.max_tokens
         return Estimate(api_calls=1, tokens=tokens)

@@ -230,6 +230,28 @@ def test_the_tokens_budget_is_charged_exactly(chat_ckpt, tmp_path):
     assert result.status == "failed" and "TOKENS" in failure.message and f"{prompt} prompt tokens" in failure.message
 
 
+def test_estimates_count_the_chat_template_as_the_budget_charges_it(chat_ckpt, tmp_path, capsys):
+    # Before, ESTIMATE_COST and --dry-run counted the question and the persona without the
+    # template (its role markers), short of what the call is charged.
+    import tisslang
+    from runtime import RunOptions, Session
+
+    backend = LocalBackend(chat_ckpt)
+    _, tok = lm.load(chat_ckpt)
+    prompt = len(tok.encode(CHATML_PROMPT, allowed_special="all"))
+    source = SCRIPT.format(limit=prompt + 11)
+    estimate = Session(tmp_path, backend=backend, options=RunOptions()).estimate(tisslang.parse(source))
+    assert estimate.tokens == prompt + 11
+    checked = source.replace('STEP "ask" {', 'ESTIMATE_COST {') + f"ASSERT LAST_ESTIMATE.TOKENS == {prompt + 11}\n"
+    session, result = run_source(checked, backend, tmp_path)
+    assert result.status == "passed", result.failure
+    assert session.budgets.usage().tokens == estimate.tokens
+    script = tmp_path / "ask.tiss"
+    script.write_text(source)
+    assert cli.main(["run", str(script), "--workspace", str(tmp_path), "--model", str(chat_ckpt), "--dry-run"]) == 0
+    assert f"1 API call, {prompt + 11} tokens" in capsys.readouterr().out
+
+
 # -- model names -----------------------------------------------------------------------------------
 
 
