@@ -22,7 +22,6 @@ A training run directory (as `tiss train --out DIR` makes) keeps its latest chec
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from lm.atomic import current_umask, fsync_directory
 from lm.config import ConfigError, ModelConfig
 from lm.errors import LMError
 from lm.model import Transformer, param_shapes
+from lm.models import sha256_of
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -89,7 +89,7 @@ def save(
             save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"step": str(optimizer.t)})
         if trainer_state is not None:
             _write_text(tmp / TRAINER_STATE_FILE, json.dumps(trainer_state, indent=2) + "\n")
-        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        sums = {f.name: sha256_of(f) for f in sorted(tmp.iterdir())}
         _write_text(tmp / CHECKSUM_FILE, json.dumps({"sha256": sums}, indent=2) + "\n")
         # mkdtemp and mkstemp make owner-only entries; a checkpoint is shared like any output.
         umask = current_umask()
@@ -224,14 +224,6 @@ def load_training_state(path, model: Transformer) -> TrainingState:
     return TrainingState(tensors, step, state)
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_checksums(ckpt: Path, names) -> None:
     """Check `names` in `ckpt` against its checksums.json; a checkpoint without one (written
     before checksums existed) is not checked."""
@@ -250,7 +242,7 @@ def verify_checksums(ckpt: Path, names) -> None:
         if expected is None:
             raise CheckpointError(f"{listing} lists no checksum for {name}; the checkpoint was altered "
                                   "after it was saved: restore it from a copy")
-        if _sha256(ckpt / name) != expected:
+        if sha256_of(ckpt / name) != expected:
             raise CheckpointError(
                 f"{ckpt / name} does not match its checksum in {CHECKSUM_FILE}: the file changed or was "
                 "damaged after it was saved (a flipped byte would still load, as wrong weights); "

@@ -294,6 +294,7 @@ def _pip_failure(model: NamedModel, code: int, output: str) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks (a pulled wheel; checkpoints' checksums.json)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
