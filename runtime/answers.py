@@ -15,6 +15,7 @@ from typing import Any
 from runtime.backends.base import SettingsError
 from runtime.errors import ScriptFailure
 from runtime.secret import redact
+from runtime.taint import carry, join
 from tisslang import directives as directive_table
 
 _MAX_STARTS = 1000  # brackets tried before giving up, so a huge answer cannot take quadratic time
@@ -55,10 +56,14 @@ def parse_answer(text: str) -> Any:
         index = _next_start(text, index + 1)  # pragma: no cover - `{`/`[` only decode to these
     shown = redact(text)  # before the cut: no part of a secret may survive it
     shown = shown if len(shown) <= _SHOWN else shown[:_SHOWN] + "..."
-    raise InvalidAnswer(
-        f'@output "json": the answer holds no JSON object or array: {json.dumps(shown)}; ask for '
-        "JSON in the prompt (a RETRY around the PROMPT_AGENT asks again)"
-    )
+    # The quoted answer keeps the answer's taint, so `LAST_ERROR.MESSAGE` (and the report that
+    # quotes it) cannot carry model text into a RUN unasked; the text is the same either way.
+    quoted = json.dumps(shown)
+    raise InvalidAnswer(join([
+        '@output "json": the answer holds no JSON object or array: "',
+        carry(text, quoted[1:-1]),
+        '"; ask for JSON in the prompt (a RETRY around the PROMPT_AGENT asks again)',
+    ]))
 
 
 def _next_start(text: str, start: int) -> int:

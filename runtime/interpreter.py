@@ -53,7 +53,7 @@ from runtime.review import Reviewer, ReviewRejected
 from runtime.secret import redact
 from runtime.shell import DEFAULT_TIMEOUT, run_command
 from runtime.strict import check_after_run
-from runtime.taint import carry, taint
+from runtime.taint import carry, join, taint
 from runtime.trace import EventBus
 from runtime.workspace import Workspace
 from tisslang import ast, statements
@@ -482,10 +482,10 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
         if result.timed_out:
             if source == "the EXECUTION_TIME budget":
                 self.budgets.check_time()  # raises BudgetExceeded naming the budget
-            raise Timeout(
+            raise Timeout(join([  # join: the quoted command keeps its model text's taint
                 f"RUN timed out after {timeout:g}s ({source}); the command and every process it "
-                f"started were killed: {command}"
-            )
+                "started were killed: ", command,
+            ]))
         return info
 
     # -- the model -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from runtime.budget import BudgetExceeded
 from runtime.errors import ScriptFailure
 from runtime.result import FAILED, Failure
 from runtime.secret import redact
-from runtime.taint import carry, is_tainted, lines, taint
+from runtime.taint import carry, join, lines, sliced
 from tisslang import ast, directives as directive_table
 
 if TYPE_CHECKING:
@@ -41,14 +41,34 @@ REPORT_MESSAGE_CHARS = 1500
 _UNSET = object()
 
 
+def _redacted(text: str) -> str:
+    """`redact(text)` with `text`'s taint: its exact spans when no secret was replaced (redact
+    returns the very same string then), else all of it when any of it was tainted."""
+    return carry(text, redact(text))
+
+
+def _rows(rows: list[str]) -> str:
+    """Lines joined with newlines, each keeping its taint at its new place."""
+    return join([piece for index, row in enumerate(rows) for piece in ((row,) if index == 0 else ("\n", row))])
+
+
+def _split(text: str) -> list[str]:
+    """`text.splitlines()` (every line break it knows), each line keeping its taint."""
+    rows, position = [], 0
+    for line in str(text).splitlines(keepends=True):
+        rows.append(sliced(text, position, position + len(line.splitlines()[0])))
+        position += len(line)
+    return rows
+
+
 def _tail(text: str) -> str:
-    text = redact(text)  # before the cuts below: no part of a secret may survive them
-    rows = text.rstrip("\n").splitlines()
-    kept = "\n".join(rows[-REPORT_TAIL_LINES:])
+    text = _redacted(text)  # before the cuts below: no part of a secret may survive them
+    rows = _split(sliced(text, 0, len(str(text).rstrip("\n"))))
+    kept = _rows(rows[-REPORT_TAIL_LINES:])
     if len(kept) > REPORT_TAIL_CHARS:
-        kept = "..." + kept[-REPORT_TAIL_CHARS:]
+        kept = join(["...", sliced(kept, -REPORT_TAIL_CHARS)])
     elif len(rows) > REPORT_TAIL_LINES:
-        kept = f"... ({len(rows) - REPORT_TAIL_LINES} earlier lines left out)\n" + kept
+        kept = join([f"... ({len(rows) - REPORT_TAIL_LINES} earlier lines left out)\n", kept])
     return kept
 
 
@@ -58,27 +78,32 @@ def failure_report(failure: Failure, run: dict[str, Any] | None) -> str:
     `run` is the `LAST_RUN` of the failed block when a command ran in it (the failing RUN, or
     the RUN an ASSERT after it checked): its command, exit code and the tails of its output,
     each bounded (`REPORT_TAIL_LINES`, `REPORT_TAIL_CHARS`). Secrets are redacted.
+
+    The report keeps the exact taint of the model text it quotes (a message quoting an answer,
+    a command made from one): it is built with `taint.join` / `sliced`, never f-strings over
+    quoted values, so `RUN "{{ LAST_ERROR.REPORT }}"` asks for approval exactly when it should.
     """
     where = failure.location()
     lines = [f"The statement at {where} failed."]
     if failure.source_line is not None:
         lines.append(f"Line {failure.line}: {failure.source_line.strip()}")
-    message = redact(failure.message)  # before the cut
+    message = _redacted(failure.message)  # before the cut
     if len(message) > REPORT_MESSAGE_CHARS:
-        message = message[:REPORT_MESSAGE_CHARS] + "..."
-    lines.append(f"Error ({failure.kind}): {message}")
+        message = join([sliced(message, 0, REPORT_MESSAGE_CHARS), "..."])
+    lines.append(join([f"Error ({failure.kind}): ", message]))
     if run is not None:
-        lines.append(f"Command: {run.get('COMMAND', '')}")
+        lines.append(join(["Command: ", run.get("COMMAND", "")]))
         code = run.get("EXIT_CODE")
         lines.append(f"Exit code: {code}" + (" (timed out)" if run.get("TIMED_OUT") else ""))
         for name, key in (("Standard output", "STDOUT"), ("Standard error", "STDERR")):
-            text = str(run.get(key) or "")
+            text = run.get(key) or ""
+            text = text if isinstance(text, str) else str(text)  # a str keeps its taint
             if text.strip():
                 lines.append(f"{name} (last lines):")
                 lines.append(_tail(text))
             else:
                 lines.append(f"{name}: (empty)")
-    return redact("\n".join(lines))
+    return _redacted(_rows(lines))
 
 
 def attempt_count(node: ast.Retry) -> int:
@@ -111,12 +136,9 @@ class LoopsMixin:
         when the block began, so only a command the block ran goes into the report."""
         run = ctx.last.get("LAST_RUN")
         ran = run if isinstance(run, dict) and run is not run_before else None
+        # MESSAGE and REPORT keep the exact taint of the model text they quote (the failure's
+        # message was built with taint.join where it was raised; failure_report keeps it).
         report = failure_report(failure, ran)
-        # The report is built as plain text; it is model text when what it quotes was: a
-        # command made from an answer, or an answer that was not JSON (InvalidAnswer quotes it).
-        if failure.kind == "InvalidAnswer" or (
-                ran is not None and any(is_tainted(value) for value in ran.values())):
-            report = taint(report)
         return {"MESSAGE": failure.message, "KIND": failure.kind, "LINE": failure.line,
                 "REPORT": report}
 

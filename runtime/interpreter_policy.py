@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from runtime.policy import Policy, PolicyDenied, Rule, literal_pattern
 from runtime.review import ReviewUnavailable
 from runtime.secret import redact
-from runtime.taint import is_tainted, spans, taint, tainted_parts
+from runtime.taint import carry, is_tainted, join, spans, taint, tainted_parts
 
 if TYPE_CHECKING:
     from runtime.context import Context, SessionState
@@ -93,9 +93,9 @@ class PolicyMixin:
             rule = policy.denied_by(text)
             if rule is not None:
                 self._record(action, text, node, "denied", rule=rule, asked=False)
-                raise PolicyDenied(
-                    f"RUN denied by the {rule.describe()}: {text}; the command was not started"
-                )
+                raise PolicyDenied(join([  # join: the quoted command keeps its taint
+                    f"RUN denied by the {rule.describe()}: ", text, "; the command was not started"
+                ]))
         # `@shell "{{ answer }}"` would let the model choose the program every RUN starts; an
         # allow rule is about the command, so it does not answer for the shell.
         shell = ctx.directives.get("shell") if action == "RUN" else None
@@ -106,7 +106,7 @@ class PolicyMixin:
                 self._record(action, text, node, "allowed", rule=rule, asked=False)
             return
         if model_shell:
-            reason = f"the @shell it runs in holds text from a model: {displayed(shell)}"
+            reason = join(["the @shell it runs in holds text from a model: ", carry(shell, displayed(shell))])
         elif tainted:
             reason = f"its {_WHAT[action]} holds text from a model"
         elif action == "RUN" and policy.approve == "all":
@@ -121,10 +121,10 @@ class PolicyMixin:
             hint = f"--allow {shlex.quote(literal_pattern(text))}" if "\n" not in text else "--allow PATTERN"
             rule_hint = "" if model_shell else (
                 f", add {hint} (or an allow rule in the --policy file) for what you trust")
-            raise PolicyDenied(
-                f"{action} needs approval ({reason}) and there is no terminal to ask on: {text}; "
-                f"rerun with --yes to approve it{rule_hint}, or run in a terminal to be asked"
-            )
+            raise PolicyDenied(join([  # join: the quoted command (or path) keeps its taint
+                f"{action} needs approval (", reason, ") and there is no terminal to ask on: ", text,
+                f"; rerun with --yes to approve it{rule_hint}, or run in a terminal to be asked",
+            ]))
         where = f"line {node.line}: " if getattr(node, "line", 0) else ""
         body = displayed(text)
         legend = f" (model text between {OPEN_MARK} and {CLOSE_MARK})" if tainted else ""
@@ -133,11 +133,11 @@ class PolicyMixin:
                                            question=f"Allow this {action}?")
         except ReviewUnavailable as exc:  # the terminal closed while asking: not approved
             self._record(action, text, node, "refused", reason=reason, asked=True, shell=shell)
-            raise PolicyDenied(f"{action} was not approved ({reason}): {exc.message}") from None
+            raise PolicyDenied(join([f"{action} was not approved (", reason, f"): {exc.message}"])) from None
         decision = "approved" if answer.approved else "refused"
         self._record(action, text, node, decision, reason=reason, asked=True, shell=shell)
         if not answer.approved:
-            raise PolicyDenied(f"{action} refused by the reviewer ({reason}): {text}")
+            raise PolicyDenied(join([f"{action} refused by the reviewer (", reason, "): ", text]))
 
     def _record(self, action: str, text: str, node: "ast.Node", decision: str, *,
                 rule: Rule | None = None, reason: str | None = None, asked: bool,

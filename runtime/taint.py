@@ -168,6 +168,17 @@ def join(parts: Iterable[str]) -> str:
     return TaintedStr(text, found) if found else text
 
 
+def sliced(text: str, start: int | None = None, end: int | None = None) -> str:
+    """`text[start:end]` keeping exactly the taint of the characters kept (a plain slice of a
+    `TaintedStr` is a plain `str`)."""
+    plain = str(text)
+    first, last, _ = slice(start, end).indices(len(plain))
+    last = max(first, last)
+    inside = [(max(a, first) - first, min(b, last) - first) for a, b in spans(text) if a < last and b > first]
+    piece = plain[first:last]
+    return TaintedStr(piece, inside) if inside else piece
+
+
 def tainted_parts(text: Any) -> list[str]:
     """The tainted substrings of a string, in order (for the trace, the report and messages)."""
     if not isinstance(text, str):

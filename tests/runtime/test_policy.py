@@ -591,3 +591,55 @@ def test_a_terminal_that_closes_while_asking_refuses(run):
     assert result.failure.kind == "PolicyDenied"
     assert "the terminal closed while waiting for an answer" in result.failure.message
     assert result.policy[0]["decision"] == "refused" and result.policy[0]["asked"] is True
+
+
+# -- LAST_ERROR quotes model text with its taint ---------------------------------------------------
+
+
+def test_last_error_message_quoting_a_non_json_answer_needs_approval(run):
+    source = ('TRY {\n  @output "json"\n  PROMPT_AGENT "no json here"\n}\n'
+              'RUN "echo {{ LAST_ERROR.MESSAGE }}"')
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 5
+    assert "needs approval" in result.failure.message
+    error = run.last["LAST_ERROR"]
+    assert error["KIND"] == "InvalidAnswer"
+    # The text is unchanged; only the answer it quotes is tainted, in the message and the report.
+    assert str(error["MESSAGE"]) == ('@output "json": the answer holds no JSON object or array: '
+                                     '"no json here"; ask for JSON in the prompt (a RETRY around '
+                                     'the PROMPT_AGENT asks again)')
+    assert tainted_parts(error["MESSAGE"]) == ["no json here"]
+    assert tainted_parts(error["REPORT"]) == ["no json here"]
+    assert result.policy[0]["decision"] == "refused" and result.policy[0]["tainted"] == ["no json here"]
+
+
+def test_last_error_report_of_a_failed_model_command_needs_approval(run):
+    source = ('PROMPT_AGENT "sleep 5" INTO c\nTRY {\n  @timeout "0.3s"\n  RUN "{{ c }}"\n}\n'
+              'RUN "echo {{ LAST_ERROR.REPORT }}"')
+    result = run(source, reviewer=Reviewer(interactive=False), policy=policy(allow=["sleep *"]))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 6
+    error = run.last["LAST_ERROR"]
+    assert error["KIND"] == "Timeout"
+    assert str(error["MESSAGE"]).endswith("the command and every process it started were killed: sleep 5")
+    assert tainted_parts(error["MESSAGE"]) == ["sleep 5"]
+    # The report quotes the command twice (in the message and as the command), nothing else.
+    assert tainted_parts(error["REPORT"]) == ["sleep 5", "sleep 5"]
+    assert "\nCommand: [[sleep 5]]\nExit code: " in marked(error["REPORT"])
+    assert [d["decision"] for d in result.policy] == ["allowed", "refused"]
+
+
+def test_last_error_text_without_model_text_runs_without_approval(run):
+    # The command came from a model, the failure (an ASSERT) did not: the message is clean, and
+    # of the report only the line quoting the command is model text.
+    source = ('PROMPT_AGENT "false" INTO c\nTRY {\n  RUN "{{ c }}"\n  ASSERT LAST_RUN.EXIT_CODE == 0\n}\n'
+              'RUN "true \'{{ LAST_ERROR.MESSAGE }}\'"\n'
+              'FOR row IN LINES LAST_ERROR.REPORT {\n  RUN "true \'{{ row }}\'"\n}')
+    result = run(source, reviewer=Reviewer(interactive=False), policy=policy(allow=["false"]))
+    error = run.last["LAST_ERROR"]
+    assert error["KIND"] == "AssertionFailed" and not is_tainted(error["MESSAGE"])
+    assert tainted_parts(error["REPORT"]) == ["false"]
+    # The message and the report's first lines ran unasked; the "Command: false" line did not.
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 8
+    assert "true 'Command: false'" in result.failure.message
+    assert [d["decision"] for d in result.policy] == ["allowed", "refused"]
+    assert result.policy[1]["tainted"] == ["false"]
