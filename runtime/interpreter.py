@@ -372,7 +372,7 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
             return {}
         source = self.script.span(node.condition)
         detail = self.explain(node.condition, ctx)
-        message = f"assertion failed: {source}" + (f" ({detail})" if detail else "")
+        message = join([f"assertion failed: {source}", *((" (", detail, ")") if detail else ())])
         raise AssertionFailed(message)
 
     def visit_If(self, node: ast.If, ctx: Context) -> dict[str, Any]:

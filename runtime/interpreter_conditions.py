@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from runtime import values
 from runtime.errors import ScriptFailure
+from runtime.taint import join, rendered
 from tisslang import ast
 
 if TYPE_CHECKING:
     from runtime.context import Context
     from runtime.workspace import Workspace
+
+
+def _shown(value: Any) -> str:
+    """`values.show(value)`, all of it tainted when the value holds model text."""
+    return rendered(value, values.show(value))
+
 
 _VALUE_NODES = (ast.Ref, ast.String, ast.Number, ast.Boolean, ast.ListValue, ast.ObjectValue)
 
@@ -74,21 +81,23 @@ class ConditionsMixin:
             for operand in expr.operands:
                 if not self.condition(operand, ctx):
                     return self.explain(operand, ctx)
+        # Built with taint.join: a value quoted from a model keeps its taint in the message, so
+        # `LAST_ERROR.MESSAGE` / `.REPORT` cannot carry model text into a RUN unasked.
         if isinstance(expr, ast.Compare):
             left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
-            return f"left is {values.show(left)}, right is {values.show(right)}"
+            return join(["left is ", _shown(left), ", right is ", _shown(right)])
         if isinstance(expr, ast.Contains):
             left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
             word = "contains" if expr.negated else "does not contain"
-            return f"{values.show(left)} {word} {values.show(right)}"
+            return join([_shown(left), f" {word} ", _shown(right)])
         if isinstance(expr, ast.Matches):
             left, pattern = self.value(expr.left, ctx), self.value(expr.pattern, ctx)
-            return f"{values.show(left)} does not match {values.show(pattern)}"
+            return join([_shown(left), " does not match ", _shown(pattern)])
         if isinstance(expr, ast.IsEmpty):
             operand = self.value(expr.operand, ctx)
-            return f"the value is {values.show(operand)}"
+            return join(["the value is ", _shown(operand)])
         if isinstance(expr, ast.FileExists):
-            return f"{values.show(self.value(expr.path, ctx))} does not exist in the workspace"
+            return join([_shown(self.value(expr.path, ctx)), " does not exist in the workspace"])
         if isinstance(expr, _VALUE_NODES):
-            return f"the value is {values.show(self.value(expr, ctx))}"
+            return join(["the value is ", _shown(self.value(expr, ctx))])
         return ""

@@ -643,3 +643,15 @@ def test_last_error_text_without_model_text_runs_without_approval(run):
     assert "true 'Command: false'" in result.failure.message
     assert [d["decision"] for d in result.policy] == ["allowed", "refused"]
     assert result.policy[1]["tainted"] == ["false"]
+
+
+def test_an_assert_message_quoting_an_answer_keeps_its_taint(run):
+    source = ('PROMPT_AGENT "touch pwned" INTO answer\nVAR mine = "fine"\n'
+              'TRY {\n  ASSERT mine == "ok"\n}\nRUN "true \'{{ LAST_ERROR.MESSAGE }}\'"\n'
+              'TRY {\n  ASSERT answer == "ok"\n}\nRUN "true \'{{ LAST_ERROR.MESSAGE }}\'"')
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 10  # line 6 ran unasked
+    message = run.last["LAST_ERROR"]["MESSAGE"]
+    assert str(message) == 'assertion failed: answer == "ok" (left is "touch pwned", right is "ok")'
+    assert tainted_parts(message) == ['"touch pwned"']  # the quoted value, nothing of the script's
+    assert tainted_parts(run.last["LAST_ERROR"]["REPORT"]) == ['"touch pwned"']
