@@ -165,8 +165,8 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
             found.extend(_check_heredoc(node))
         for _, body in statements.blocks(node):
             found.extend(_check_unreachable(body))
-            if not strict:
-                found.extend(_check_unchecked_runs(body))
+    if not strict:
+        found.extend(_check_unchecked_runs(program.body))
     silenced = suppressed(program)
     found = [d for d in found if d.line not in silenced
              or (silenced[d.line] is not None and d.code not in silenced[d.line])]
@@ -281,23 +281,39 @@ def _reads_last_run(node: ast.Node) -> bool:
     return any(isinstance(n, ast.Ref) and n.parts[0] == "LAST_RUN" for n in walk(node))
 
 
-def _check_unchecked_runs(body: tuple[ast.Node, ...]) -> Iterator[Diagnostic]:
-    """T104: a RUN whose result nothing reads: the statements after it in its block, up to
-    the next statement that holds a RUN (which replaces LAST_RUN), never look at LAST_RUN."""
+# Blocks whose end hands LAST_RUN on to the statements after their statement: a RUN last in
+# an IF branch is checked by an ASSERT after the IF. A STEP (and so each PARALLEL child) ends
+# its own story, and so do TASK, SETUP and TEARDOWN.
+_FLOWS_ON = (ast.If, ast.Try, ast.Retry, ast.For, ast.Choose, ast.EstimateCost)
+
+
+def _check_unchecked_runs(body: tuple[ast.Node, ...], after: tuple[ast.Node, ...] = ()) -> Iterator[Diagnostic]:
+    """T104: a RUN whose result nothing reads: the statements that run after it (the rest of
+    its block, then of the blocks around it that flow on), up to the next statement that holds
+    a RUN (which replaces LAST_RUN), never look at LAST_RUN."""
     for index, stmt in enumerate(body):
-        if not isinstance(stmt, ast.Run):
-            continue
-        checked = False
-        for later in body[index + 1:]:
-            if _reads_last_run(later):
-                checked = True
-                break
-            if any(isinstance(n, ast.Run) for n in walk(later)):
-                break
-        if not checked:
+        rest = body[index + 1:] + after
+        if isinstance(stmt, ast.Run) and not _checked_later(rest):
             yield _warning("T104", stmt, "the result of this RUN is never checked: a failing command "
                            "goes unnoticed; read LAST_RUN.EXIT_CODE after it (ASSERT LAST_RUN.EXIT_CODE "
                            "== 0), or put @strict true in the script so a failing RUN fails its step")
+        onward = rest if isinstance(stmt, _FLOWS_ON) else ()
+        for _, inner in statements.blocks(stmt):
+            if isinstance(stmt, ast.Choose):  # each OPTION's block flows on past the CHOOSE
+                for option in inner:
+                    for _, option_body in statements.blocks(option):
+                        yield from _check_unchecked_runs(option_body, onward)
+            else:
+                yield from _check_unchecked_runs(inner, onward)
+
+
+def _checked_later(rest: tuple[ast.Node, ...]) -> bool:
+    for later in rest:
+        if _reads_last_run(later):
+            return True
+        if any(isinstance(n, ast.Run) for n in walk(later)):
+            return False
+    return False
 
 
 def _check_directive(node: ast.Directive) -> Iterator[Diagnostic]:

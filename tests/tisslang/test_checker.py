@@ -128,3 +128,20 @@ def test_check_handles_any_program(program):
     found = check(parsed)
     assert all(d.severity in ("error", "warning") and d.line >= 1 and d.column >= 1 for d in found)
     assert found == sorted(found, key=lambda d: (d.line, d.column, d.message))
+
+
+def test_a_run_checked_after_the_block_it_ends_is_checked():
+    # The RUN last in an IF branch (or a TRY, a RETRY, a CHOOSE option) hands LAST_RUN on to the
+    # statements after that statement; a STEP, and so each PARALLEL child, does not.
+    source = ('STEP "s" {\n  IF x == 1 THEN {\n    RUN "make"\n  } ELSE {\n    RUN "just"\n  }\n'
+              '  ASSERT LAST_RUN.EXIT_CODE == 0\n'
+              '  CHOOSE {\n    OPTION "a" {\n      RUN "a"\n    }\n  }\n  LOG "{{ LAST_RUN.STDOUT }}"\n'
+              '  PARALLEL {\n    STEP "p" {\n      RUN "p"\n    }\n  }\n'
+              '  ASSERT LAST_RUN.EXIT_CODE == 0\n}\n')
+    found = [(d.line, d.code) for d in check(parse(source), known=("x",))]
+    assert found == [(16, "T104")]
+
+
+def test_unchecked_runs_in_deep_trees():
+    source = "".join('STEP "s" {\n' for _ in range(99)) + 'RUN "x"\n' + "}\n" * 99
+    assert [(d.line, d.code) for d in check(parse(source))] == [(100, "T104")]
