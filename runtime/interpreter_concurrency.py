@@ -21,6 +21,7 @@ from runtime.context import Context, RunInterrupted
 from runtime.errors import InternalError, NoOptionSucceeded, ParallelConflict, ParallelFailed, ScriptFailure
 from runtime.interpolate import BUILTIN_SOURCES
 from runtime.result import NOT_CHOSEN, StepResult
+from runtime.taint import join
 from tisslang import ast
 
 if TYPE_CHECKING:
@@ -123,11 +124,12 @@ class ConcurrencyMixin:
         self._merge(node, ctx, outcomes)
         failed = [o for o in outcomes if o.failure is not None]
         if failed:
-            reports = "; ".join(
-                f"line {o.failure.line}: {o.failure.message}" for o in failed  # type: ignore[union-attr]
-            )
+            # taint.join: a child's message quoting model text keeps its taint in this one
+            reports = [piece for index, o in enumerate(failed)
+                       for piece in ("; " if index else "", f"line {o.failure.line}: ",  # type: ignore[union-attr]
+                                     o.failure.message)]  # type: ignore[union-attr]
             raise ParallelFailed(
-                f"{len(failed)} of {len(outcomes)} PARALLEL children failed: {reports}"
+                join([f"{len(failed)} of {len(outcomes)} PARALLEL children failed: ", *reports])
             )
         return {"children": len(outcomes)}
 
@@ -174,7 +176,8 @@ class ConcurrencyMixin:
             except ScriptFailure as exc:
                 ctx.container.extend(steps)
                 failure = self.record_failure(exc, option, option_ctx)
-                reasons.append(f"{self.describe(option, option_ctx)!r} (line {failure.line}: {failure.message})")
+                reasons.append(join([f"{self.describe(option, option_ctx)!r} (line {failure.line}: ",
+                                     failure.message, ")"]))  # join: keeps the message's taint
                 continue
             except (KeyboardInterrupt, RunInterrupted):
                 ctx.container.extend(steps)
@@ -186,4 +189,6 @@ class ConcurrencyMixin:
             ctx.last.update(option_ctx.last)
             self.skip(tuple(options[index + 1 :]), ctx.container, status=NOT_CHOSEN)
             return {"chosen": self.describe(option, ctx)}
-        raise NoOptionSucceeded(f"CHOOSE: none of its {len(options)} options succeeded: " + "; ".join(reasons))
+        raise NoOptionSucceeded(join([f"CHOOSE: none of its {len(options)} options succeeded: ",
+                                      *[piece for index, reason in enumerate(reasons)
+                                        for piece in ("; " if index else "", reason)]]))

@@ -655,3 +655,18 @@ def test_an_assert_message_quoting_an_answer_keeps_its_taint(run):
     assert str(message) == 'assertion failed: answer == "ok" (left is "touch pwned", right is "ok")'
     assert tainted_parts(message) == ['"touch pwned"']  # the quoted value, nothing of the script's
     assert tainted_parts(run.last["LAST_ERROR"]["REPORT"]) == ['"touch pwned"']
+
+
+def test_parallel_and_choose_messages_keep_their_childrens_taint(run):
+    source = ('PROMPT_AGENT "touch pwned" INTO answer\n'
+              'TRY {\n  PARALLEL {\n    STEP "a" { ASSERT answer == "ok" }\n    STEP "b" { ASSERT 1 == 2 }\n  }\n}\n'
+              'VAR parallel = LAST_ERROR.MESSAGE\n'
+              'TRY {\n  CHOOSE {\n    OPTION "x" { ASSERT 1 == 2 }\n    OPTION "y" { ASSERT answer == "ok" }\n  }\n}\n'
+              'RUN "true \'{{ LAST_ERROR.MESSAGE }}\'"')
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 15
+    assert str(run.vars["parallel"]).startswith("2 of 2 PARALLEL children failed: line 4: assertion failed")
+    assert tainted_parts(run.vars["parallel"]) == ['"touch pwned"']
+    message = run.last["LAST_ERROR"]["MESSAGE"]
+    assert str(message).startswith("CHOOSE: none of its 2 options succeeded: 'x' (line 11: assertion failed: 1 == 2")
+    assert tainted_parts(message) == ['"touch pwned"']
