@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from runtime.errors import ScriptFailure
 from runtime.taint import join, rendered
-from runtime.values import render, show, type_name
+from runtime.values import render, shown, type_name
 from tisslang import ast
 
 # Built-in roots and why each may not be set yet, for "not set yet" messages.
@@ -100,10 +100,10 @@ def field_path(value: Any, ref: ast.Ref, start: int = 1) -> Any:
             value = value[key]
         else:
             raise _positioned(
-                UndefinedReference(
-                    f"undefined reference {ref.name}: {so_far} is a {type_name(value)} "
-                    f"({show(value, 60)}), it has no field {key}"
-                ),
+                UndefinedReference(join([
+                    f"undefined reference {ref.name}: {so_far} is a {type_name(value)} (",
+                    shown(value, 60), f"), it has no field {key}",
+                ])),
                 ref,
             )
     return value

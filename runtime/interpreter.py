@@ -271,9 +271,9 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
             measured = self.value(node.operand, ctx)
             if isinstance(measured, (str, list, tuple, dict)):
                 return len(measured)
-            raise values.TypeMismatch(
-                f"LENGTH needs a list, string or object, got {values.type_name(measured)} "
-                f"{values.show(measured)}", line=node.line, column=node.column)
+            raise values.TypeMismatch(join([
+                f"LENGTH needs a list, string or object, got {values.type_name(measured)} ",
+                values.shown(measured)]), line=node.line, column=node.column)
         raise Unsupported(f"{type(node).__name__} is not a value", line=node.line, column=node.column)
 
     # -- blocks that report as steps -----------------------------------------------------------
@@ -534,7 +534,7 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
                   comment=answer.comment, asked=answer.asked)
         if not answer.approved:
             why = f": {answer.comment}" if answer.comment else ""
-            raise ReviewRejected(f"review rejected for {values.show(message)}{why}")
+            raise ReviewRejected(join(["review rejected for ", values.shown(message), why]))
         return {"approved": True}
 
     def visit_Pause(self, node: ast.Pause, ctx: Context) -> dict[str, Any]:

@@ -11,17 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from runtime import values
 from runtime.errors import ScriptFailure
-from runtime.taint import join, rendered
+from runtime.taint import join
 from tisslang import ast
 
 if TYPE_CHECKING:
     from runtime.context import Context
     from runtime.workspace import Workspace
-
-
-def _shown(value: Any) -> str:
-    """`values.show(value)`, all of it tainted when the value holds model text."""
-    return rendered(value, values.show(value))
 
 
 _VALUE_NODES = (ast.Ref, ast.String, ast.Number, ast.Boolean, ast.ListValue, ast.ObjectValue)
@@ -68,7 +63,7 @@ class ConditionsMixin:
             path = self.value(expr.path, ctx)
             if not isinstance(path, str):
                 raise values.TypeMismatch(
-                    f"FILE needs a path string, got {values.type_name(path)} {values.show(path)}",
+                    join([f"FILE needs a path string, got {values.type_name(path)} ", values.shown(path)]),
                     line=expr.line, column=expr.column,
                 )
             return self._positioned(expr, lambda: self.workspace.exists(path))
@@ -85,19 +80,19 @@ class ConditionsMixin:
         # `LAST_ERROR.MESSAGE` / `.REPORT` cannot carry model text into a RUN unasked.
         if isinstance(expr, ast.Compare):
             left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
-            return join(["left is ", _shown(left), ", right is ", _shown(right)])
+            return join(["left is ", values.shown(left), ", right is ", values.shown(right)])
         if isinstance(expr, ast.Contains):
             left, right = self.value(expr.left, ctx), self.value(expr.right, ctx)
             word = "contains" if expr.negated else "does not contain"
-            return join([_shown(left), f" {word} ", _shown(right)])
+            return join([values.shown(left), f" {word} ", values.shown(right)])
         if isinstance(expr, ast.Matches):
             left, pattern = self.value(expr.left, ctx), self.value(expr.pattern, ctx)
-            return join([_shown(left), " does not match ", _shown(pattern)])
+            return join([values.shown(left), " does not match ", values.shown(pattern)])
         if isinstance(expr, ast.IsEmpty):
             operand = self.value(expr.operand, ctx)
-            return join(["the value is ", _shown(operand)])
+            return join(["the value is ", values.shown(operand)])
         if isinstance(expr, ast.FileExists):
-            return join([_shown(self.value(expr.path, ctx)), " does not exist in the workspace"])
+            return join([values.shown(self.value(expr.path, ctx)), " does not exist in the workspace"])
         if isinstance(expr, _VALUE_NODES):
-            return join(["the value is ", _shown(self.value(expr, ctx))])
+            return join(["the value is ", values.shown(self.value(expr, ctx))])
         return ""

@@ -16,6 +16,7 @@ from runtime.backends.base import BackendNotConfigured, GenerationSettings
 from runtime.backends.select import is_backend_spec
 from runtime.budget import parse_duration
 from runtime.errors import DirectiveError
+from runtime.taint import join
 from tisslang import ast
 from tisslang import directives as directive_table
 
@@ -64,7 +65,7 @@ def check_directive(name: str, value: Any) -> None:
         spec.convert(value)
     except directive_table.DirectiveValueError as exc:
         hint = f"; {exc.hint}" if exc.hint else ""
-        raise DirectiveError(f"@{name} {exc.requirement}, got {values.show(value)}{hint}") from None
+        raise DirectiveError(join([f"@{name} {exc.requirement}, got ", values.shown(value), hint])) from None
 
 
 class DirectivesMixin:

@@ -185,9 +185,9 @@ class LoopsMixin:
         text = self.text(node.delay, ctx)
         seconds = directive_table.duration_seconds(text)
         if seconds is None:
-            raise values.TypeMismatch(
-                f"RETRY DELAY {values.show(text)} is not a duration; write seconds or a string "
-                'like "2s", "500ms", "1m"', line=node.delay.line, column=node.delay.column)
+            raise values.TypeMismatch(join([
+                "RETRY DELAY ", values.shown(text), " is not a duration; write seconds or a string "
+                'like "2s", "500ms", "1m"']), line=node.delay.line, column=node.delay.column)
         return seconds
 
     def _wait(self, seconds: float, ctx: "Context") -> None:
@@ -244,13 +244,13 @@ class LoopsMixin:
         source = self.value(node.value, ctx)
         if node.source == "lines":
             if not isinstance(source, str):
-                raise values.TypeMismatch(
-                    f"FOR ... IN LINES needs a string, got {values.type_name(source)} "
-                    f"{values.show(source)}", line=node.value.line, column=node.value.column)
+                raise values.TypeMismatch(join([
+                    f"FOR ... IN LINES needs a string, got {values.type_name(source)} ",
+                    values.shown(source)]), line=node.value.line, column=node.value.column)
             return lines(source)  # each line keeps exactly the taint of its characters
         if not isinstance(source, (list, tuple)):
             hint = "; for the lines of a string write IN LINES" if isinstance(source, str) else ""
-            raise values.TypeMismatch(
-                f"FOR ... IN needs a list, got {values.type_name(source)} {values.show(source)}"
-                f"{hint}", line=node.value.line, column=node.value.column)
+            raise values.TypeMismatch(join([
+                f"FOR ... IN needs a list, got {values.type_name(source)} ", values.shown(source),
+                hint]), line=node.value.line, column=node.value.column)
         return [carry(source, item) for item in source]

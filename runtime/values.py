@@ -26,6 +26,7 @@ from typing import Any
 
 from runtime.errors import InvalidRegex, ScriptFailure
 from runtime.secret import redact
+from runtime.taint import join, rendered
 
 
 class TypeMismatch(ScriptFailure):
@@ -77,6 +78,12 @@ def show(value: Any, limit: int = 200) -> str:
     return text
 
 
+def shown(value: Any, limit: int = 200) -> str:
+    """`show(value, limit)`, all of it tainted when the value holds model text: messages quote
+    values through this and `taint.join`, so `LAST_ERROR.MESSAGE` keeps what came from a model."""
+    return rendered(value, show(value, limit))
+
+
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -97,9 +104,9 @@ def as_number(value: Any) -> int | float | None:
 
 
 def _mismatch(op: str, left: Any, right: Any) -> TypeMismatch:
-    return TypeMismatch(
-        f"cannot compare {type_name(left)} {show(left)} {op} {type_name(right)} {show(right)}"
-    )
+    return TypeMismatch(join([
+        f"cannot compare {type_name(left)} ", shown(left), f" {op} {type_name(right)} ", shown(right)
+    ]))
 
 
 def _is_number(value: Any) -> bool:
@@ -177,26 +184,27 @@ def contains(container: Any, item: Any) -> bool:
         if not isinstance(item, str):
             raise _mismatch("CONTAINS", container, item)
         return item in container
-    raise TypeMismatch(
-        f"CONTAINS needs a string, list or object on its left, got {type_name(container)} {show(container)}"
-    )
+    raise TypeMismatch(join([
+        f"CONTAINS needs a string, list or object on its left, got {type_name(container)} ", shown(container)
+    ]))
 
 
 def matches(value: Any, pattern: Any) -> bool:
     """`MATCHES`: Python `re.search` of the pattern in the value's text."""
     if not isinstance(pattern, str):
-        raise TypeMismatch(f"MATCHES needs a regular expression string, got {type_name(pattern)} {show(pattern)}")
+        raise TypeMismatch(join([f"MATCHES needs a regular expression string, got {type_name(pattern)} ",
+                                 shown(pattern)]))
     if isinstance(value, (list, dict)) or value is None:
         raise _mismatch("MATCHES", value, pattern)
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise InvalidRegex(f"invalid regular expression {show(pattern)}: {exc}") from None
+        raise InvalidRegex(join(["invalid regular expression ", shown(pattern), f": {exc}"])) from None
     except (RecursionError, OverflowError):  # Python's regex parser recurses once per group
-        raise InvalidRegex(
-            f"regular expression {show(pattern)} is nested too deeply for Python's regex "
+        raise InvalidRegex(join([
+            "regular expression ", shown(pattern), " is nested too deeply for Python's regex "
             "engine; use fewer nested groups"
-        ) from None
+        ])) from None
     return regex.search(render(value)) is not None
 
 
@@ -206,7 +214,7 @@ def is_empty(value: Any) -> bool:
         return True
     if isinstance(value, (str, list, dict)):
         return len(value) == 0
-    raise TypeMismatch(f"IS_EMPTY needs a string, list or object, got {type_name(value)} {show(value)}")
+    raise TypeMismatch(join([f"IS_EMPTY needs a string, list or object, got {type_name(value)} ", shown(value)]))
 
 
 def truth(value: Any) -> bool:
@@ -221,4 +229,4 @@ def truth(value: Any) -> bool:
         return False
     if isinstance(value, (int, float, str, list, dict)):
         return bool(value)
-    raise TypeMismatch(f"{type_name(value)} {show(value)} cannot be used as a condition")
+    raise TypeMismatch(join([f"{type_name(value)} ", shown(value), " cannot be used as a condition"]))

@@ -670,3 +670,22 @@ def test_parallel_and_choose_messages_keep_their_childrens_taint(run):
     message = run.last["LAST_ERROR"]["MESSAGE"]
     assert str(message).startswith("CHOOSE: none of its 2 options succeeded: 'x' (line 11: assertion failed: 1 == 2")
     assert tainted_parts(message) == ['"touch pwned"']
+
+
+@pytest.mark.parametrize("failing, quoted", [
+    ('FOR f IN answer { LOG "{{ f }}" }', '"touch pwned"'),  # TypeMismatch quoting the answer
+    ('LOG "{{ answer.files }}"', '"touch pwned"'),  # UndefinedReference quoting it
+    ('ASSERT answer > 3', '"touch pwned"'),  # a comparison that cannot be made
+])
+def test_type_and_reference_errors_quoting_an_answer_keep_its_taint(run, failing, quoted):
+    source = (f'PROMPT_AGENT "touch pwned" INTO answer\nTRY {{\n  {failing}\n}}\n'
+              'RUN "true \'{{ LAST_ERROR.MESSAGE }}\'"')
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 5, result.failure
+    message = run.last["LAST_ERROR"]["MESSAGE"]
+    assert quoted in str(message) and tainted_parts(message) == [quoted]
+    # The same failure quoting the script's own value is clean and runs unasked.
+    result = run(source.replace("INTO answer", 'INTO said\nVAR answer = "touch pwned"'),
+                 reviewer=Reviewer(interactive=False))
+    assert result.passed, result.failure
+    assert not is_tainted(run.last["LAST_ERROR"]["MESSAGE"])
