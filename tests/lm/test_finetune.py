@@ -20,7 +20,7 @@ import lm
 from lm import checkpoint as ckpt
 from lm.data import open_token_files, sample_batch
 from lm.errors import LMError
-from lm.train import TrainError, train
+from lm.train import train
 from runtime.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
