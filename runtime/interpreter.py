@@ -46,7 +46,7 @@ from runtime.interpreter_conditions import ConditionsMixin
 from runtime.interpreter_concurrency import ConcurrencyMixin
 from runtime.interpreter_directives import Backends, DirectivesMixin
 from runtime.interpreter_loops import LoopsMixin
-from runtime.interpreter_policy import PolicyMixin
+from runtime.interpreter_policy import PolicyMixin, quoting
 from runtime.options import RunOptions
 from runtime.result import DESELECTED, FAILED, INTERRUPTED, PASSED, SKIPPED, Failure, StepResult
 from runtime.review import Reviewer, ReviewRejected
@@ -404,27 +404,32 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
         path = self._path(node.path, ctx)
         content = self.text(node.content, ctx)
         self.guard("WRITE", path, node, ctx)  # the command policy (interpreter_policy.py)
-        self.note_write(self.workspace.write_text(path, content), content)
+        with quoting(path):  # a failure quoting a model's path is tainted
+            self.note_write(self.workspace.write_text(path, content), content)
         return {"path": path, "bytes": len(content.encode("utf-8"))}
 
     def visit_Read(self, node: ast.Read, ctx: Context) -> dict[str, Any]:
         self.check_target(node.variable, node)
         path = self._path(node.path, ctx)
-        text = self.workspace.read_text(path)
+        with quoting(path):  # a failure quoting a model's path is tainted
+            text = self.workspace.read_text(path)
+            identity = self.workspace.identity(path)
         # Tainted when a tainted WRITE of this run wrote that very file (interpreter_policy.py).
-        self.assign(node.variable, self.read_taint(self.workspace.identity(path), text), ctx, node)
+        self.assign(node.variable, self.read_taint(identity, text), ctx, node)
         return {"path": path, "variable": node.variable}
 
     def visit_Mkdir(self, node: ast.Mkdir, ctx: Context) -> dict[str, Any]:
         path = self._path(node.path, ctx)
         self.guard("MKDIR", path, node, ctx)
-        self.workspace.mkdir(path)
+        with quoting(path):  # a failure quoting a model's path is tainted
+            self.workspace.mkdir(path)
         return {"path": path}
 
     def visit_Delete(self, node: ast.Delete, ctx: Context) -> dict[str, Any]:
         path = self._path(node.path, ctx)
         self.guard("DELETE", path, node, ctx)
-        self.state.tainted_files.removed(self.workspace.delete(path, recursive=node.recursive))
+        with quoting(path):  # a failure quoting a model's path is tainted
+            self.state.tainted_files.removed(self.workspace.delete(path, recursive=node.recursive))
         return {"path": path, "recursive": node.recursive}
 
     # -- commands ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from runtime import values
 from runtime.errors import ScriptFailure
+from runtime.interpreter_policy import quoting
 from runtime.taint import join
 from tisslang import ast
 
@@ -66,7 +67,8 @@ class ConditionsMixin:
                     join([f"FILE needs a path string, got {values.type_name(path)} ", values.shown(path)]),
                     line=expr.line, column=expr.column,
                 )
-            return self._positioned(expr, lambda: self.workspace.exists(path))
+            with quoting(path):  # a failure quoting a model's path is tainted
+                return self._positioned(expr, lambda: self.workspace.exists(path))
         value = self.value(expr, ctx)
         return self._positioned(expr, lambda: values.truth(value))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from runtime import values
 from runtime.budget import BudgetExceeded
 from runtime.errors import ScriptFailure
+from runtime.interpreter_policy import quoting
 from runtime.result import FAILED, Failure
 from runtime.secret import redact
 from runtime.taint import carry, join, lines, sliced
@@ -240,7 +241,8 @@ class LoopsMixin:
                 raise values.TypeMismatch("FOR ... IN FILES takes a glob string",
                                           line=node.value.line, column=node.value.column)
             pattern = self.text(node.value, ctx)
-            return [carry(pattern, path) for path in self.workspace.glob(pattern)]
+            with quoting(pattern):  # a failure quoting a model's glob is tainted
+                return [carry(pattern, path) for path in self.workspace.glob(pattern)]
         source = self.value(node.value, ctx)
         if node.source == "lines":
             if not isinstance(source, str):

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import shlex
 import unicodedata
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from runtime.policy import Policy, PolicyDenied, Rule, literal_pattern
 from runtime.review import ReviewUnavailable
+from runtime.errors import ScriptFailure
 from runtime.secret import redact
 from runtime.taint import carry, is_tainted, join, spans, taint, tainted_parts
 
@@ -52,6 +54,20 @@ def _visible(segment: str) -> str:
         else c
         for c in segment
     )
+
+
+@contextmanager
+def quoting(text: Any) -> Iterator[None]:
+    """Around workspace calls on the path `text`: a failure they raise quotes the path (and parts
+    derived from it: a component, a link target), so when the path holds model text the message
+    is tainted, as a whole since those parts' exact places are not known; `LAST_ERROR.MESSAGE`
+    then cannot carry the path into a RUN unasked."""
+    try:
+        yield
+    except ScriptFailure as exc:
+        if is_tainted(text) and not is_tainted(exc.message):
+            exc.message = taint(exc.message)
+        raise
 
 
 def displayed(text: str) -> str:

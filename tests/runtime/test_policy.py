@@ -689,3 +689,17 @@ def test_type_and_reference_errors_quoting_an_answer_keep_its_taint(run, failing
                  reviewer=Reviewer(interactive=False))
     assert result.passed, result.failure
     assert not is_tainted(run.last["LAST_ERROR"]["MESSAGE"])
+
+
+def test_a_path_error_quoting_a_model_path_is_tainted(run):
+    # Workspace messages quote the path and parts derived from it, so the whole message is tainted.
+    source = ('PROMPT_AGENT "missing.txt" INTO name\nTRY {\n  READ "{{ name }}" AS text\n}\n'
+              'RUN "true \'{{ LAST_ERROR.MESSAGE }}\'"')
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 5, result.failure
+    message = run.last["LAST_ERROR"]["MESSAGE"]
+    assert str(message) == "cannot READ 'missing.txt': no such file in the workspace"
+    assert tainted_parts(message) == [str(message)]
+    result = run(source.replace('READ "{{ name }}"', 'READ "missing.txt"'), reviewer=Reviewer(interactive=False))
+    assert result.passed, result.failure
+    assert not is_tainted(run.last["LAST_ERROR"]["MESSAGE"])
