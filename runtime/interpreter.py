@@ -450,16 +450,17 @@ class Interpreter(ConditionsMixin, ConcurrencyMixin, DirectivesMixin, LoopsMixin
         timeout, source = min(limits, key=lambda item: item[0])
         # `@shell` was checked where it was written (a non-empty string).
         shell = ctx.directives.get("shell", "/bin/sh")
-        result = run_command(
-            command,
-            cwd=self.workspace.command_cwd(),  # fails if a command moved or replaced the workspace
-            timeout=timeout,
-            shell=shell,
-            cap=self.options.output_cap,
-            sandbox=self.options.sandbox,
-            cancel=ctx.cancel,
-            on_output=self.options.on_output,  # tiss run -v
-        )
+        with quoting(shell):  # "shell ... was not found" quotes the @shell, maybe a model's
+            result = run_command(
+                command,
+                cwd=self.workspace.command_cwd(),  # fails if a command moved or replaced the workspace
+                timeout=timeout,
+                shell=shell,
+                cap=self.options.output_cap,
+                sandbox=self.options.sandbox,
+                cancel=ctx.cancel,
+                on_output=self.options.on_output,  # tiss run -v
+            )
         ctx.last["LAST_RUN"] = {
             "EXIT_CODE": result.exit_code,
             "STDOUT": result.stdout.rstrip("\n"),

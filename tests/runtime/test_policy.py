@@ -703,3 +703,17 @@ def test_a_path_error_quoting_a_model_path_is_tainted(run):
     result = run(source.replace('READ "{{ name }}"', 'READ "missing.txt"'), reviewer=Reviewer(interactive=False))
     assert result.passed, result.failure
     assert not is_tainted(run.last["LAST_ERROR"]["MESSAGE"])
+
+
+def test_a_missing_shell_chosen_by_a_model_fails_with_a_tainted_message(run):
+    source = ('PROMPT_AGENT "/no/such/shell" INTO sh\nTRY {\n  @shell "{{ sh }}"\n  RUN "true"\n}\n'
+              'RUN "true \'{{ LAST_ERROR.MESSAGE }}\'"')
+    result = run(source, policy=policy(approve="tainted"))  # --yes approves the shell
+    assert result.passed, result.failure
+    message = run.last["LAST_ERROR"]["MESSAGE"]
+    assert run.last["LAST_ERROR"]["KIND"] == "CommandError" and "/no/such/shell" in str(message)
+    assert is_tainted(message)
+    # Without --yes the shell is refused (caught by the TRY), and that message quotes it too.
+    result = run(source, reviewer=Reviewer(interactive=False))
+    assert run.last["LAST_ERROR"]["KIND"] == "PolicyDenied" and run.last["LAST_ERROR"]["LINE"] == 4
+    assert result.failure.kind == "PolicyDenied" and result.failure.line == 6
