@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from lm.loss import exp_rows_, grad_rows_, target_rows
 
 
 class Buffers:
@@ -471,3 +472,55 @@ class OutputHead:
             self.grad += np.matmul(x2.T, d2, out=self.tmp("dw", self.grad.shape, dt))  # (C, V)
         B = dout.shape[0]
         return np.matmul(d2, self._w().T, out=self.tmp("dx", (N, C), dt)).reshape(B, -1, C)  # (B, T, C)
+
+    #: Rows of logits `loss` holds at a time, and vocabulary rows of the weight gradient it adds at a time.
+    LOSS_ROWS = 128
+    GRAD_COLS = 4096
+
+    def loss(self, x: np.ndarray, targets: np.ndarray, ignore_index: int | None,
+             dloss: float | None = None) -> tuple[float, np.ndarray | None]:
+        """The projection, the mean cross-entropy and (with `dloss`) their backward, fused.
+
+        Returns `(loss, dx)`: what `forward`, `lm.loss.cross_entropy_forward`, its backward at
+        `dloss` and `backward` give together (dx None without `dloss`), but worked through
+        `LOSS_ROWS` rows at a time: each chunk's logits become its softmax gradient in place and
+        go straight into the weight gradient and dx, so neither the (N, V) logits nor their
+        gradient ever exist whole (for a 49k vocabulary they dwarf every other activation).
+        The weight gradient is added in blocks of `GRAD_COLS` vocabulary entries for the same
+        reason: a (V, C) temporary would cost as much memory as the logits saved.
+        """
+        B, T, C = x.shape
+        N, dt, W = B * T, x.dtype, self._w()  # W (C, V)
+        V = W.shape[1]
+        x2 = x.reshape(N, C)  # (N, C)
+        valid, t_safe = target_rows(targets, N, V, ignore_index)
+        n_valid = int(valid.sum())
+        scale = None if dloss is None else dloss / max(n_valid, 1)
+        R = min(N, self.LOSS_ROWS)
+        z_all = self.tmp("logits", (R, V), dt)
+        dx = None if dloss is None else self.tmp("dx", (N, C), dt)
+        losses = np.empty(N, dtype=np.float64)
+        for lo in range(0, N, R):
+            hi = min(N, lo + R)
+            z, xc = z_all[: hi - lo], x2[lo:hi]  # (n, V), (n, C)
+            np.matmul(xc, W, out=z)
+            losses[lo:hi], total = exp_rows_(z, t_safe[lo:hi])
+            if dloss is None:
+                continue
+            grad_rows_(z, total, t_safe[lo:hi], valid[lo:hi], scale)  # z is now d loss / d logits
+            self._add_weight_grad(z, xc)
+            np.matmul(z, W.T, out=dx[lo:hi])
+        loss = float(losses[valid].sum() / n_valid) if n_valid else 0.0
+        return loss, None if dx is None else dx.reshape(B, T, C)
+
+    def _add_weight_grad(self, dz: np.ndarray, xc: np.ndarray) -> None:
+        """grad += xcᵀ dz (or its transpose when tied), `GRAD_COLS` vocabulary entries at a time."""
+        V, C = dz.shape[1], xc.shape[1]
+        step = min(V, self.GRAD_COLS)
+        buf = self.tmp("dw", (step * C,), dz.dtype)
+        for v0 in range(0, V, step):
+            v1 = min(V, v0 + step)
+            if self.transposed:
+                self.grad[v0:v1] += np.matmul(dz[:, v0:v1].T, xc, out=buf[: (v1 - v0) * C].reshape(v1 - v0, C))
+            else:
+                self.grad[:, v0:v1] += np.matmul(xc.T, dz[:, v0:v1], out=buf[: (v1 - v0) * C].reshape(C, v1 - v0))

@@ -20,7 +20,7 @@ from lm.errors import LMError
 from lm.layers import (
     Block, Buffers, CausalSelfAttention, Embedding, OutputHead, RMSNorm, SwiGLU, rope_rotations, rope_tables,
 )
-from lm.loss import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
+from lm.loss import IGNORE_INDEX
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -175,7 +175,8 @@ class Transformer:
             raise LMError(f"{what} must lie in [0, {self.config.vocab_size}); the tokenizer and model disagree")
         return ids
 
-    def _forward(self, ids: np.ndarray) -> tuple[np.ndarray, list]:
+    def _trunk(self, ids: np.ndarray) -> tuple[np.ndarray, list]:
+        """Everything before the output projection: the final norm's output (B, T, C) and caches."""
         caches: list = []
         x, c = self.embedding.forward(ids)  # (B, T, C)
         caches.append(c)
@@ -184,14 +185,18 @@ class Transformer:
             caches.append(c)
         x, c = self.final_norm.forward(x)
         caches.append(c)
+        return x, caches
+
+    def _forward(self, ids: np.ndarray) -> tuple[np.ndarray, list]:
+        x, caches = self._trunk(ids)
         logits, c = self.head.forward(x)  # (B, T, V)
         caches.append(c)
         return logits, caches
 
-    def _backward(self, dlogits: np.ndarray, caches: list) -> None:
-        dx = self.head.backward(dlogits, caches[-1])  # (B, T, C)
-        dx = self.final_norm.backward(dx, caches[-2])
-        for block, c in zip(reversed(self.blocks), reversed(caches[1:-2])):
+    def _trunk_backward(self, dx: np.ndarray, caches: list) -> None:
+        """From d(final norm output) (B, T, C) down to the embedding; `caches` from `_trunk`."""
+        dx = self.final_norm.backward(dx, caches[-1])
+        for block, c in zip(reversed(self.blocks), reversed(caches[1:-1])):
             dx = block.backward(dx, c)
         self.embedding.backward(dx, caches[0])
 
@@ -204,8 +209,8 @@ class Transformer:
         """Mean cross-entropy of the next-token targets, forward only."""
         ids = self._check_ids(ids)
         targets = self._check_targets(targets, ids, ignore_index)
-        logits, _ = self._forward(ids)
-        loss, _ = cross_entropy_forward(logits, targets, ignore_index, inplace=True)
+        x, _ = self._trunk(ids)
+        loss, _ = self.head.loss(x, targets, ignore_index)  # a few rows of logits at a time
         return loss
 
     def _check_targets(self, targets, ids: np.ndarray, ignore_index) -> np.ndarray:
@@ -232,9 +237,9 @@ class Transformer:
         targets = self._check_targets(targets, ids, ignore_index)
         if not accumulate:
             self.zero_grads()
-        logits, caches = self._forward(ids)  # (B, T, V)
-        loss, ce_cache = cross_entropy_forward(logits, targets, ignore_index, inplace=True)
-        del logits  # its buffer now holds the probabilities, owned by ce_cache
-        dlogits = cross_entropy_backward(loss_scale, ce_cache)  # (B, T, V)
-        self._backward(dlogits, caches)
+        x, caches = self._trunk(ids)  # (B, T, C)
+        # Projection, loss and their backward in one pass over chunks of rows: the (B, T, V)
+        # logits and their gradient never exist whole (OutputHead.loss).
+        loss, dx = self.head.loss(x, targets, ignore_index, dloss=loss_scale)
+        self._trunk_backward(dx, caches)
         return loss, self.grads
