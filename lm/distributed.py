@@ -53,6 +53,7 @@ INSTALL_HINT = "pip install 'quantatissu[mpi]'"
 LAUNCHER_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 SIZE_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # how many processes such a launcher started
 POLL_SECONDS = 0.02  # how often a rank waiting for rank 0 looks whether it is done
+ABORT_GRACE = 0.5  # seconds a rank that aborts the job leaves the launcher to forward its last line
 
 
 class DistributedError(LMError):
@@ -212,6 +213,9 @@ class MPIGroup(Solo):
             if not isinstance(exc, (LMError, KeyboardInterrupt, SystemExit)):
                 traceback.print_exc()
             say(sys.stderr, f"rank {self.rank} of {self.size}: {message}; stopping every rank", "error")
+            # The launcher tears the job down as soon as it hears of the abort and may drop what
+            # this rank wrote but it has not forwarded yet: give it a moment to pass the line on.
+            time.sleep(ABORT_GRACE)
             self.comm.Abort(code)
 
     def wait_idle(self) -> bool:
