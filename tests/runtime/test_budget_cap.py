@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,9 +19,11 @@ from runtime.result import FAILED
 PROMPT_TOKENS = 20  # what the stub reports for every prompt
 
 
-@pytest.fixture
-def greedy_server():
-    """A server that records each request's body and uses every completion token it may."""
+@contextmanager
+def greedy_chat_server(prompt_tokens, fill):
+    """A server on 127.0.0.1 that records each request's body, reports `prompt_tokens(body)`
+    prompt tokens and uses every completion token it may (no cap: it runs on, as llama.cpp's
+    server did); yields its URL and the recorded bodies."""
     bodies: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -30,12 +33,10 @@ def greedy_server():
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             bodies.append(body)
-            used = body.get("max_tokens", 500)  # no cap: it runs on, as llama.cpp's server did
-            reply = {
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * used},
-                             "finish_reason": "length"}],
-                "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": used},
-            }
+            used = body.get("max_tokens", 500)
+            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": fill * used},
+                                  "finish_reason": "length"}],
+                     "usage": {"prompt_tokens": prompt_tokens(body), "completion_tokens": used}}
             payload = json.dumps(reply).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -48,9 +49,18 @@ def greedy_server():
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     host, port = server.server_address
-    yield f"http://{host}:{port}/v1", bodies
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://{host}:{port}/v1", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def greedy_server():
+    """A server that records each request's body and uses every completion token it may."""
+    with greedy_chat_server(lambda body: PROMPT_TOKENS, "x") as served:
+        yield served
 
 
 class FixedCount(HttpBackend):
@@ -162,38 +172,15 @@ def template_server():
     """A greedy server whose tokenizer makes one token per byte (the most a byte-level BPE can)
     and whose chat template adds TEMPLATE tokens, DEFAULT_SYSTEM more without a system message;
     `extra[0]` adds more still (a server beyond the documented bound)."""
-    bodies: list[dict] = []
     extra = [0]
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def prompt_tokens(body):
+        content = sum(len(m["content"].encode()) for m in body["messages"])
+        system = any(m["role"] == "system" for m in body["messages"])
+        return content + TEMPLATE + (0 if system else DEFAULT_SYSTEM) + extra[0]
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            bodies.append(body)
-            content = sum(len(m["content"].encode()) for m in body["messages"])
-            system = any(m["role"] == "system" for m in body["messages"])
-            prompt = content + TEMPLATE + (0 if system else DEFAULT_SYSTEM) + extra[0]
-            used = body.get("max_tokens", 500)
-            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "y" * used},
-                                  "finish_reason": "length"}],
-                     "usage": {"prompt_tokens": prompt, "completion_tokens": used}}
-            payload = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    host, port = server.server_address
-    yield f"http://{host}:{port}/v1", bodies, extra
-    server.shutdown()
-    server.server_close()
+    with greedy_chat_server(prompt_tokens, "y") as (url, bodies):
+        yield url, bodies, extra
 
 
 def test_the_first_call_to_a_server_cannot_take_the_run_past_tokens(run, template_server):
