@@ -344,13 +344,13 @@ def _complain(message: str) -> None:
     write_line(sys.stderr, f"tiss: error: {message}")
 
 
-def _refuse_input(path: str, inputs: list[str], flag: str) -> None:
+def _refuse_input(path: str, inputs: list[str], flag: str,
+                  consequence: str = "writing it would overwrite the script") -> None:
     """An output file that is one of the run's scripts would overwrite it: refuse it."""
     for source in inputs:
         try:
             if os.path.samefile(path, source):
-                raise UsageError(f"{flag} {path} is the script itself; writing it would overwrite "
-                                 "the script: choose another file")
+                raise UsageError(f"{flag} {path} is the script itself; {consequence}: choose another file")
         except OSError:  # the output file does not exist yet: it cannot be an input
             pass
 
@@ -358,13 +358,7 @@ def _refuse_input(path: str, inputs: list[str], flag: str) -> None:
 def _open_trace(path: str, inputs: list[str]) -> JsonlTrace:
     """The `--trace` file, refused when it is one of the run's inputs (it would be overwritten
     before it is read) or a FIFO nobody reads (opening it would hang)."""
-    for source in inputs:
-        try:
-            if os.path.samefile(path, source):
-                raise UsageError(f"--trace {path} is the script itself; writing the trace would "
-                                 "overwrite it: choose another file")
-        except OSError:  # the trace file does not exist yet: it cannot be an input
-            pass
+    _refuse_input(path, inputs, "--trace", "writing the trace would overwrite it")
     try:
         return JsonlTrace(path)
     except OSError as exc:
