@@ -23,8 +23,11 @@ Each finding has a stable rule code (``RULES``: ``T001`` undefined variable ...)
 ``# tiss: ignore[T001]`` comment on the finding's line silences it (``# tiss: ignore`` every
 code on that line).
 
-The walk (``statements.walk``) is iterative, so a tree of any depth is checked without
-recursion; which statements set variables and hold blocks comes from the statement table.
+One pass over the statements (``_Scan``, iterative, so a tree of any depth is checked without
+recursion) gathers what every rule needs: setters, scoped names and where they are bound, the
+references with the names bound where each stands, which statements hold a RUN or read
+LAST_RUN; the rules that need the whole script (T001, T005, T008, T104) run on that afterwards.
+Which statements set variables and hold blocks comes from the statement table.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import ast, directives, statements
 from .formatter import value as value_text
-from .statements import KEYWORDS, walk
+from .statements import KEYWORDS
 
 # The fields docs/tisslang.md §6 lists, plus the ones the runtime also sets and docs/running.md
 # describes: whether a RUN's output was cut at the capture cap, why the model stopped, and how
@@ -131,45 +134,18 @@ def check(program: ast.Program, *, known: Iterable[str] = ()) -> list[Diagnostic
 
     ``known`` names variables set from outside the script (``tiss run --var NAME=...``).
     """
-    found: list[Diagnostic] = []
-    nodes = list(walk(program))
+    scan = _Scan(set(known) | (set(BUILTINS) - SCOPED_BUILTINS))
+    scan.run(program)
+    found = scan.found
+    found.extend(scan.reference_findings())
+    found.extend(scan.parallel_findings())
     # Under @strict a failing RUN fails its step by itself: its result is checked (T104).
-    strict = any(isinstance(n, ast.Directive) and n.name == "strict"
-                 and (n.value is None or getattr(n.value, "value", None) is True) for n in nodes)
-    defined = set(known) | (set(BUILTINS) - SCOPED_BUILTINS)
-    scoped: dict[str, ast.Node] = {}  # loop variables and ATTEMPT -> the first statement binding it
-    for node in nodes:
-        target = _target(node)
-        if target is not None:
-            defined.add(target)
-        for name in _scoped_names(node):
-            scoped.setdefault(name, node)
-        for name in filter(None, (target, *_scoped_targets(node))):
-            if name in BUILTINS:
-                found.append(_error("T003", node, f"{name} is built in and cannot be set; choose "
-                                          "another name"))
-    for ref, bound in _refs_in_scope(program):
-        found.extend(_check_ref(ref, defined | bound, scoped))
-    for node in nodes:
-        if isinstance(node, ast.Retry):
-            found.extend(_check_retry(node))
-        elif isinstance(node, ast.For):
-            found.extend(_check_for(node))
-        elif isinstance(node, ast.Directive):
-            found.extend(_check_directive(node))
-        elif isinstance(node, ast.SetBudget):
-            found.extend(_check_budget(node))
-        elif isinstance(node, ast.Parallel):
-            found.extend(_check_parallel(node))
-        elif isinstance(node, ast.Write) and node.delimiter and not node.raw:
-            found.extend(_check_heredoc(node))
-        for _, body in statements.blocks(node):
-            found.extend(_check_unreachable(body))
-    if not strict:
-        found.extend(_check_unchecked_runs(program.body))
+    if not scan.strict:
+        found.extend(scan.unchecked_runs(program.body))
     silenced = suppressed(program)
-    found = [d for d in found if d.line not in silenced
-             or (silenced[d.line] is not None and d.code not in silenced[d.line])]
+    if silenced:
+        found = [d for d in found if d.line not in silenced
+                 or (silenced[d.line] is not None and d.code not in silenced[d.line])]
     found.sort(key=lambda d: (d.line, d.column, d.message))
     return found
 
@@ -182,64 +158,223 @@ def _warning(code: str, node: ast.Node, message: str) -> Diagnostic:
     return Diagnostic("warning", node.line, node.column, message, code)
 
 
-def _target(node: ast.Node) -> str | None:
-    """The variable a statement sets for what follows (its table entry's ``sets`` field, less
-    ``scoped_sets``, which exist only inside its blocks), if any."""
-    spec = statements.BY_NODE.get(type(node))
-    if spec is None:
-        return None
-    for name in spec.sets:
-        if name in spec.scoped_sets:
-            continue
-        target = getattr(node, name)
-        if target is not None:
-            return target
-    return None
+_NO_REFS = frozenset({ast.Number, ast.Boolean})  # values with nothing under them
+_EMPTY: frozenset[str] = frozenset()
 
 
-def _scoped_targets(node: ast.Node) -> tuple[str, ...]:
-    """The variables a statement sets only inside its blocks (FOR's loop variable)."""
-    spec = statements.BY_NODE.get(type(node))
-    if spec is None:
-        return ()
-    return tuple(getattr(node, name) for name in spec.scoped_sets if getattr(node, name))
-
-
-def _scoped_names(node: ast.Node) -> tuple[str, ...]:
-    """Every name that exists only inside the statement's blocks (variables and built-ins)."""
-    spec = statements.BY_NODE.get(type(node))
-    if spec is None:
-        return ()
-    return _scoped_targets(node) + spec.scoped_builtins
-
-
-def _refs_in_scope(program: ast.Program) -> Iterator[tuple[ast.Ref, frozenset[str]]]:
-    """Every reference with the scoped names bound where it stands (iterative, any depth).
-
-    A FOR's loop variable and RETRY's ATTEMPT are bound in the statement's blocks only, so
-    ``FOR x IN x.items`` reads the outer ``x``.
-    """
-    stack: list[tuple[object, frozenset[str]]] = [(program, frozenset())]
+def _refs_under(node: ast.Node, out: list[ast.Ref]) -> None:
+    """Append every reference in ``node`` (a value, a condition, a string) to ``out``."""
+    stack = [node]
     while stack:
-        node, bound = stack.pop()
-        if isinstance(node, ast.Ref):
-            yield node, bound
-            continue
-        if not isinstance(node, ast.Node):
-            continue
-        spec = statements.BY_NODE.get(type(node))
-        inner = bound | set(_scoped_names(node)) if spec is not None else bound
-        children: list[tuple[object, frozenset[str]]] = []
-        for name in ast.field_names(type(node)):
+        node = stack.pop()
+        kind = node.__class__
+        if kind is ast.Ref:
+            out.append(node)
+        elif kind is ast.String:  # the common case: literal text and {{ ref }} parts
+            for part in node.parts:
+                if part.__class__ is not str:
+                    stack.append(part)
+        elif kind not in _NO_REFS:
+            stack.extend(ast.iter_child_nodes(node))
+
+
+class _Block:
+    """One statement block met in the scan (a block of a statement repeated elsewhere in a tree
+    built by hand is met once per place): the names bound in it (a FOR's loop variable, RETRY's
+    ATTEMPT, and those of the blocks around it), the statement that holds it (``owner``) and
+    the block that statement stands in (``outer``), and the PARALLEL children it is part of
+    (each child's first setter of each variable, in source order)."""
+
+    __slots__ = ("bound", "refs", "owner", "outer", "parallel_sets", "marked")
+
+    def __init__(self, bound: frozenset[str], refs: list[ast.Ref], owner: ast.Node,
+                 outer: _Block | None, parallel_sets: tuple[dict[str, ast.Node], ...]) -> None:
+        self.bound = bound
+        self.refs = refs  # the references in its statements (not in their blocks)
+        self.owner = owner
+        self.outer = outer
+        self.parallel_sets = parallel_sets
+        self.marked: tuple[str, ...] = ()  # "runs", "reads": see _Scan._mark
+
+
+class _Scan:
+    """One pass over a program, statement by statement in source order (iterative, so any
+    depth), that gathers what the rules need: the variables set anywhere, the scoped names and
+    the first statement binding each, every reference with the scoped names bound where it
+    stands, which statements hold a RUN or read LAST_RUN (T104), the setters of each PARALLEL
+    child (T008), ``@strict``, and the findings a statement gives alone."""
+
+    def __init__(self, defined: set[str]) -> None:
+        self.defined = defined
+        self.scoped: dict[str, ast.Node] = {}  # loop variables and ATTEMPT -> the first binder
+        self.refs: dict[frozenset[str], list[ast.Ref]] = {}  # bound names -> references there
+        self.found: list[Diagnostic] = []
+        self.strict = False
+        # id() of every statement that holds a RUN / reads LAST_RUN (itself or anything under it)
+        self.runs: set[int] = set()
+        self.reads: set[int] = set()
+        self.parallels: list[list[dict[str, ast.Node]]] = []  # per PARALLEL, its children's sets
+
+    def run(self, program: ast.Program) -> None:
+        self.found.extend(_check_unreachable(program.body))
+        top = _Block(_EMPTY, self.refs.setdefault(_EMPTY, []), program, None, ())
+        # Each entry: the statements of a block still to take in, and that block.
+        stack: list[tuple[Iterator[ast.Node], _Block]] = [(iter(program.body), top)]
+        while stack:
+            pending, block = stack[-1]
+            for node in pending:
+                plan = _PLANS.get(node.__class__)
+                if plan is None:  # not a statement (a tree built by hand): its references
+                    refs: list[ast.Ref] = []
+                    _refs_under(node, refs)
+                    self._take_refs(refs, node, block)
+                    continue
+                inner = self._statement(node, plan, block)
+                if inner:  # its blocks come next, in source order, then the rest of this one
+                    stack.extend(reversed(inner))
+                    break
+            else:
+                stack.pop()
+
+    def _statement(self, node: ast.Node, plan: _Plan,
+                   block: _Block) -> list[tuple[Iterator[ast.Node], _Block]]:
+        """Take in one statement (not its blocks); the blocks to scan next, in source order."""
+        target = None
+        for name in plan.targets:
+            target = getattr(node, name)
+            if target is not None:
+                break
+        if target is not None:
+            self.defined.add(target)
+            for sets in block.parallel_sets:
+                sets.setdefault(target, node)
+            if target in BUILTINS:
+                self.found.append(_builtin_set(node, target))
+        scoped: tuple[str, ...] = ()
+        if plan.scoping:
+            scoped = tuple(name for name in (getattr(node, f) for f in plan.scoped_targets) if name)
+            for name in scoped:
+                if name in BUILTINS:
+                    self.found.append(_builtin_set(node, name))
+            scoped += plan.scoped_builtins
+            for name in scoped:
+                self.scoped.setdefault(name, node)
+        refs: list[ast.Ref] = []
+        for name in plan.values:
             value = getattr(node, name)
-            scope = inner if spec is not None and name in spec.block_fields else bound
-            items = value if isinstance(value, tuple) else (value,)
-            for item in items:
-                if isinstance(item, tuple):  # ObjectValue entries: (key, value)
-                    children.extend((part, scope) for part in item if isinstance(part, ast.Node))
-                elif isinstance(item, ast.Node):
-                    children.append((item, scope))
-        stack.extend(reversed(children))
+            if value.__class__ is ast.String:  # most values: text and {{ ref }} parts
+                for part in value.parts:
+                    if part.__class__ is ast.Ref:
+                        refs.append(part)
+                    elif part.__class__ is not str:
+                        _refs_under(part, refs)
+            elif isinstance(value, ast.Node):
+                _refs_under(value, refs)
+        if refs:
+            self._take_refs(refs, node, block)
+        if node.__class__ is ast.Run:
+            self._mark("runs", node, block)
+        elif node.__class__ is ast.Directive and node.name == "strict" and (
+                node.value is None or getattr(node.value, "value", None) is True):
+            self.strict = True
+        if plan.check is not None:
+            self.found.extend(plan.check(node))
+        if not plan.blocks:
+            return []
+        bound = block.bound | frozenset(scoped) if scoped else block.bound
+        inner_refs = self.refs.setdefault(bound, [])
+        inner = []
+        for body in _bodies(node):
+            self.found.extend(_check_unreachable(body))
+            if node.__class__ is ast.Parallel:  # each child gathers its own setters (T008)
+                children = [{} for _ in body]
+                self.parallels.append(children)
+                inner.extend((iter((child,)), _Block(bound, inner_refs, node, block,
+                                                     block.parallel_sets + (sets,)))
+                             for child, sets in zip(body, children))
+            else:
+                inner.append((iter(body), _Block(bound, inner_refs, node, block,
+                                                 block.parallel_sets)))
+        return inner
+
+    def _take_refs(self, refs: list[ast.Ref], node: ast.Node, block: _Block) -> None:
+        """Keep the references of ``node`` (not of its blocks), which stands in ``block``."""
+        block.refs.extend(refs)
+        if any(ref.parts[0] == "LAST_RUN" for ref in refs):
+            self._mark("reads", node, block)
+
+    def _mark(self, kind: str, node: ast.Node, block: _Block | None) -> None:
+        """Add ``node`` and every statement around it to ``self.runs`` or ``self.reads``."""
+        flags: set[int] = getattr(self, kind)
+        flags.add(id(node))
+        # A block marked before has its owner and every statement around it in already.
+        while block is not None and kind not in block.marked:
+            block.marked += (kind,)
+            flags.add(id(block.owner))
+            block = block.outer
+
+    def reference_findings(self) -> Iterator[Diagnostic]:
+        """T001, T002, T004, T005 for every reference, once every setter is known."""
+        # A name set somewhere that is neither a keyword nor a built-in: nothing to report.
+        plain = self.defined.difference(KEYWORDS, BUILTINS)
+        for bound, refs in self.refs.items():
+            for ref in refs:
+                if ref.parts[0] not in plain:
+                    yield from _check_ref(ref, self.defined, bound, self.scoped)
+
+    def parallel_findings(self) -> Iterator[Diagnostic]:
+        """T008: a variable that two children of one PARALLEL set."""
+        for children in self.parallels:
+            owner: dict[str, ast.Node] = {}
+            for sets in children:
+                for name, setter in sets.items():
+                    if name in owner:
+                        yield _error("T008", setter, f"two PARALLEL children set {name!r} (also at "
+                                     f"line {owner[name].line}); their results cannot be merged")
+                    else:
+                        owner[name] = setter
+
+    def unchecked_runs(self, body: tuple[ast.Node, ...]) -> Iterator[Diagnostic]:
+        """T104: a RUN whose result nothing reads: the statements that run after it (the rest of
+        its block, then of the blocks around it that flow on), up to the next statement that
+        holds a RUN (which replaces LAST_RUN), never look at LAST_RUN. Iterative, any depth."""
+        reads, runs = self.reads, self.runs
+        # (block, whether what runs after the block reads LAST_RUN before a RUN replaces it)
+        stack: list[tuple[tuple[ast.Node, ...], bool]] = [(body, False)]
+        while stack:
+            body, checked = stack.pop()
+            for stmt in reversed(body):  # checked: what runs after stmt reads LAST_RUN first
+                key = id(stmt)
+                if key in runs:  # a statement without a RUN has no T104 inside
+                    if stmt.__class__ is ast.Run and not checked:
+                        yield _warning("T104", stmt, _UNCHECKED_RUN)
+                    onward = checked if stmt.__class__ in _FLOWS_ON else False
+                    for inner in _bodies(stmt):
+                        if stmt.__class__ is ast.Choose:  # each OPTION's block flows on past it
+                            stack.extend((option_body, onward)
+                                         for option in inner for option_body in _bodies(option))
+                        else:
+                            stack.append((inner, onward))
+                if key in reads:
+                    checked = True
+                elif key in runs:
+                    checked = False
+
+
+_UNCHECKED_RUN = ("the result of this RUN is never checked: a failing command goes unnoticed; "
+                  "read LAST_RUN.EXIT_CODE after it (ASSERT LAST_RUN.EXIT_CODE == 0), or put "
+                  "@strict true in the script so a failing RUN fails its step")
+
+
+def _bodies(node: ast.Node) -> list[tuple[ast.Node, ...]]:
+    """A statement's blocks that hold statements, in source order (``statements.blocks`` less
+    the empty ones, where there is nothing to check)."""
+    plan = _PLANS.get(node.__class__)
+    return [body for name in plan.blocks if (body := getattr(node, name))] if plan else []
+
+
+def _builtin_set(node: ast.Node, name: str) -> Diagnostic:
+    return _error("T003", node, f"{name} is built in and cannot be set; choose another name")
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:
@@ -247,14 +382,18 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
+def _check_ref(node: ast.Ref, defined: set[str], bound: frozenset[str],
                scoped: dict[str, ast.Node]) -> Iterator[Diagnostic]:
+    """The findings of one reference, where the scoped names ``bound`` are bound (a FOR's loop
+    variable and RETRY's ATTEMPT in the statement's blocks only, so ``FOR x IN x.items`` reads
+    the outer ``x``)."""
     head = node.parts[0]
     if head in KEYWORDS and head not in BUILTINS:
         yield _error("T004", node, f"{head!r} is a keyword, so no variable has that name; choose "
                            "another name for the variable")
         return
-    if head not in defined and head in scoped:
+    known = head in defined or head in bound
+    if not known and head in scoped:
         owner = scoped[head]
         if isinstance(owner, ast.Retry):
             yield _error("T005", node, f"{head} is set only inside a RETRY block (the attempt number); "
@@ -265,10 +404,10 @@ def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
                                f"{owner.line}: it is defined only inside that {keyword}'s "
                                "block; copy it with VAR inside the block to keep it")
         return
-    if head not in defined:
+    if not known:
         yield _error("T001", node, f"undefined variable {head!r}: nothing in this script sets it (set it "
                            "with VAR, READ ... AS or PROMPT_AGENT ... INTO, or pass --var "
-                           f"{head}=...){_suggest(head, defined)}")
+                           f"{head}=...){_suggest(head, defined | bound)}")
         return
     fields = BUILTINS.get(head)
     if fields is not None and len(node.parts) > 1 and node.parts[1] not in fields:
@@ -277,43 +416,10 @@ def _check_ref(node: ast.Ref, defined: set[str] | frozenset[str],
                            f"{_suggest(node.parts[1], fields)}")
 
 
-def _reads_last_run(node: ast.Node) -> bool:
-    return any(isinstance(n, ast.Ref) and n.parts[0] == "LAST_RUN" for n in walk(node))
-
-
 # Blocks whose end hands LAST_RUN on to the statements after their statement: a RUN last in
 # an IF branch is checked by an ASSERT after the IF. A STEP (and so each PARALLEL child) ends
 # its own story, and so do TASK, SETUP and TEARDOWN.
-_FLOWS_ON = (ast.If, ast.Try, ast.Retry, ast.For, ast.Choose, ast.EstimateCost)
-
-
-def _check_unchecked_runs(body: tuple[ast.Node, ...], after: tuple[ast.Node, ...] = ()) -> Iterator[Diagnostic]:
-    """T104: a RUN whose result nothing reads: the statements that run after it (the rest of
-    its block, then of the blocks around it that flow on), up to the next statement that holds
-    a RUN (which replaces LAST_RUN), never look at LAST_RUN."""
-    for index, stmt in enumerate(body):
-        rest = body[index + 1:] + after
-        if isinstance(stmt, ast.Run) and not _checked_later(rest):
-            yield _warning("T104", stmt, "the result of this RUN is never checked: a failing command "
-                           "goes unnoticed; read LAST_RUN.EXIT_CODE after it (ASSERT LAST_RUN.EXIT_CODE "
-                           "== 0), or put @strict true in the script so a failing RUN fails its step")
-        onward = rest if isinstance(stmt, _FLOWS_ON) else ()
-        for _, inner in statements.blocks(stmt):
-            if isinstance(stmt, ast.Choose):  # each OPTION's block flows on past the CHOOSE
-                for option in inner:
-                    for _, option_body in statements.blocks(option):
-                        yield from _check_unchecked_runs(option_body, onward)
-            else:
-                yield from _check_unchecked_runs(inner, onward)
-
-
-def _checked_later(rest: tuple[ast.Node, ...]) -> bool:
-    for later in rest:
-        if _reads_last_run(later):
-            return True
-        if any(isinstance(n, ast.Run) for n in walk(later)):
-            return False
-    return False
+_FLOWS_ON = frozenset({ast.If, ast.Try, ast.Retry, ast.For, ast.Choose, ast.EstimateCost})
 
 
 def _check_directive(node: ast.Directive) -> Iterator[Diagnostic]:
@@ -339,26 +445,6 @@ def _check_budget(node: ast.SetBudget) -> Iterator[Diagnostic]:
                                 '"5m", "500ms"')
     elif not (isinstance(value, ast.Number) and isinstance(value.value, int) and value.value >= 0):
         yield _error("T007", value, f"{node.name} is a count: a whole number, 0 or more")
-
-
-def _sets(node: ast.Node) -> dict[str, ast.Node]:
-    names: dict[str, ast.Node] = {}
-    for inner in walk(node):
-        target = _target(inner)
-        if target is not None:
-            names.setdefault(target, inner)
-    return names
-
-
-def _check_parallel(node: ast.Parallel) -> Iterator[Diagnostic]:
-    owner: dict[str, ast.Node] = {}
-    for child in node.body:
-        for name, setter in _sets(child).items():
-            if name in owner:
-                yield _error("T008", setter, f"two PARALLEL children set {name!r} (also at line "
-                                     f"{owner[name].line}); their results cannot be merged")
-            else:
-                owner[name] = setter
 
 
 def _check_retry(node: ast.Retry) -> Iterator[Diagnostic]:
@@ -411,3 +497,43 @@ def _check_unreachable(body: tuple) -> Iterator[Diagnostic]:
             yield _warning("T102", body[i + 1], f"unreachable: the ASSERT false at line {stmt.line} "
                                         "always fails before this runs")
             return
+
+
+def _check_heredoc_write(node: ast.Write) -> Iterable[Diagnostic]:
+    return _check_heredoc(node) if node.delimiter and not node.raw else ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the checker reads of one statement class, from its statement table entry."""
+
+    targets: tuple[str, ...]  # ``sets`` less ``scoped_sets``: the variable it sets for what follows
+    scoped_targets: tuple[str, ...]  # ``scoped_sets``: set only inside its blocks (FOR's variable)
+    scoped_builtins: tuple[str, ...]  # built-ins set only inside its blocks (RETRY's ATTEMPT)
+    values: tuple[str, ...]  # every other field but the blocks: where its references stand
+    blocks: tuple[str, ...]  # ``block_fields``
+    scoping: bool  # whether it binds names in its blocks (FOR, RETRY)
+    check: Callable[[Any], Iterable[Diagnostic]] | None  # its own rules (RETRY 0 ...)
+
+
+# The rules of single statements, by class (the functions above).
+_CHECKS: dict[type, Callable[[Any], Iterable[Diagnostic]]] = {
+    ast.Retry: _check_retry,
+    ast.For: _check_for,
+    ast.Directive: _check_directive,
+    ast.SetBudget: _check_budget,
+    ast.Write: _check_heredoc_write,
+}
+_PLANS: dict[type, _Plan] = {
+    spec.node: _Plan(
+        targets=tuple(name for name in spec.sets if name not in spec.scoped_sets),
+        scoped_targets=spec.scoped_sets,
+        scoped_builtins=spec.scoped_builtins,
+        values=tuple(name for name in ast.field_names(spec.node)
+                     if name not in spec.block_fields and name not in spec.sets),
+        blocks=spec.block_fields,
+        scoping=bool(spec.scoped_sets or spec.scoped_builtins),
+        check=_CHECKS.get(spec.node),
+    )
+    for spec in statements.STATEMENTS
+}
