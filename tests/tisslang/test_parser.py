@@ -307,3 +307,53 @@ def test_dump_is_readable_python_that_rebuilds_the_tree(width):
     assert eval(text, vars(tree_module)) == program  # noqa: S307 - our own output, a test
     if width == 96:
         assert "    body=(\n        Step(  # 3:1\n" in text
+
+
+def test_parse_pauses_the_garbage_collector_and_leaves_it_as_it_found_it():
+    import gc
+    import threading
+
+    from tisslang.parser import _parser
+
+    front = _parser().parser
+    lexer = front.lexer
+    seen = []
+
+    class Spy:  # the parser's lexer, noting whether the collector runs while tokens are read
+        def lex(self, state, parser_state):
+            for token in lexer.lex(state, parser_state):
+                seen.append(gc.isenabled())
+                yield token
+
+    assert gc.isenabled()
+    front.lexer = Spy()
+    try:
+        parse('TASK "t" {\n  RUN "a"\n}\n')
+        with pytest.raises(TissSyntaxError):
+            parse('TASK "t" {\n  RUN "a" $\n}\n')
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            parse('TASK "t" {\n  RUN "b"\n}\n')
+            assert not gc.isenabled()  # the caller's choice stands
+        finally:
+            gc.enable()
+        errors = []
+
+        def many():
+            try:
+                for _ in range(20):
+                    parse('TASK "t" {\n' + '  RUN "c"\n' * 50 + "}\n")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+    finally:
+        front.lexer = lexer
+    assert gc.isenabled()
+    assert len(seen) > 4000 and not any(seen)  # off while the tree was built
