@@ -6,6 +6,7 @@ client's position encoding. Completion and hover have modules of their own.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 
@@ -174,36 +175,67 @@ _KIND_TYPES = {
     scan.NUMBER: "number", scan.BOOLEAN: "keyword", scan.OPERATOR: "operator",
 }
 _TYPE_INDEX = {name: i for i, name in enumerate(TOKEN_TYPES)}
+_KIND_INDEX = {kind: _TYPE_INDEX[name] for kind, name in _KIND_TYPES.items()}
+_PROPERTY = _TYPE_INDEX["property"]
 _BUILTIN_MODIFIERS = (1 << TOKEN_MODIFIERS.index("defaultLibrary")) | \
     (1 << TOKEN_MODIFIERS.index("readonly"))
 _DECLARATION = 1 << TOKEN_MODIFIERS.index("declaration")
 
 
 def semantic_tokens(analysis: Analysis, lines: tuple[int, int] | None = None) -> types.SemanticTokens:
-    """Every token's type for the client (``lines``: only those on lines first..last)."""
+    """Every token's type for the client (``lines``: only those on lines first..last).
+
+    The tokens come in text order, so the line of each is found by walking the line starts
+    along with them (a search only when a token is not on the current or next line), and where
+    every character is one unit for the client (``Text.one_unit``) its columns are code points:
+    ``Text.to_client``'s answer without calling it 200,000 times on a 1 MB file.
+    """
     text = analysis.text
     tokens = analysis.tokens if lines is None else analysis.tokens_between(*lines)
     declarations = {(s.line - 1, s.column - 1) for s in analysis.sites if s.definition}
     data: list[int] = []
     previous_line = previous_start = 0
     normalised = text.normalised
+    line_starts = text.line_starts()
+    line_texts = text.lines
+    one_unit = text.one_unit
+    line = -1
+    line_start = next_start = 0  # the current line spans line_start..next_start (exclusive)
     for token in tokens:
-        kind = _KIND_TYPES.get(token.kind)
-        if kind is None or token.end <= token.start:
+        type_index = _KIND_INDEX.get(token.kind)
+        offset = token.start
+        length = token.end - offset
+        if type_index is None or length <= 0:
             continue
-        line, column = text.position(token.start)
+        if not line_start <= offset < next_start:
+            if offset >= next_start and line + 1 < len(line_starts) and \
+                    (line + 2 == len(line_starts) or offset < line_starts[line + 2]):
+                line += 1
+            else:
+                line = bisect.bisect_right(line_starts, offset) - 1
+            line_start = line_starts[line]
+            next_start = line_starts[line + 1] if line + 1 < len(line_starts) else len(normalised) + 1
+            width = len(line_texts[line])
+            shift = text.bom if line == 0 else 0
+        column = offset - line_start
         modifiers = 0
-        if token.kind == scan.NAME and token.start > 0 and normalised[token.start - 1] == ".":
-            kind = "property"  # a field: LAST_RUN.EXIT_CODE, a list index x.0
+        if token.kind == scan.NAME:
+            if offset > 0 and normalised[offset - 1] == ".":
+                type_index = _PROPERTY  # a field: LAST_RUN.EXIT_CODE, a list index x.0
+            elif (line, column) in declarations:
+                modifiers = _DECLARATION
         elif token.kind == scan.BUILTIN:
             modifiers = _BUILTIN_MODIFIERS
-        elif token.kind == scan.NAME and (line, column) in declarations:
-            modifiers = _DECLARATION
-        _, start = text.to_client(line, column)
-        _, stop = text.to_client(line, column + (token.end - token.start))
-        delta_line = line - previous_line
-        delta_start = start - previous_start if delta_line == 0 else start
-        data += [delta_line, delta_start, stop - start, _TYPE_INDEX[kind], modifiers]
+        if one_unit:
+            start = min(column, width) + shift
+            stop = min(column + length, width) + shift
+        else:
+            _, start = text.to_client(line, column)
+            _, stop = text.to_client(line, column + length)
+        if line == previous_line:
+            data += (0, start - previous_start, stop - start, type_index, modifiers)
+        else:
+            data += (line - previous_line, start, stop - start, type_index, modifiers)
         previous_line, previous_start = line, start
     return types.SemanticTokens(data=data)
 
