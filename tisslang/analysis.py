@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import compress, count, islice
+from operator import ne
 
 from . import ast, statements
 from .errors import TissSyntaxError
-from .parser import _LEAVES, MAX_DEPTH, parse
+from .parser import _LEAVES, MAX_DEPTH, _collector_paused, parse
 from .statements import walk
 
 # Attempts at re-parsing a shorter prefix after a syntax error: each one cuts above the error the
@@ -91,31 +94,60 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     again only the statement around the lines that changed; None when that cannot be done
     exactly, and the caller parses the whole text.
 
-    It applies when the line count is the same (typing within lines, the common edit), line 1
-    (the header) is unchanged and one statement owns every changed line whole (nothing else
-    before it on its first line, nothing but a comment after it on its last). That statement's
-    lines are parsed alone, with every other line blank so positions stay exact, and must give
-    one statement of the same kind; the new node replaces the old one and its comments replace
-    the old ones on those lines. Heredocs cannot leak: the statement starts on a code line and
-    must close every heredoc it opens within its own lines. A test compares the result with a
-    full parse, positions included, over random edits.
+    The changed region is what lies between the longest common prefix and suffix of the two
+    line lists: old lines a..b became new lines a..b+delta (delta: lines added, or removed when
+    negative; a pure insertion, a..b empty, counts as a change of the line above or the line
+    below it). It applies when line 1 (the header) is unchanged and one statement owns old lines
+    a..b whole (nothing else before it on its first line, nothing but a comment after it on its
+    last). That statement's new lines (its old ones, the last moved by delta) are parsed alone,
+    with every line above them blank so positions stay exact, and must give one statement of the
+    same kind: the new node replaces the old one, its comments replace the old ones on those
+    lines, and everything after them (later statements in every enclosing block and at the top,
+    the ends and ELSE / CATCH lines of the enclosing statements, later comments) moves by delta
+    lines in a copy; the old tree is never changed. Heredocs cannot leak: the statement starts
+    on a code line and must close every heredoc it opens within its own lines. A test compares
+    the result with a full parse, positions and layout included, over random edits.
     """
-    if len(old_lines) != len(new_lines) or not program.body:
+    if not program.body:
         return None
-    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
-    if not changed:
+    n_old, n_new = len(old_lines), len(new_lines)
+    shorter = min(n_old, n_new)
+    # The first line that differs and how many lines at the end agree, compared in C.
+    p = next(compress(count(), map(ne, old_lines, new_lines)), shorter)
+    if p == shorter and n_old == n_new:
         return program
-    first, last = changed[0] + 1, changed[-1] + 1
-    if first == 1:
-        return None
+    if p == 0:
+        return None  # line 1: the header, or a change above every statement
+    s = next(compress(count(), map(ne, islice(reversed(old_lines), shorter - p),
+                                    reversed(new_lines))), shorter - p)
+    delta = n_new - n_old
+    first, last = p + 1, n_old - s  # old lines first..last (1-based) were replaced
+    if first <= last:
+        candidates = list(reversed(_owners(program, old_lines, first, last)))
+    else:
+        # Lines inserted between old lines p and p + 1: the statement that owns either one,
+        # innermost first.
+        seen: set[int] = set()
+        candidates = []
+        for line in (p, p + 1):
+            if line <= n_old:
+                for path in _owners(program, old_lines, line, line):
+                    if id(path[-1]) not in seen:
+                        seen.add(id(path[-1]))
+                        candidates.append(path)
+        candidates.sort(key=lambda path: path[-1].end_line - path[-1].line)
     found = None
     # The innermost owner first; an outer one only when the inner one's lines parse alone as
-    # another kind of statement (a STEP inside CHOOSE is an option there, a STEP alone).
-    for path in reversed(_owners(program, old_lines, first, last)):
+    # another kind of statement (a STEP inside CHOOSE is an option there, a STEP alone) or as
+    # more or fewer than one statement (a line added after it, or all of its lines removed).
+    for path in candidates:
         old = path[-1]
-        fragment = "\n" * (old.line - 1) + "\n".join(new_lines[old.line - 1:old.end_line]) + "\n"
+        # Its lines after one blank line (so a first line that reads like a header is not one),
+        # then moved down to where they are: the same tree as with every line above blank,
+        # without lexing thousands of empty lines.
+        fragment = "\n" + "\n".join(new_lines[old.line - 1:old.end_line + delta]) + "\n"
         try:
-            alone = parse(fragment, filename)
+            alone = _moved(parse(fragment, filename), old.line - 2)
         except TissSyntaxError:
             return None
         if len(alone.body) == 1 and type(alone.body[0]) is type(old):
@@ -127,17 +159,166 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     new = alone.body[0]
     if len(path) - 1 + _depth(new) > MAX_DEPTH:
         return None
-    # Rebuild the ancestors, innermost first; each keeps its own position (they start above
-    # and end below the changed lines).
-    replacement = new
-    for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
-        replacement = _replace_child(parent, child, replacement)
-    body = tuple(replacement if stmt is path[0] else stmt for stmt in program.body)
-    comments = tuple(sorted(
-        [c for c in program.comments if not old.line <= c.line <= old.end_line]
-        + list(alone.comments), key=lambda c: (c.line, c.column)))
+    start, end = old.line, old.end_line
+    try:
+        with _collector_paused():  # tens of thousands of new nodes, no cycles among them
+            # Rebuild the ancestors, innermost first; each keeps its start (above the changed
+            # lines) and its end moves by delta (it is below them).
+            replacement: ast.Node = new
+            for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
+                replacement = _rebuild(parent, child, replacement, start, end, delta)
+            body = _splice(program.body, path[0], replacement, delta)
+            comments = program.comments
+            low = bisect_left(comments, start, key=_line)
+            high = bisect_right(comments, end, key=_line)
+            comments = comments[:low] + alone.comments + _shift_all(comments[high:], delta)
+    except _Inexact:
+        return None
     return ast.Program(program.header, body, comments, line=program.line, column=program.column,
-                       end_line=len(new_lines), end_column=len(new_lines[-1]) + 1)
+                       end_line=n_new, end_column=len(new_lines[-1]) + 1)
+
+
+class _Inexact(Exception):
+    """A node of an enclosing statement overlaps the changed lines: reparse gives up."""
+
+
+def _line(node: ast.Node) -> int:
+    return node.line
+
+
+def _splice(body: tuple, old: ast.Node, new: ast.Node, delta: int) -> tuple:
+    """``body`` with ``old`` replaced by ``new`` and the statements after it moved by delta."""
+    index = _index(body, old)
+    if index is None:
+        raise _Inexact  # cannot happen: _owners' path
+    return body[:index] + (new,) + _shift_all(body[index + 1:], delta)
+
+
+def _index(body: tuple, stmt: ast.Node) -> int | None:
+    """Where ``stmt`` is in ``body`` (a block, in source order), by bisection; None if not."""
+    index = bisect_left(body, stmt.line, key=_line)
+    while index < len(body) and body[index].line == stmt.line:
+        if body[index] is stmt:
+            return index
+        index += 1
+    return None
+
+
+def _moved(program: ast.Program, delta: int) -> ast.Program:
+    """``program``'s statements and comments ``delta`` lines further down (the rest as is)."""
+    if not delta:
+        return program
+    return ast.Program(program.header, _shift_all(program.body, delta),
+                       _shift_all(program.comments, delta))
+
+
+def _rebuild(parent: ast.Node, child: ast.Node, new: ast.Node, start: int, end: int,
+             delta: int) -> ast.Node:
+    """A copy of ``parent`` (which holds ``child``, a statement on old lines start..end) with
+    ``new`` in the child's place; everything after line ``end`` moved by delta lines, its own end
+    included; what lies above line ``start`` kept. Anything else overlapping start..end: raises
+    _Inexact."""
+    copy = _new(type(parent))
+    fields = copy.__dict__
+    fields.update(parent.__dict__)
+    if delta:
+        fields["end_line"] += delta
+        for name in _LAYOUT.get(type(parent), ()):
+            if fields[name] > end:
+                fields[name] += delta
+            elif fields[name] >= start:
+                raise _Inexact
+    held = False
+    for name in _NODE_FIELDS[type(parent)]:
+        value = fields[name]
+        if value is None:
+            continue
+        if not held and isinstance(value, tuple) and _index(value, child) is not None:
+            fields[name] = _splice(value, child, new, delta)
+            held = True
+        elif delta:
+            fields[name] = _place(value, start, end, delta)
+    if not held:
+        raise _Inexact  # cannot happen: _owners' path
+    return copy
+
+
+def _place(value, start: int, end: int, delta: int):
+    """A value of an enclosing statement (not holding the changed lines): moved when after line
+    ``end``, kept when above line ``start``."""
+    if isinstance(value, ast.Node):
+        if value.line > end:
+            return _shift(value, delta)
+        if value.end_line < start:
+            return value
+        raise _Inexact
+    if isinstance(value, tuple):
+        return tuple([_place(item, start, end, delta) for item in value])
+    return value
+
+
+def _shift_all(nodes: tuple, delta: int) -> tuple:
+    if not delta:
+        return nodes
+    return tuple([_shift(node, delta) for node in nodes])
+
+
+_new = object.__new__
+# Annotations of fields that never hold a node: they are copied as they are.
+_SCALAR_ANNOTATIONS = frozenset({"str", "str | None", "bool", "int", "Union[int, float]",
+                                 "tuple[str, ...]", "dict[str, str]"})
+
+
+class _FieldTable(dict):
+    """Node class -> names of its fields that may hold nodes (filled on first use)."""
+
+    def __missing__(self, cls: type) -> tuple[str, ...]:
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        names = tuple(name for name in ast.field_names(cls)
+                      if types[name] not in _SCALAR_ANNOTATIONS)
+        self[cls] = names
+        return names
+
+
+_NODE_FIELDS = _FieldTable()
+# Layout lines (If.else_line, Try.catch_line): moved like positions, 0 (absent) kept.
+_LAYOUT = {ast.If: ("else_line",), ast.Try: ("catch_line",)}
+
+
+def _shift(node: ast.Node, delta: int) -> ast.Node:
+    """A copy of ``node`` and everything under it ``delta`` lines further down (nodes, the
+    references inside strings, ObjectValue entries, heredoc contents, ELSE / CATCH lines).
+
+    Copies are made as ``copy.copy`` would (a new instance, its ``__dict__`` filled from the
+    old), several times faster than ``dataclasses.replace``, which runs ``__init__``. Recursion
+    follows the tree's depth, which the parser keeps under MAX_DEPTH (plus a String and a Ref).
+    """
+    cls = type(node)
+    copy = _new(cls)
+    fields = copy.__dict__
+    fields.update(node.__dict__)
+    fields["line"] += delta
+    fields["end_line"] += delta
+    layout = _LAYOUT.get(cls)
+    if layout is not None:
+        for name in layout:
+            if fields[name]:
+                fields[name] += delta
+    for name in _NODE_FIELDS[cls]:
+        value = fields[name]
+        if isinstance(value, ast.Node):
+            fields[name] = _shift(value, delta)
+        elif isinstance(value, tuple) and value:
+            items = []
+            for item in value:
+                if isinstance(item, ast.Node):
+                    item = _shift(item, delta)
+                elif isinstance(item, tuple):  # ObjectValue entries: (key, value)
+                    item = tuple([_shift(x, delta) if isinstance(x, ast.Node) else x
+                                  for x in item])
+                items.append(item)
+            fields[name] = tuple(items)
+    return copy
 
 
 def _owners(program: ast.Program, lines: list[str], first: int, last: int) -> list[list[ast.Node]]:
@@ -149,11 +330,13 @@ def _owners(program: ast.Program, lines: list[str], first: int, last: int) -> li
     while True:
         inner = None
         for _, body in statements.blocks(node):
-            for stmt in body:
-                if stmt.line <= first and last <= stmt.end_line:
-                    inner = stmt
-                    break
-            if inner is not None:
+            # The first statement that holds the lines: blocks are in source order, so it is
+            # found by bisection (a block may hold thousands of statements).
+            index = bisect_right(body, first, key=_line) - 1
+            while index > 0 and body[index - 1].end_line >= last:
+                index -= 1
+            if index >= 0 and body[index].end_line >= last:
+                inner = body[index]
                 break
         if inner is None:
             return owners
@@ -176,15 +359,6 @@ def _depth(node: ast.Node) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(current))
     return deepest
-
-
-def _replace_child(parent: ast.Node, old: ast.Node, new: ast.Node) -> ast.Node:
-    """``parent`` with ``old`` replaced by ``new`` in whichever block holds it."""
-    for name, body in statements.blocks(parent):
-        if any(stmt is old for stmt in body):
-            changes = {name: tuple(new if stmt is old else stmt for stmt in body)}
-            return dataclasses.replace(parent, **changes)
-    raise ValueError("the statement is not in its parent's blocks")  # cannot happen: _owner's path
 
 
 def _open_braces(text: str) -> int:

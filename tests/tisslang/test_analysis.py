@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
+from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from tiss_strategies import programs
 
 import tisslang
 from tisslang import ast, checker
@@ -152,16 +156,7 @@ def test_reparse_gives_exactly_what_a_full_parse_gives(text, data):
         b = data.draw(st.integers(a, min(len(line), a + 4)))
         new_lines[i] = line[:a] + data.draw(st.sampled_from(PIECES)) + line[b:]
     old = tisslang.parse(text)
-    new_text = "\n".join(new_lines)
-    fast = reparse(old, lines, new_lines)
-    try:
-        full = tisslang.parse(new_text)
-    except tisslang.TissSyntaxError:
-        assert fast is None
-        return
-    if fast is not None:
-        assert fast.to_json() == full.to_json()  # every field, position and comment
-        assert tisslang.format(fast) == tisslang.format(full)  # layout (ELSE / CATCH lines) too
+    _same_as_a_full_parse(old, lines, new_lines)
 
 
 def test_reparse_of_a_string_edit_in_a_nested_step():
@@ -169,17 +164,299 @@ def test_reparse_of_a_string_edit_in_a_nested_step():
     new = list(lines)
     new[6] = new[6].replace("echo", "printf")
     fast = reparse(tisslang.parse(NESTED), lines, new)
-    assert fast is not None and fast.to_json() == tisslang.parse("\n".join(new)).to_json()
+    assert fast is not None and _exact(fast) == _exact(tisslang.parse("\n".join(new)))
 
 
 def test_reparse_declines_what_it_cannot_do_exactly():
     lines = NESTED.split("\n")
     program = tisslang.parse(NESTED)
-    added = lines[:6] + ['        RUN "new"'] + lines[6:]
-    assert reparse(program, lines, added) is None  # a line more
     header = ["#TISS! a=c"] + lines[1:]
     assert reparse(program, lines, header) is None  # the header line
     shared = list(lines)
     shared[23] = shared[23].replace('"c"', '"d"')  # RUN "b"; RUN "c": no statement owns it alone
     fast = reparse(program, lines, shared)  # ... so the STEP around them is parsed again
-    assert fast is not None and fast.to_json() == tisslang.parse("\n".join(shared)).to_json()
+    assert fast is not None and _exact(fast) == _exact(tisslang.parse("\n".join(shared)))
+
+
+def _exact(tree: ast.Program):
+    """What a reparse must reproduce: every field, position and comment (to_json) and every
+    field kept out of equality (positions again, If.else_line, Try.catch_line), node by node."""
+    return tree.to_json(), [
+        (type(node).__name__, *(getattr(node, f.name) for f in dataclasses.fields(node)
+                                if not f.compare))
+        for node in tisslang.walk(tree)]
+
+
+def _same_as_a_full_parse(old: ast.Program, lines: list[str], new_lines: list[str]):
+    """reparse against a full parse of the new lines; the reparsed tree (or None)."""
+    before = _exact(old)
+    fast = reparse(old, lines, new_lines)
+    assert _exact(old) == before  # the old tree is never changed
+    try:
+        full = tisslang.parse("\n".join(new_lines))
+    except tisslang.TissSyntaxError:
+        assert fast is None
+        _event("the new text does not parse")
+        return None
+    _event("reparsed" if fast is not None else "declined (a full parse)")
+    if fast is not None:
+        assert _exact(fast) == _exact(full)
+        assert tisslang.format(fast) == tisslang.format(full)  # layout (ELSE / CATCH lines) too
+    return fast
+
+
+def _event(what: str) -> None:
+    """Counted by hypothesis (``--hypothesis-show-statistics``) inside a property test."""
+    try:
+        event(what)
+    except InvalidArgument:  # not inside a hypothesis test
+        pass
+
+
+# --- reparse: lines added and removed -------------------------------------------------------
+
+# Every node type, every statement and block form, heredocs (raw, interpolating, empty), lists and
+# objects over several lines, comments in every kind of place, and a header.
+EVERY = '''\
+#TISS! Language=Shell Mode=test
+# a comment under the header
+TASK "every construct" {
+    VAR first = 1  # after the first statement
+    @timeout "30s"
+    @quiet
+    SETUP "prepare" {
+        MKDIR "build/{{ first }}"
+    }
+
+    # a comment line between statements
+    VAR nested = [
+        1, 2.5, -3e2, true, false,   # inside a list
+        {name: "n", "quoted key": [x.0, {deep: LAST_RUN.STDOUT}]},
+        "a {{ first }} b"
+    ]
+    VAR empty = {}
+    SET_BUDGET TOKENS = 1000
+    STEP "write" {
+        WRITE "plain.txt" "one {{ nested.0 }} two\\n"
+        WRITE "raw.sh" <<'SH'
+        #!/bin/sh
+        echo {{ not_interpolated }} # not a comment
+        SH
+        WRITE "cooked.txt" <<EOF
+          indented {{ first }} and {{ nested.1 }}
+
+        last line
+        EOF
+        WRITE "empty.txt" <<E
+        E
+        READ "plain.txt" AS content
+        PROMPT_AGENT "summarise {{ content }}" INTO summary
+        PROMPT_AGENT "no answer kept"
+    }
+    IF first == 1 AND NOT (summary IS_EMPTY OR content IS_NOT_EMPTY) THEN {
+        LOG "one"
+    } ELSE IF content CONTAINS "x" {
+        LOG "contains"   # trailing
+    }
+    # between the brace and ELSE
+    ELSE {
+        ASSERT content NOT CONTAINS 'y' AND content MATCHES "^o"
+        ASSERT FILE "plain.txt" EXISTS
+        ASSERT LENGTH nested > 2
+        ASSERT true
+    }
+    TRY {
+        RUN "false"
+    }
+    # before CATCH
+    CATCH {
+        LOG "{{ LAST_ERROR.MESSAGE }}"
+    }
+    TRY { RUN "no catch" }
+    CHOOSE {
+        OPTION "a" { RUN "a" }
+        STEP "b" {
+            RUN "b"; RUN "c"
+        }
+    }
+    FOR item IN nested {
+        LOG "{{ item }}"
+    }
+    FOR path IN FILES "*.txt" { DELETE "{{ path }}" }
+    FOR row IN LINES content {
+        RETRY 3 DELAY "1s" {
+            RUN "echo {{ row }}"
+        }
+        RETRY 2 { PAUSE "again" }
+    }
+    PARALLEL {
+        RUN "a"
+        RUN "b"
+    }
+    ESTIMATE_COST {
+        PROMPT_AGENT "cost?"
+    }
+    REQUEST_REVIEW "look at {{ summary }}"
+    TEARDOWN {
+        DELETE "build" RECURSIVE
+        DELETE "tmp"
+    }
+}
+# the end
+'''
+NODE_TYPES = {cls for cls in vars(ast).values()
+              if inspect.isclass(cls) and issubclass(cls, ast.Node) and cls is not ast.Node}
+
+
+def test_the_sample_holds_every_node_type():
+    assert {type(node) for node in tisslang.walk(tisslang.parse(EVERY))} == NODE_TYPES
+
+
+def test_a_line_added_near_the_top_moves_every_later_node():
+    lines = EVERY.split("\n")
+    at = lines.index("    VAR first = 1  # after the first statement") + 1
+    program = tisslang.parse(EVERY)
+    for added in ([""], ["    "], ['    LOG "new"'], ["", "    # two lines"]):
+        new_lines = lines[:at] + added + lines[at:]
+        fast = _same_as_a_full_parse(program, lines, new_lines)
+        assert fast is not None
+        moved = {type(node) for node in tisslang.walk(fast) if node.line > at + 1}
+        assert moved == NODE_TYPES - {ast.Program, ast.Task}  # all but those holding the edit
+        # What lies above the edit is shared with the old tree, not copied (a new statement
+        # after the VAR makes the TASK the owner: parsed again, all of it).
+        assert fast.comments[0] is program.comments[0]
+        assert (fast.body[0].description is program.body[0].description) == ("LOG" not in added[0])
+        # ... and the line removed again gives the old tree back.
+        back = reparse(fast, new_lines, lines)
+        assert back is not None and _exact(back) == _exact(program)
+
+
+def test_enter_and_backspace_inside_a_statement_parse_only_that_statement():
+    lines = EVERY.split("\n")
+    program = tisslang.parse(EVERY)
+    log = lines.index('        LOG "contains"   # trailing')
+    split = lines[:log] + ['        LOG "con', 'tains"   # trailing'] + lines[log + 1:]
+    assert reparse(program, lines, split) is None  # a string broken in two: not a statement
+    cut = lines.index("        last line")  # a heredoc body line removed and one added
+    for new_lines in (lines[:cut] + lines[cut + 1:], lines[:cut] + ["", "          new"] + lines[cut:],
+                      lines[:log] + ['        LOG "contains"', "        # below"] + lines[log + 1:]):
+        assert _same_as_a_full_parse(program, lines, new_lines) is not None
+    nested = lines.index("        1, 2.5, -3e2, true, false,   # inside a list")
+    joined = lines[:nested] + [lines[nested] + " 7,"] + lines[nested + 1:]
+    one_line = lines[:nested] + ["        1,", "        2.5, -3e2, true, false,"] + lines[nested + 1:]
+    for new_lines in (joined, one_line, lines[:nested] + lines[nested + 1:]):
+        assert _same_as_a_full_parse(program, lines, new_lines) is not None
+
+
+def test_reparse_declines_line_edits_it_cannot_do_exactly():
+    lines = EVERY.split("\n")
+    program = tisslang.parse(EVERY)
+    assert reparse(program, lines, [""] + lines) is None  # above the header
+    assert reparse(program, lines, lines[:1] + ["# new"] + lines[1:]) is None  # between statements
+    assert reparse(program, lines, lines[:-1] + ["# new"] + lines[-1:]) is None  # after the TASK
+    closing = lines.index("        EOF")
+    assert reparse(program, lines, lines[:closing] + lines[closing + 1:]) is None  # heredoc left open
+    brace = lines.index("    }", lines.index("    SETUP \"prepare\" {"))
+    # the SETUP's closing brace removed: the TASK would close there; no statement parses alone
+    assert reparse(program, lines, lines[:brace] + lines[brace + 1:]) is None
+
+
+def test_reparse_keeps_the_depth_limit():
+    depth = 99
+    lines = ['STEP "s" {'] * depth + ['RUN "x"'] + ["}"] * depth
+    program = tisslang.parse("\n".join(lines))
+    at = depth  # the RUN, at depth 100
+    deeper = lines[:at] + ['STEP "x" {', 'RUN "y" }'] + lines[at + 1:]  # depth 101
+    assert _same_as_a_full_parse(program, lines, deeper) is None
+    same = lines[:at] + ['STEP "x" {', '}'] + lines[at + 1:]  # depth 100
+    assert _same_as_a_full_parse(program, lines, same) is not None
+
+
+def test_every_line_edit_of_the_samples_gives_what_a_full_parse_gives():
+    """Enter after each line (with and without a new statement), each line removed, split,
+    joined with the next and repeated: each result equals a full parse."""
+    done = declined = 0
+    for text in (EVERY, NESTED):
+        lines = text.split("\n")
+        program = tisslang.parse(text)
+        for i, line in enumerate(lines):
+            indent = line[:len(line) - len(line.lstrip())]
+            half = len(line) // 2
+            edits = [lines[:i + 1] + [indent] + lines[i + 1:],
+                     lines[:i + 1] + [indent + 'LOG "new"'] + lines[i + 1:],
+                     lines[:i] + lines[i + 1:],
+                     lines[:i] + [line[:half], indent + line[half:]] + lines[i + 1:],
+                     lines[:i] + [line + " " + lines[i + 1].lstrip()] + lines[i + 2:]
+                     if i + 1 < len(lines) else None,
+                     lines[:i + 1] + [line] + lines[i + 1:]]
+            for new_lines in edits:
+                if new_lines is None or len(new_lines) == 0:
+                    continue
+                fast = _same_as_a_full_parse(program, lines, new_lines)
+                done += fast is not None
+                declined += fast is None
+    print(f"{done} reparsed, {declined} declined")
+    assert done > 400 and declined > 0, (done, declined)
+
+
+HARMLESS = ["", "    ", "        # a comment", '        LOG "new"', '    RUN "x"  # and a comment']
+LINE_POOL = ["", "    ", '        LOG "new"', "    # a comment", "}", "    } ELSE {", "} CATCH {",
+             'RUN "x"', "EOF", '    WRITE "f" <<EOF', '        STEP "s" {', "    ]", "1,", "ELSE",
+             "#TISS! a=b", '    VAR v = [', "        {{ n }}", "        OPTION \"o\" {"]
+
+
+@st.composite
+def commented_programs(draw):
+    """A generated program as the formatter writes it, with comments added at line ends and
+    on lines of their own (kept only where the result still parses)."""
+    text = tisslang.format(draw(programs()))
+    lines = text.split("\n")
+    for _ in range(draw(st.integers(0, 4))):
+        i = draw(st.integers(0, len(lines) - 1))
+        if draw(st.booleans()):
+            lines[i] = lines[i] + "  # end"
+        else:
+            lines.insert(i, "    # own line")
+    commented = "\n".join(lines)
+    try:
+        tisslang.parse(commented)
+    except tisslang.TissSyntaxError:
+        return text
+    return commented
+
+
+@st.composite
+def line_edits(draw, lines: list[str]) -> list[str]:
+    """Lines added, removed, replaced, split (Enter) or joined (Backspace at a line start)."""
+    def some(low: int, high: int) -> list[str]:
+        source = st.sampled_from(HARMLESS) | st.sampled_from(LINE_POOL) | st.sampled_from(lines)
+        return draw(st.lists(source, min_size=low, max_size=high))
+
+    new = list(lines)
+    i = draw(st.integers(0, len(lines) - 1))
+    j = draw(st.integers(i, min(len(lines), i + 4)))
+    kind = draw(st.sampled_from(["insert", "delete", "replace", "split", "join"]))
+    if kind == "insert":
+        new[i:i] = some(1, 3)
+    elif kind == "delete":
+        del new[i:max(j, i + 1)]
+    elif kind == "replace":
+        new[i:j] = some(0, 3)
+    elif kind == "split":
+        cut = draw(st.integers(0, len(new[i])))
+        new[i:i + 1] = [new[i][:cut], draw(st.sampled_from(["", "    ", "        "])) + new[i][cut:]]
+    elif i + 1 < len(new):
+        new[i:i + 2] = [new[i] + draw(st.sampled_from(["", " "])) + new[i + 1].lstrip()]
+    return new or [""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(TEXTS + [NESTED, EVERY]) | commented_programs(), st.data())
+def test_reparse_after_lines_added_or_removed_gives_exactly_what_a_full_parse_gives(text, data):
+    lines = text.split("\n")
+    new_lines = data.draw(line_edits(lines))
+    if data.draw(st.booleans()):  # and sometimes an edit within a line as well
+        i = data.draw(st.integers(0, len(new_lines) - 1))
+        a = data.draw(st.integers(0, len(new_lines[i])))
+        new_lines[i] = new_lines[i][:a] + data.draw(st.sampled_from(PIECES)) + new_lines[i][a:]
+    _same_as_a_full_parse(tisslang.parse(text), lines, new_lines)
