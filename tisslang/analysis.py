@@ -100,13 +100,15 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     below it). It applies when line 1 (the header) is unchanged and one statement owns old lines
     a..b whole (nothing else before it on its first line, nothing but a comment after it on its
     last). That statement's new lines (its old ones, the last moved by delta) are parsed alone,
-    with every line above them blank so positions stay exact, and must give one statement of the
-    same kind: the new node replaces the old one, its comments replace the old ones on those
-    lines, and everything after them (later statements in every enclosing block and at the top,
-    the ends and ELSE / CATCH lines of the enclosing statements, later comments) moves by delta
-    lines in a copy; the old tree is never changed. Heredocs cannot leak: the statement starts
-    on a code line and must close every heredoc it opens within its own lines. A test compares
-    the result with a full parse, positions and layout included, over random edits.
+    as if every line above them were blank (after one blank line, then moved down), so positions
+    are exact, and must give one statement of the same kind: the new node replaces the old one,
+    its comments replace the old ones on those lines, and everything after them (later
+    statements in every enclosing block and at the top level, the ends and ELSE / CATCH lines of
+    the enclosing statements, later comments) moves by delta lines in a copy; what lies above is
+    shared, and the old tree is never changed (another thread may still read it). Heredocs
+    cannot leak: the statement starts on a code line and must close every heredoc it opens
+    within its own lines. Tests compare the result with a full parse, positions and layout
+    included, over random edits.
     """
     if not program.body:
         return None
@@ -147,11 +149,11 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
         # without lexing thousands of empty lines.
         fragment = "\n" + "\n".join(new_lines[old.line - 1:old.end_line + delta]) + "\n"
         try:
-            alone = _moved(parse(fragment, filename), old.line - 2)
+            alone = parse(fragment, filename)
         except TissSyntaxError:
             return None
         if len(alone.body) == 1 and type(alone.body[0]) is type(old):
-            found = path, old, alone
+            found = path, old, _moved(alone, old.line - 2)
             break
     if found is None:
         return None
