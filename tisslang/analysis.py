@@ -144,6 +144,8 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     # more or fewer than one statement (a line added after it, or all of its lines removed).
     for path in candidates:
         old = path[-1]
+        if type(old) is ast.Option:
+            continue  # an OPTION is one only inside CHOOSE: never alone, so the CHOOSE it is in
         # Its lines after one blank line (so a first line that reads like a header is not one),
         # then moved down to where they are: the same tree as with every line above blank,
         # without lexing thousands of empty lines.

@@ -348,6 +348,20 @@ def test_enter_and_backspace_inside_a_statement_parse_only_that_statement():
         assert _same_as_a_full_parse(program, lines, new_lines) is not None
 
 
+def test_an_edit_in_an_option_parses_its_choose_again():
+    lines = EVERY.split("\n")
+    program = tisslang.parse(EVERY)
+    choose = lines.index("    CHOOSE {")
+    option = lines.index('        OPTION "a" { RUN "a" }')
+    for new_lines in (lines[:choose + 1] + ["        "] + lines[choose + 1:],  # Enter after `{`
+                      lines[:option] + ['        OPTION "a" { RUN "b" }'] + lines[option + 1:],
+                      lines[:option] + lines[option + 1:]):
+        fast = _same_as_a_full_parse(program, lines, new_lines)
+        assert fast is not None  # an OPTION never parses alone: its CHOOSE is parsed again
+        # ... and only that: the statements before it are the old tree's.
+        assert fast.body[0].body[0] is program.body[0].body[0]
+
+
 def test_reparse_declines_line_edits_it_cannot_do_exactly():
     lines = EVERY.split("\n")
     program = tisslang.parse(EVERY)
