@@ -338,13 +338,16 @@ def test_enter_and_backspace_inside_a_statement_parse_only_that_statement():
     split = lines[:log] + ['        LOG "con', 'tains"   # trailing'] + lines[log + 1:]
     assert reparse(program, lines, split) is None  # a string broken in two: not a statement
     cut = lines.index("        last line")  # a heredoc body line removed and one added
-    for new_lines in (lines[:cut] + lines[cut + 1:], lines[:cut] + ["", "          new"] + lines[cut:],
-                      lines[:log] + ['        LOG "contains"', "        # below"] + lines[log + 1:]):
+    below = ['        LOG "contains"', "        # below"]  # a comment line added after it
+    for new_lines in (lines[:cut] + lines[cut + 1:],
+                      lines[:cut] + ["", "          new"] + lines[cut:],
+                      lines[:log] + below + lines[log + 1:]):
         assert _same_as_a_full_parse(program, lines, new_lines) is not None
     nested = lines.index("        1, 2.5, -3e2, true, false,   # inside a list")
-    joined = lines[:nested] + [lines[nested] + " 7,"] + lines[nested + 1:]
-    one_line = lines[:nested] + ["        1,", "        2.5, -3e2, true, false,"] + lines[nested + 1:]
-    for new_lines in (joined, one_line, lines[:nested] + lines[nested + 1:]):
+    two = lines[nested].split("#")[0] + lines[nested + 1].lstrip()  # a list's lines joined
+    joined = lines[:nested] + [two] + lines[nested + 2:]
+    split = lines[:nested] + ["        1,", "        2.5, -3e2, true, false,"] + lines[nested + 1:]
+    for new_lines in (joined, split, lines[:nested] + lines[nested + 1:]):
         assert _same_as_a_full_parse(program, lines, new_lines) is not None
 
 
@@ -369,7 +372,8 @@ def test_reparse_declines_line_edits_it_cannot_do_exactly():
     assert reparse(program, lines, lines[:1] + ["# new"] + lines[1:]) is None  # between statements
     assert reparse(program, lines, lines[:-1] + ["# new"] + lines[-1:]) is None  # after the TASK
     closing = lines.index("        EOF")
-    assert reparse(program, lines, lines[:closing] + lines[closing + 1:]) is None  # heredoc left open
+    unclosed = lines[:closing] + lines[closing + 1:]
+    assert reparse(program, lines, unclosed) is None  # a heredoc left open
     brace = lines.index("    }", lines.index("    SETUP \"prepare\" {"))
     # the SETUP's closing brace removed: the TASK would close there; no statement parses alone
     assert reparse(program, lines, lines[:brace] + lines[brace + 1:]) is None
@@ -458,7 +462,8 @@ def line_edits(draw, lines: list[str]) -> list[str]:
         new[i:j] = some(0, 3)
     elif kind == "split":
         cut = draw(st.integers(0, len(new[i])))
-        new[i:i + 1] = [new[i][:cut], draw(st.sampled_from(["", "    ", "        "])) + new[i][cut:]]
+        indent = draw(st.sampled_from(["", "    ", "        "]))
+        new[i:i + 1] = [new[i][:cut], indent + new[i][cut:]]
     elif i + 1 < len(new):
         new[i:i + 2] = [new[i] + draw(st.sampled_from(["", " "])) + new[i + 1].lstrip()]
     return new or [""]
