@@ -7,8 +7,9 @@ The script is examples/build_and_test.tiss's steps repeated inside one TASK unti
 Sides, in the same run. "lsp": a real client (pygls, as pytest-lsp drives it) talks to `tiss lsp`
 over stdio: the time from sending didOpen to receiving publishDiagnostics; then from a didChange to
 the new diagnostics (this includes the server's debounce, printed beside it), once typing inside a
-RUN's string (that statement is parsed again alone) and once adding a line (the whole file is
-parsed again); then semanticTokens/full, documentSymbol, foldingRange, completion near the end and
+RUN's string and once adding a line near the end, then near the top (each time only the statement
+around the edit is parsed again, tisslang.analysis.reparse; near the top everything below the
+new line is moved in a copy); then semanticTokens/full, documentSymbol, foldingRange, completion near the end and
 formatting.
 "check": the peer, `tiss check` on the same file in a fresh process (parse + check + printing,
 plus the process start-up and imports the server has already paid), and `tisslang.parse` +
@@ -81,9 +82,17 @@ async def lsp_side(text: str, path: Path) -> dict[str, float]:
     # Typing inside a RUN's string: the statement is parsed again alone (tisslang.analysis.reparse).
     figures["edit_in_a_statement_to_diagnostics_s"] = await diagnostics_after(
         change(2, run_line, column, "x"))
-    # A new line: the line count changes, so the whole file is parsed again.
+    # A new line: the STEP around it is parsed again alone; near the end little follows it...
     figures["new_line_to_diagnostics_s"] = await diagnostics_after(
         change(3, run_line + 1, 0, '        LOG "new"\n'))
+    # ... near the top, every node below it is moved down a line (in a copy).
+    first_run = min(i for i, line in enumerate(lines) if 'RUN "' in line)
+    opened = [d.range.start.line for d in client.diagnostics[uri]]
+    figures["new_line_near_top_to_diagnostics_s"] = await diagnostics_after(
+        change(4, first_run + 1, 0, '        LOG "new"\n'))
+    # The answers stay right: a finding below both new lines is two lines further down.
+    moved = [d.range.start.line for d in client.diagnostics[uri]]
+    assert moved == [line + 1 for line in opened], (opened, moved)
     figures["debounce_s"] = DEBOUNCE_SECONDS
     doc = t.TextDocumentIdentifier(uri)
     requests = {

@@ -79,8 +79,9 @@ class Analysis:
     def __init__(self, text: Text, filename: str = "<editor>", previous: "Analysis | None" = None) -> None:
         self.text = text
         self.filename = filename
-        # Typing within lines of a file that parsed: parse again only the statement around the
-        # changed lines (tisslang.analysis.reparse; exact, or None and a full parse).
+        # An edit of a file that parsed (typing within lines, lines added or removed): parse
+        # again only the statement around the changed lines (tisslang.analysis.reparse; exact,
+        # or None and a full parse).
         program = None
         if previous is not None and previous.program is not None and previous.text is not text:
             program = reparse(previous.program, previous.text.lines, text.lines, filename)

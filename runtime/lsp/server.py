@@ -107,8 +107,11 @@ class TissServer(LanguageServer):
     async def compute(self, function: Callable, *args):
         """``function(*args)`` in the answers thread: every answer is computed there (on a big
         file one may walk the whole tree, or parse what came before a syntax error), so the
-        server stays free to read messages meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self.answers, function, *args)
+        server stays free to read messages meanwhile. The collector is held meanwhile, as for
+        diagnostics: an answer about a big file (its semantic tokens) makes a hundred thousand
+        objects, and each collection they would set off traverses every tree the server holds."""
+        with self.collector_held():
+            return await asyncio.get_running_loop().run_in_executor(self.answers, function, *args)
 
     async def analysis(self, uri: str) -> Analysis | None:
         """The analysis of the document as it is now (waiting for the worker if need be)."""
