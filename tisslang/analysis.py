@@ -109,6 +109,10 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     cannot leak: the statement starts on a code line and must close every heredoc it opens
     within its own lines. Tests compare the result with a full parse, positions and layout
     included, over random edits.
+
+    Before that, a change between the statements of one block (whole statements added, removed
+    or repeated, blank and comment lines; see ``_reparse_between``) parses only those lines and
+    splices the statements they give into the block, the enclosing statements rebuilt as above.
     """
     if not program.body:
         return None
@@ -124,6 +128,9 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
                                     reversed(new_lines))), shorter - p)
     delta = n_new - n_old
     first, last = p + 1, n_old - s  # old lines first..last (1-based) were replaced
+    between = _reparse_between(program, old_lines, new_lines, first, last, delta, filename)
+    if between is not None:
+        return between
     if first <= last:
         candidates = list(reversed(_owners(program, old_lines, first, last)))
     else:
@@ -180,6 +187,159 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
         return None
     return ast.Program(program.header, body, comments, line=program.line, column=program.column,
                        end_line=n_new, end_column=len(new_lines[-1]) + 1)
+
+
+def _reparse_between(program: ast.Program, old_lines: list[str], new_lines: list[str],
+                     first: int, last: int, delta: int, filename: str) -> ast.Program | None:
+    """``reparse`` for a change between the statements of one block: old lines first..last
+    (empty when first > last: lines inserted there) widened to whole statements of the
+    innermost block they lie in, with only blank or comment lines between those statements.
+    Those lines' new text is parsed alone and its 0..n statements replace the old ones; None
+    when the site or the result is not certain to be what a full parse gives (the caller then
+    tries ``reparse``'s one-statement path)."""
+    site = _site(program, old_lines, first, last, [])
+    if site is None:
+        return None
+    path, name, i, j, start, end = site
+    container = path[-1] if path else program
+    fragment = "\n" + "\n".join(new_lines[start - 1:end + delta]) + "\n"
+    try:
+        alone = parse(fragment, filename)
+    except TissSyntaxError:
+        return None
+    # What the structure check of a full parse says of these statements in their place: a TASK
+    # only at the top level (and only one: never added or removed here), SETUP / TEARDOWN only
+    # at the top level or directly in the TASK, and the depth limit.
+    top_level = not path or type(container) is ast.Task
+    for stmt in alone.body:
+        if type(stmt) is ast.Task:
+            return None
+        if type(stmt) in (ast.Setup, ast.Teardown) and not top_level:
+            return None
+        if len(path) + _depth(stmt) > MAX_DEPTH:
+            return None
+    alone = _moved(alone, start - 2)
+    try:
+        with _collector_paused():
+            replacement = _rebuild_block(container, name, i, j, alone.body, start, end, delta)
+            if path:
+                for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
+                    replacement = _rebuild(parent, child, replacement, start, end, delta)
+                body = _splice(program.body, path[0], replacement, delta)
+            else:
+                body = replacement.body
+            comments = program.comments
+            low = bisect_left(comments, start, key=_line)
+            high = bisect_right(comments, end, key=_line)
+            comments = comments[:low] + alone.comments + _shift_all(comments[high:], delta)
+    except _Inexact:
+        return None
+    return ast.Program(program.header, body, comments, line=program.line, column=program.column,
+                       end_line=len(new_lines), end_column=len(new_lines[-1]) + 1)
+
+
+def _blank(text: str) -> bool:
+    """A line with nothing but spaces and perhaps a comment."""
+    text = text.strip()
+    return not text or text.startswith("#")
+
+
+def _site(node: ast.Node, lines: list[str], first: int, last: int, path: list[ast.Node]):
+    """Where old lines first..last lie between statements of a block, innermost first:
+    ``(path to the block's statement, its field, i, j, start, end)``: statements i..j-1 of the
+    block (maybe none) and the blank or comment lines next to them make up old lines
+    start..end, which hold first..last. None when no block holds them so."""
+    insertion = first > last
+    for name, body in statements.blocks(node):
+        if insertion:  # the statement that runs across the point between lines last and first
+            i = bisect_right(body, last, key=_line)
+            j = i
+            if i > 0 and body[i - 1].end_line >= first:
+                i -= 1
+        else:  # the statements overlapping first..last
+            j = bisect_right(body, last, key=_line)
+            i = j
+            while i > 0 and body[i - 1].end_line >= first:
+                i -= 1
+        if i == j:
+            continue
+        if j - i == 1 and body[i].line <= first and body[i].end_line >= last:
+            inner = _site(body[i], lines, first, last, path + [body[i]])
+            if inner is not None:
+                return inner
+        return _checked(node, name, body, i, j, lines, first, last, path)
+    # No statement overlaps: the lines are between two statements, or before the first one or
+    # after the last one of a block, if any block is next to them with blank lines between.
+    for name, body in statements.blocks(node):
+        i = bisect_right(body, last, key=_line)
+        if i < len(body) and body[i].line > last:
+            after = body[i]
+            if all(_blank(lines[k - 1]) for k in range(last + 1, after.line)) and \
+                    not lines[after.line - 1][:after.column - 1].strip():
+                return _checked(node, name, body, i, i, lines, first, last, path)
+        if i > 0 and body[i - 1].end_line < first:
+            before = body[i - 1]
+            if all(_blank(lines[k - 1]) for k in range(before.end_line + 1, first)) and \
+                    _blank(lines[before.end_line - 1][before.end_column - 1:]):
+                return _checked(node, name, body, i, i, lines, first, last, path)
+    return None
+
+
+def _checked(node: ast.Node, name: str, body: tuple, i: int, j: int, lines: list[str],
+             first: int, last: int, path: list[ast.Node]):
+    """The site of statements i..j-1 of ``node``'s block ``name`` and old lines first..last,
+    if it is one (see ``_site``); else None."""
+    if type(node) is ast.Choose:
+        return None  # its block holds OPTIONs, which never parse alone
+    if type(node) is ast.If and name == "orelse" and type(body[0]) is ast.If:
+        return None  # ELSE IF: that block has no braces
+    start, end = first, last
+    if i < j:
+        start, end = min(first, body[i].line), max(last, body[j - 1].end_line)
+        head, tail = body[i], body[j - 1]
+        if lines[head.line - 1][:head.column - 1].strip():
+            return None
+        if not _blank(lines[tail.end_line - 1][tail.end_column - 1:]):
+            return None
+        if any(type(stmt) is ast.Task for stmt in body[i:j]):
+            return None
+    if i > 0 and body[i - 1].end_line >= start:
+        return None
+    if j < len(body) and body[j].line <= end:
+        return None
+    # The lines between those statements (and around them) are blank or comments.
+    gap = start
+    for stmt in body[i:j]:
+        if not all(_blank(lines[k - 1]) for k in range(gap, stmt.line)):
+            return None
+        gap = stmt.end_line + 1
+    if not all(_blank(lines[k - 1]) for k in range(gap, end + 1)):
+        return None
+    return path, name, i, j, start, end
+
+
+def _rebuild_block(parent: ast.Node, name: str, i: int, j: int, new: tuple, start: int,
+                   end: int, delta: int) -> ast.Node:
+    """A copy of ``parent`` whose block ``name`` holds ``new`` in place of its statements
+    i..j-1 (on old lines start..end), the rest as ``_rebuild`` does."""
+    copy = _new(type(parent))
+    fields = copy.__dict__
+    fields.update(parent.__dict__)
+    body = fields[name]
+    fields[name] = body[:i] + new + _shift_all(body[j:], delta)
+    if type(parent) is ast.Program:
+        return copy
+    if delta:
+        fields["end_line"] += delta
+        for layout in _LAYOUT.get(type(parent), ()):
+            if fields[layout] > end:
+                fields[layout] += delta
+            elif fields[layout] >= start:
+                raise _Inexact
+        for field in _NODE_FIELDS[type(parent)]:
+            if field != name and fields[field] is not None:
+                fields[field] = _place(fields[field], start, end, delta)
+    return copy
 
 
 class _Inexact(Exception):

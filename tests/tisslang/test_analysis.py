@@ -323,9 +323,10 @@ def test_a_line_added_near_the_top_moves_every_later_node():
         moved = {type(node) for node in tisslang.walk(fast) if node.line > at + 1}
         assert moved == NODE_TYPES - {ast.Program, ast.Task}  # all but those holding the edit
         # What lies above the edit is shared with the old tree, not copied (a new statement
-        # after the VAR makes the TASK the owner: parsed again, all of it).
+        # after the VAR is parsed alone and spliced into the TASK's block).
         assert fast.comments[0] is program.comments[0]
-        assert (fast.body[0].description is program.body[0].description) == ("LOG" not in added[0])
+        assert fast.body[0].description is program.body[0].description
+        assert fast.body[0].body[0] is program.body[0].body[0]
         # ... and the line removed again gives the old tree back.
         back = reparse(fast, new_lines, lines)
         assert back is not None and _exact(back) == _exact(program)
@@ -369,8 +370,10 @@ def test_reparse_declines_line_edits_it_cannot_do_exactly():
     lines = EVERY.split("\n")
     program = tisslang.parse(EVERY)
     assert reparse(program, lines, [""] + lines) is None  # above the header
-    assert reparse(program, lines, lines[:1] + ["# new"] + lines[1:]) is None  # between statements
-    assert reparse(program, lines, lines[:-1] + ["# new"] + lines[-1:]) is None  # after the TASK
+    # A comment line above the TASK or after it: lines between top-level statements, parsed
+    # alone (nothing) and spliced in.
+    for new_lines in (lines[:1] + ["# new"] + lines[1:], lines[:-1] + ["# new"] + lines[-1:]):
+        assert _same_as_a_full_parse(program, lines, new_lines) is not None
     closing = lines.index("        EOF")
     unclosed = lines[:closing] + lines[closing + 1:]
     assert reparse(program, lines, unclosed) is None  # a heredoc left open
@@ -479,3 +482,212 @@ def test_reparse_after_lines_added_or_removed_gives_exactly_what_a_full_parse_gi
         a = data.draw(st.integers(0, len(new_lines[i])))
         new_lines[i] = new_lines[i][:a] + data.draw(st.sampled_from(PIECES)) + new_lines[i][a:]
     _same_as_a_full_parse(tisslang.parse(text), lines, new_lines)
+
+
+# --- reparse: whole statements added, removed or repeated between the statements of a block ---
+
+MANY_STEPS = "#TISS! Language=Shell\nTASK \"many\" {\n    @timeout \"30s\"\n    SETUP {\n" \
+    "        RUN \"prepare\"\n    }\n" + "".join(
+        f'    STEP "s{k}" {{\n        RUN "echo {k}"\n'
+        f'        IF {k} > 1 THEN {{\n            LOG "big"  # {k}\n        }}\n'
+        f'        FOR x IN [1,\n                  2] {{\n'
+        f'            LOG "{{{{ x }}}}"\n        }}\n'
+        f'    }}\n' + ("    # between steps\n\n" if k % 3 == 0 else "")
+        for k in range(12)) + "    TEARDOWN { RUN \"clean\" }\n}\n# the end\n"
+# Statements (and lines that are not) to type between statements; each is indented as the
+# statement it is put next to.
+NEW_STATEMENTS = [
+    ['LOG "new"'], ["# a comment"], [""], ['RUN "a"; RUN "b"'],
+    ['STEP "new" {', '    RUN "x"', "}"], ['IF a == 1 { LOG "y" } ELSE { LOG "z" }'],
+    ["WRITE \"f\" <<EOF", "    body {{ a }}", "EOF"], ['VAR v = [1,', '    {k: "v"}]'],
+    ['TRY {', '    RUN "t"', '}', '# c', 'CATCH { LOG "c" }'], ["@quiet"],
+    ['SETUP { RUN "s" }'], ['TEARDOWN {', '}'], ['TASK "second" { }'], ['OPTION "o" { }'],
+    ['ELSE { LOG "e" }'], ['CATCH { LOG "c" }'], ["}"], ['STEP "open" {'], ["<<EOF"],
+    ['CHOOSE { OPTION "a" { } }'],
+]
+
+
+def _whole_statements(program: ast.Program, lines: list[str]):
+    """Every statement of every block (the top level too) that owns its lines whole, with the
+    depth of its block."""
+    stack = [(program, 0)]
+    while stack:
+        node, depth = stack.pop()
+        for _, body in tisslang.statements.blocks(node):
+            for stmt in body:
+                before = lines[stmt.line - 1][:stmt.column - 1]
+                after = lines[stmt.end_line - 1][stmt.end_column - 1:].strip()
+                if not before.strip() and (not after or after.startswith("#")):
+                    yield stmt, depth
+                stack.append((stmt, depth + 1))
+
+
+@st.composite
+def statement_edits(draw, text: str) -> list[str]:
+    """A whole statement removed, repeated, or a new one (or something that is not one) typed
+    before or after a whole statement, at any depth."""
+    lines = text.split("\n")
+    program = tisslang.parse(text)
+    found = sorted(_whole_statements(program, lines), key=lambda pair: pair[0].line)
+    if not found:
+        return lines
+    stmt, _ = draw(st.sampled_from(found))
+    indent = lines[stmt.line - 1][:stmt.column - 1]
+    own = lines[stmt.line - 1:stmt.end_line]
+    kind = draw(st.sampled_from(["before", "after", "delete", "duplicate"]))
+    if kind == "delete":
+        return lines[:stmt.line - 1] + lines[stmt.end_line:]
+    if kind == "duplicate":
+        return lines[:stmt.end_line] + own + lines[stmt.end_line:]
+    other, _ = draw(st.sampled_from(found))
+    new = draw(st.sampled_from(NEW_STATEMENTS + [lines[other.line - 1:other.end_line]]))
+    new = [indent + line if line and line is not lines[other.line - 1] else line
+           for line in new]
+    at = stmt.line - 1 if kind == "before" else stmt.end_line
+    return lines[:at] + new + lines[at:]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(TEXTS + [NESTED, EVERY, MANY_STEPS]) | commented_programs(), st.data())
+def test_reparse_of_whole_statements_added_or_removed_gives_what_a_full_parse_gives(text, data):
+    lines = text.split("\n")
+    new_lines = data.draw(statement_edits(text))
+    if data.draw(st.integers(0, 3)) == 0:  # and sometimes a second one next to the first
+        again = "\n".join(new_lines)
+        try:
+            tisslang.parse(again)
+        except tisslang.TissSyntaxError:
+            pass
+        else:
+            new_lines = data.draw(statement_edits(again))
+    _same_as_a_full_parse(tisslang.parse(text), lines, new_lines)
+
+
+def test_every_statement_added_or_removed_between_statements_is_reparsed_exactly():
+    """Each whole statement of the samples removed and repeated, and each new statement put
+    before and after it: every result equals a full parse, and those that parse are all
+    reparsed (none gives up), statements outside the block involved shared with the old tree."""
+    done = 0
+    for text in (EVERY, NESTED, MANY_STEPS):
+        lines = text.split("\n")
+        program = tisslang.parse(text)
+        for stmt, _ in _whole_statements(program, lines):
+            if type(stmt) is ast.Task:
+                continue  # the TASK removed or repeated: never reparsed
+            indent = lines[stmt.line - 1][:stmt.column - 1]
+            edits = [lines[:stmt.line - 1] + lines[stmt.end_line:],
+                     lines[:stmt.end_line] + lines[stmt.line - 1:stmt.end_line]
+                     + lines[stmt.end_line:]]
+            for new in (['LOG "new"'], ['STEP "n" {', '    RUN "x"', "}"], ["# c", ""]):
+                new = [indent + line for line in new]
+                edits.append(lines[:stmt.line - 1] + new + lines[stmt.line - 1:])
+                edits.append(lines[:stmt.end_line] + new + lines[stmt.end_line:])
+            for new_lines in edits:
+                try:
+                    tisslang.parse("\n".join(new_lines))
+                except tisslang.TissSyntaxError:
+                    assert reparse(program, lines, new_lines) is None
+                    continue
+                fast = _same_as_a_full_parse(program, lines, new_lines)
+                assert fast is not None, (stmt, new_lines)
+                done += 1
+    assert done > 500, done
+
+
+def _steps_and_lines():
+    lines = MANY_STEPS.split("\n")
+    program = tisslang.parse(MANY_STEPS)
+    steps = [stmt for stmt in program.body[0].body if type(stmt) is ast.Step]
+    return lines, program, steps
+
+
+def test_a_new_step_between_two_steps_is_parsed_alone_not_the_task():
+    lines, program, steps = _steps_and_lines()
+    at = steps[1].end_line  # after the second STEP's closing brace
+    new_lines = lines[:at] + ['    STEP "new" {', '        RUN "x"', "    }"] + lines[at:]
+    fast = _same_as_a_full_parse(program, lines, new_lines)
+    assert fast is not None
+    task, old_task = fast.body[0], program.body[0]
+    assert [type(s).__name__ for s in task.body].count("Step") == len(steps) + 1
+    # The statements above it are the old tree's (the TASK was not parsed again).
+    assert task.body[:4] == old_task.body[:4]
+    assert all(a is b for a, b in zip(task.body[:4], old_task.body[:4]))
+    assert task.body[-1].line == old_task.body[-1].line + 3
+
+
+def test_a_whole_step_removed_and_a_log_before_a_closing_brace():
+    lines, program, steps = _steps_and_lines()
+    removed = lines[:steps[2].line - 1] + lines[steps[2].end_line:]
+    fast = _same_as_a_full_parse(program, lines, removed)
+    assert fast is not None and fast.body[0].body[2] is program.body[0].body[2]
+    # Back again: the STEP typed in where it was gives the old tree.
+    back = reparse(fast, removed, lines)
+    assert back is not None and _exact(back) == _exact(program)
+    # A LOG at the end of a block, right before its `}`: the STEP's, the IF's, the TASK's.
+    for brace in (steps[0].end_line, steps[0].body[1].end_line, program.body[0].end_line):
+        indent = lines[brace - 1][:len(lines[brace - 1]) - len(lines[brace - 1].lstrip())]
+        new_lines = lines[:brace - 1] + [indent + '    LOG "last"'] + lines[brace - 1:]
+        fast = _same_as_a_full_parse(program, lines, new_lines)
+        assert fast is not None
+        assert fast.body[0].body[0] is program.body[0].body[0]
+
+
+def test_statements_between_statements_that_do_not_parse_alone_are_declined():
+    """What parses differently alone than in its place: the between-statements path gives up
+    (and reparse's one-statement path or a full parse does it), never a wrong tree."""
+    from tisslang.analysis import _reparse_between
+
+    lines, program, steps = _steps_and_lines()
+    if_ = steps[0].body[1]  # IF ... THEN { LOG } without ELSE
+    log = steps[0].body[0]  # RUN "echo 0"
+    setup = program.body[0].body[1]
+
+    def between(new_lines):
+        n_old = len(lines)
+        p = next(k for k, (a, b) in enumerate(zip(lines, new_lines)) if a != b)
+        s = next(k for k, (a, b) in enumerate(zip(reversed(lines), reversed(new_lines)))
+                 if a != b or k >= min(len(lines), len(new_lines)) - p)
+        return _reparse_between(program, lines, new_lines, p + 1, n_old - s,
+                                len(new_lines) - n_old, "<string>")
+
+    cases = {
+        # an ELSE line after an IF: it belongs to the IF, which a fragment alone cannot say
+        "else": lines[:if_.end_line] + ['        ELSE { LOG "e" }'] + lines[if_.end_line:],
+        # not whole statements: a block opened in the new lines and closed by old ones
+        "open": lines[:log.end_line] + ['        STEP "open" {'] + lines[log.end_line:]
+        + ["}"],
+        # SETUP moved from the TASK into a STEP: a full parse rejects it there
+        "setup": lines[:setup.line - 1] + lines[setup.end_line:log.end_line]
+        + lines[setup.line - 1:setup.end_line] + lines[log.end_line:],
+        # a second TASK after the first
+        "task": lines[:-2] + ['TASK "two" { }'] + lines[-2:],
+    }
+    for what, new_lines in cases.items():
+        assert between(new_lines) is None, what
+        _same_as_a_full_parse(program, lines, new_lines)
+    assert reparse(program, lines, cases["setup"]) is None
+    assert reparse(program, lines, cases["task"]) is None
+    every = EVERY.split("\n")
+    whole = tisslang.parse(EVERY)
+    # A CATCH line after a TRY that had none: it belongs to the TRY.
+    bare = every.index('    TRY { RUN "no catch" }')
+    caught = every[:bare + 1] + ['    CATCH { LOG "c" }'] + every[bare + 1:]
+    assert _reparse_between(whole, every, caught, bare + 2, bare + 1, 1, "<s>") is None
+    _same_as_a_full_parse(whole, every, caught)
+    # An OPTION between the options of a CHOOSE: only the CHOOSE around it parses it.
+    option = every.index('        OPTION "a" { RUN "a" }')
+    # A STEP there is an option too, never the STEP it is alone: the CHOOSE is parsed again.
+    for typed in ('        OPTION "b" { }', '        STEP "b" { RUN "b" }'):
+        more = every[:option + 1] + [typed] + every[option + 1:]
+        fast = _same_as_a_full_parse(whole, every, more)
+        assert fast is not None and fast.body[0].body[0] is whole.body[0].body[0]
+    # A statement after a block closed on its last statement's line, before the ELSE / CATCH
+    # on the next line: outside that block (and a syntax error there), not at its end.
+    for text in ('IF a == 1 { LOG "x" }\nELSE { LOG "y" }\n', 'TRY { RUN "x" }\nCATCH { }\n'):
+        two = text.split("\n")
+        third = two[:1] + ['LOG "new"'] + two[1:]
+        assert reparse(tisslang.parse(text), two, third) is None
+        assert _same_as_a_full_parse(tisslang.parse(text), two, third) is None
+    # ... while a SETUP typed directly in the TASK is fine there.
+    typed = lines[:log.line - 2] + ['    SETUP "more" { }'] + lines[log.line - 2:]
+    assert _same_as_a_full_parse(program, lines, typed) is not None
