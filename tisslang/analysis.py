@@ -170,23 +170,13 @@ def reparse(program: ast.Program, old_lines: list[str], new_lines: list[str],
     new = alone.body[0]
     if len(path) - 1 + _depth(new) > MAX_DEPTH:
         return None
-    start, end = old.line, old.end_line
+    # The statement's place: its block in the statement around it (or the top level).
     try:
-        with _collector_paused():  # tens of thousands of new nodes, no cycles among them
-            # Rebuild the ancestors, innermost first; each keeps its start (above the changed
-            # lines) and its end moves by delta (it is below them).
-            replacement: ast.Node = new
-            for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
-                replacement = _rebuild(parent, child, replacement, start, end, delta)
-            body = _splice(program.body, path[0], replacement, delta)
-            comments = program.comments
-            low = bisect_left(comments, start, key=_line)
-            high = bisect_right(comments, end, key=_line)
-            comments = comments[:low] + alone.comments + _shift_all(comments[high:], delta)
+        name, index = _slot(path[-2] if len(path) > 1 else program, old)
     except _Inexact:
         return None
-    return ast.Program(program.header, body, comments, line=program.line, column=program.column,
-                       end_line=n_new, end_column=len(new_lines[-1]) + 1)
+    return _assemble(program, path[:-1], name, index, index + 1, alone, old.line, old.end_line,
+                     delta, new_lines)
 
 
 def _reparse_between(program: ast.Program, old_lines: list[str], new_lines: list[str],
@@ -218,16 +208,27 @@ def _reparse_between(program: ast.Program, old_lines: list[str], new_lines: list
             return None
         if len(path) + _depth(stmt) > MAX_DEPTH:
             return None
-    alone = _moved(alone, start - 2)
+    return _assemble(program, path, name, i, j, _moved(alone, start - 2), start, end, delta,
+                     new_lines)
+
+
+def _assemble(program: ast.Program, path: list[ast.Node], name: str, i: int, j: int,
+              alone: ast.Program, start: int, end: int, delta: int,
+              new_lines: list[str]) -> ast.Program | None:
+    """The new tree: ``alone``'s statements (already at their lines) in place of statements
+    i..j-1 of block ``name`` of ``path[-1]`` (the top level when ``path`` is empty), which lay
+    on old lines start..end; the statements around it rebuilt, everything after line ``end``
+    moved by delta, the comments on those lines replaced by ``alone``'s. None when something of
+    an enclosing statement overlaps the changed lines."""
+    nodes = [program, *path]
     try:
-        with _collector_paused():
-            replacement = _rebuild_block(container, name, i, j, alone.body, start, end, delta)
-            if path:
-                for parent, child in zip(reversed(path[:-1]), reversed(path[1:])):
-                    replacement = _rebuild(parent, child, replacement, start, end, delta)
-                body = _splice(program.body, path[0], replacement, delta)
-            else:
-                body = replacement.body
+        with _collector_paused():  # tens of thousands of new nodes, no cycles among them
+            replacement = _rebuild_block(nodes[-1], name, i, j, alone.body, start, end, delta)
+            # The enclosing statements, innermost first, then the top level: each keeps its
+            # start (above the changed lines) and its end moves by delta (it is below them).
+            for parent, child in zip(reversed(nodes[:-1]), reversed(nodes[1:])):
+                replacement = _rebuild(parent, child, replacement, start, end, delta)
+            body = replacement.body
             comments = program.comments
             low = bisect_left(comments, start, key=_line)
             high = bisect_right(comments, end, key=_line)
@@ -321,7 +322,9 @@ def _checked(node: ast.Node, name: str, body: tuple, i: int, j: int, lines: list
 def _rebuild_block(parent: ast.Node, name: str, i: int, j: int, new: tuple, start: int,
                    end: int, delta: int) -> ast.Node:
     """A copy of ``parent`` whose block ``name`` holds ``new`` in place of its statements
-    i..j-1 (on old lines start..end), the rest as ``_rebuild`` does."""
+    i..j-1 (on old lines start..end); everything after line ``end`` moved by delta lines, its
+    own end included; what lies above line ``start`` kept. Anything else overlapping
+    start..end: raises _Inexact. The top level (a Program) only has its block replaced."""
     copy = _new(type(parent))
     fields = copy.__dict__
     fields.update(parent.__dict__)
@@ -350,14 +353,6 @@ def _line(node: ast.Node) -> int:
     return node.line
 
 
-def _splice(body: tuple, old: ast.Node, new: ast.Node, delta: int) -> tuple:
-    """``body`` with ``old`` replaced by ``new`` and the statements after it moved by delta."""
-    index = _index(body, old)
-    if index is None:
-        raise _Inexact  # cannot happen: _owners' path
-    return body[:index] + (new,) + _shift_all(body[index + 1:], delta)
-
-
 def _index(body: tuple, stmt: ast.Node) -> int | None:
     """Where ``stmt`` is in ``body`` (a block, in source order), by bisection; None if not."""
     index = bisect_left(body, stmt.line, key=_line)
@@ -379,32 +374,21 @@ def _moved(program: ast.Program, delta: int) -> ast.Program:
 def _rebuild(parent: ast.Node, child: ast.Node, new: ast.Node, start: int, end: int,
              delta: int) -> ast.Node:
     """A copy of ``parent`` (which holds ``child``, a statement on old lines start..end) with
-    ``new`` in the child's place; everything after line ``end`` moved by delta lines, its own end
-    included; what lies above line ``start`` kept. Anything else overlapping start..end: raises
-    _Inexact."""
-    copy = _new(type(parent))
-    fields = copy.__dict__
-    fields.update(parent.__dict__)
-    if delta:
-        fields["end_line"] += delta
-        for name in _LAYOUT.get(type(parent), ()):
-            if fields[name] > end:
-                fields[name] += delta
-            elif fields[name] >= start:
-                raise _Inexact
-    held = False
+    ``new`` in the child's place, as ``_rebuild_block`` makes it."""
+    name, index = _slot(parent, child)
+    return _rebuild_block(parent, name, index, index + 1, (new,), start, end, delta)
+
+
+def _slot(parent: ast.Node, child: ast.Node) -> tuple[str, int]:
+    """The block of ``parent`` that holds ``child`` and where in it; raises _Inexact if none
+    does (cannot happen for a path that _owners or _site found)."""
     for name in _NODE_FIELDS[type(parent)]:
-        value = fields[name]
-        if value is None:
-            continue
-        if not held and isinstance(value, tuple) and _index(value, child) is not None:
-            fields[name] = _splice(value, child, new, delta)
-            held = True
-        elif delta:
-            fields[name] = _place(value, start, end, delta)
-    if not held:
-        raise _Inexact  # cannot happen: _owners' path
-    return copy
+        value = getattr(parent, name)
+        if isinstance(value, tuple):
+            index = _index(value, child)
+            if index is not None:
+                return name, index
+    raise _Inexact
 
 
 def _place(value, start: int, end: int, delta: int):
