@@ -40,9 +40,10 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
+
+from step_child import StepChild
 
 VOCAB, D, LAYERS, HEADS, FFN, SEQ, BATCH = 2048, 256, 4, 4, 688, 128, 16
 WARMUP, STEPS = 2, 12
@@ -125,7 +126,7 @@ def serve(use_mpi: bool, threads: int) -> None:
         opt.step(grads)
         return partials[0]
 
-    while (cmd := command()) == "step":
+    while command() == "step":
         if use_mpi:
             group.comm.Barrier()  # both ranks awake and ready: the step starts together
         before = group.reduce_seconds
@@ -152,29 +153,9 @@ def serve(use_mpi: bool, threads: int) -> None:
     workers.close()
 
 
-class _Side:
-    def __init__(self, name: str, cmd: list[str], threads: int) -> None:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-        self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.name} benchmark process failed (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def finish(self) -> dict:
-        self.proc.stdin.write("done\n")
-        self.proc.stdin.flush()
-        summary = self._read()
-        self.proc.wait()
-        return summary
+def _side(name: str, cmd: list[str], threads: int) -> StepChild:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    return StepChild(name, cmd, env)
 
 
 def main() -> None:
@@ -193,8 +174,8 @@ def main() -> None:
     me = [sys.executable, os.path.abspath(__file__), "--serve"]
     load_at_start = os.getloadavg()
     sides = {
-        "threads": _Side("1 rank x 2 threads", [*me, "--threads", "2"], 2),
-        "ranks": _Side("2 ranks x 1 thread", [_mpiexec(), "-n", "2", *me, "--mpi", "--threads", "1"], 1),
+        "threads": _side("1 rank x 2 threads", [*me, "--threads", "2"], 2),
+        "ranks": _side("2 ranks x 1 thread", [_mpiexec(), "-n", "2", *me, "--mpi", "--threads", "1"], 1),
     }
     order = list(sides)
     records: dict[str, list[dict]] = {name: [] for name in sides}

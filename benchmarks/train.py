@@ -33,9 +33,10 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from step_child import StepChild
 
 VOCAB, D, LAYERS, HEADS, FFN, SEQ, BATCH = 2048, 256, 4, 4, 688, 128, 16
 WARMUP, STEPS = 2, 12
@@ -166,31 +167,10 @@ def serve(side: str) -> None:
           flush=True)
 
 
-class _Child:
-    def __init__(self, side: str, threads: int) -> None:
-        env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        self.side = side
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", side], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.side} benchmark process failed (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def step(self) -> float:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return self._read()["seconds"]
-
-    def finish(self) -> dict:
-        self.proc.stdin.write("done\n")
-        self.proc.stdin.flush()
-        summary = self._read()
-        self.proc.wait()
-        return summary
+def _child(side: str, threads: int) -> StepChild:
+    env = dict(os.environ, BENCH_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return StepChild(side, [sys.executable, __file__, "--serve", side], env)
 
 
 def _torch_available() -> bool:
@@ -210,12 +190,12 @@ def main() -> None:
         return serve(args.serve)
     sides = ["numpy", "torch"] if _torch_available() else ["numpy"]
     load_at_start = os.getloadavg()[0]  # other work on the machine skews multi-thread steps most
-    children = {side: _Child(side, args.threads) for side in sides}
+    children = {side: _child(side, args.threads) for side in sides}
     times: dict[str, list[float]] = {side: [] for side in sides}
     try:
         for i in range(WARMUP + args.steps):
             for side in sides if i % 2 == 0 else sides[::-1]:
-                seconds = children[side].step()
+                seconds = children[side].step()["seconds"]
                 if i >= WARMUP:
                     times[side].append(seconds)
         summaries = {side: children[side].finish() for side in sides}
