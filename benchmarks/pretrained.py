@@ -17,8 +17,8 @@ weights on the NumPy and transformers sides. Prints one JSON object:
 - numpy: `lm.load` + `lm.inference.InferenceModel`; transformers: `from_pretrained(dir,
   gguf_file=..., dtype=float32)`, eager attention, `torch.inference_mode`, a `DynamicCache`
   decode loop; llama_cpp: llama-cpp-python on the same file with its own quantized kernels,
-  reported only (run with `--llama-python`, default the interpreter of /work/venv-llama if it
-  exists; null otherwise);
+  reported only (run with `--llama-python`, default `$TISS_LLAMA_CPP_PYTHON` as the opt-in
+  tests use it; null without either);
 - ratios: numpy over transformers for decode and prefill, peak memory numpy over transformers;
   greedy_tokens_equal: whether the first 32 decoded tokens agree between NumPy and transformers;
 - bandwidth: bytes of float32 weights one decode step reads, the machine's measured read
@@ -239,9 +239,7 @@ def main() -> None:
         return
 
     repo = str(Path(__file__).resolve().parents[1])
-    llama_python = args.llama_python
-    if llama_python is None and Path("/work/venv-llama/bin/python").is_file():
-        llama_python = "/work/venv-llama/bin/python"
+    llama_python = args.llama_python or os.environ.get("TISS_LLAMA_CPP_PYTHON")
     result: dict = {"model": Path(args.gguf).name, "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
                     "machine": {"cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
                                 "load_average_1min_before": round(os.getloadavg()[0], 2)}}
